@@ -1,0 +1,88 @@
+//! The one error type of pals.
+
+use std::time::Duration;
+
+/// Everything that can go wrong when taking or releasing a lock.
+///
+/// Busy locks are not errors for [`Lock::try_acquire`](crate::Lock::try_acquire) and
+/// [`Lock::acquire_timeout`](crate::Lock::acquire_timeout), which return `Ok(None)`;
+/// [`Lock::acquire`](crate::Lock::acquire) turns them into [`Error::Timeout`].
+///
+/// ```
+/// let err = pals::Error::Timeout { name: "app.name".into() };
+/// assert_eq!(err.to_string(), r#"Lock acquire failed for "app.name". Failed due to timeout."#);
+/// assert!(err.is_timeout());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock was busy: it was not acquired within the acquire timeout.
+    #[error("Lock acquire failed for \"{name}\". Failed due to timeout.")]
+    Timeout {
+        /// The full lock name, `"app.name"`.
+        name: String,
+    },
+
+    /// No database connection could be opened within the connect timeout.
+    #[error("cannot connect to the database: {reason}")]
+    Connect {
+        /// What went wrong, in words.
+        reason: String,
+        /// The driver's error, when there is one (there is none for a timeout).
+        #[source]
+        source: Option<tokio_postgres::Error>,
+    },
+
+    /// The database answered a lock statement with an error, or the connection broke.
+    #[error("database error: {0}")]
+    Database(#[source] tokio_postgres::Error),
+
+    /// [`global()`](crate::global) was called but the global locker was never configured.
+    #[error(
+        "the global pals locker is not configured: call pals::init(locker) at startup, \
+         or set both PALS_DATABASE_URL and PALS_APP_NAME in the environment"
+    )]
+    NotConfigured,
+
+    /// [`init`](crate::init) was called when the global locker was already set.
+    #[error(
+        "the global pals locker is already set; pals::init may be called once, before first use"
+    )]
+    AlreadyInitialized,
+
+    /// The locker's configuration is invalid (a bad URL, a zero pool size, ...).
+    #[error("invalid pals configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The background thread that drives database connections could not be started.
+    #[error("cannot start the pals runtime thread: {0}")]
+    Runtime(String),
+}
+
+impl Error {
+    /// True for [`Error::Timeout`]: the lock is held by someone else.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    pub(crate) fn connect_timeout(timeout: Duration) -> Self {
+        Error::Connect {
+            reason: format!("no answer within the connect timeout ({timeout:?})"),
+            source: None,
+        }
+    }
+
+    pub(crate) fn connect_failed(source: tokio_postgres::Error) -> Self {
+        let mut reason = source.to_string();
+        if let Some(cause) = std::error::Error::source(&source) {
+            let cause = cause.to_string();
+            if !reason.contains(&cause) {
+                reason = format!("{reason}: {cause}");
+            }
+        }
+        Error::Connect {
+            reason,
+            source: Some(source),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! [`LockGuard`]: a held lock that is always released.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+use crate::lock::parse_bool;
+use crate::pool::{Session, SessionState};
+use crate::queue::InProcessPermit;
+use crate::{runtime, Error};
+
+/// A held lock. Release it with [`release`](LockGuard::release); if it is dropped instead
+/// (scope end, `?`, panic, cancellation), the lock is released promptly in the background.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+/// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+/// let locker = pals::Locker::new("doc-guard", &url)?;
+/// {
+///     let guard = locker.lock("nightly-report").acquire().await?;
+///     assert_eq!(guard.name(), "doc-guard.nightly-report");
+/// } // dropped: released in the background
+/// let guard = locker.lock("nightly-report").acquire().await?;
+/// assert!(guard.release().await?);
+/// # Ok(()) }
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    held: Option<Held>,
+    name: Arc<str>,
+    key: i64,
+    shared: bool,
+}
+
+/// What a guard owns while the lock is held.
+pub(crate) struct Held {
+    // Field order matters: the session goes back to the pool before the next caller in
+    // this process is let in, so that caller can reuse it.
+    session: Session,
+    permit: InProcessPermit,
+    key: i64,
+    shared: bool,
+    rt: Handle,
+}
+
+impl Held {
+    pub(crate) fn new(
+        session: Session,
+        permit: InProcessPermit,
+        key: i64,
+        shared: bool,
+        rt: Handle,
+    ) -> Held {
+        Held {
+            session,
+            permit,
+            key,
+            shared,
+            rt,
+        }
+    }
+
+    async fn release(mut self) -> Result<bool, Error> {
+        let shared = if self.shared { "_shared" } else { "" };
+        let sql = format!("SELECT pg_advisory_unlock{shared}({})", self.key);
+        // If this future is dropped mid-way, the session stays marked as holding the lock
+        // and is closed, which releases it all the same.
+        let messages = self
+            .session
+            .client()
+            .simple_query(&sql)
+            .await
+            .map_err(Error::Database)?;
+        let released = parse_bool(&messages);
+        if released {
+            // One lock per session: once it is unlocked, the session holds nothing.
+            self.session.set_state(SessionState::Clean);
+        }
+        // Otherwise the session did not hold the lock it should have; it is in an unknown
+        // state and is closed rather than pooled.
+        let Held {
+            session, permit, ..
+        } = self;
+        drop(session);
+        drop(permit);
+        Ok(released)
+    }
+}
+
+impl LockGuard {
+    pub(crate) fn new(held: Held, name: Arc<str>) -> LockGuard {
+        LockGuard {
+            key: held.key,
+            shared: held.shared,
+            held: Some(held),
+            name,
+        }
+    }
+
+    /// The full lock name, `"app.name"`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The PostgreSQL advisory-lock key.
+    pub fn key(&self) -> i64 {
+        self.key
+    }
+
+    /// True if this is a shared (reader) lock.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Releases the lock and waits for the database to confirm it.
+    ///
+    /// `Ok(true)`: it was held and is now released. `Ok(false)`: the session no longer held
+    /// it (it was lost); the session is closed. `Err`: the connection failed; it is closed,
+    /// which releases the lock on the server.
+    pub async fn release(mut self) -> Result<bool, Error> {
+        let held = self
+            .held
+            .take()
+            .expect("a guard holds its lock until released");
+        let result = held.release().await;
+        tracing::debug!(lock = %self.name, key = self.key, ?result, "pals: lock released");
+        result
+    }
+
+    /// [`release`](LockGuard::release) for synchronous code: blocks the calling thread.
+    pub fn blocking_release(self) -> Result<bool, Error> {
+        runtime::block_on(self.release())
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let Some(held) = self.held.take() else { return };
+        // Released on the library's runtime: no runtime is needed on this thread, and this
+        // works during a panic's unwinding too.
+        let rt = held.rt.clone();
+        let name = self.name.clone();
+        let key = self.key;
+        rt.spawn(async move {
+            match held.release().await {
+                Ok(true) => tracing::debug!(lock = %name, key, "pals: dropped lock released"),
+                Ok(false) => tracing::warn!(lock = %name, key, "pals: dropped lock was no longer held"),
+                Err(error) => tracing::warn!(lock = %name, key, %error, "pals: releasing a dropped lock failed; its session was closed"),
+            }
+        });
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}

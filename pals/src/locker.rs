@@ -1,0 +1,302 @@
+//! [`Locker`], the lock factory, and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::key::{full_name, key_of_full_name};
+use crate::pool::Pool;
+use crate::queue::Queues;
+use crate::{runtime, Error, Lock};
+
+/// The acquire timeout PALs uses by default: 30 seconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many database connections a locker opens at most, by default.
+pub const DEFAULT_POOL_SIZE: usize = 10;
+/// How long opening a database connection may take, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A lock factory: an application name that namespaces lock names, and a connection pool.
+///
+/// Create one per application (or use the process-wide [`global()`](crate::global) one)
+/// and take locks from it. A `Locker` is cheap to clone; clones share the pool.
+/// Creating it does no I/O: connections open on first use.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+/// # let url = pals_db_url();
+/// let locker = pals::Locker::new("my-app-name", &url)?;
+/// let guard = locker.lock("my-lock").acquire().await?;
+/// // ... only one holder of "my-app-name.my-lock" in the whole fleet runs this ...
+/// assert!(guard.release().await?);
+/// # Ok(()) }
+/// # fn pals_db_url() -> String { std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into()) }
+/// ```
+#[derive(Clone)]
+pub struct Locker {
+    pub(crate) inner: Arc<LockerInner>,
+}
+
+pub(crate) struct LockerInner {
+    pub(crate) app: String,
+    pub(crate) pool: Pool,
+    pub(crate) queues: Arc<Queues>,
+    pub(crate) default_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) rt: Handle,
+}
+
+impl Locker {
+    /// A locker for application `app` on the database at `url`
+    /// (`postgresql://user:password@host:port/dbname`), with default settings.
+    ///
+    /// Fails only if the URL cannot be parsed; no connection is opened yet.
+    ///
+    /// ```
+    /// let locker = pals::Locker::new("my-app-name", "postgresql://user:pass@server/dbname")?;
+    /// assert_eq!(locker.app(), "my-app-name");
+    /// assert!(pals::Locker::new("my-app-name", "not a url").is_err());
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn new(app: impl Into<String>, url: &str) -> Result<Locker, Error> {
+        Locker::builder(app).url(url).build()
+    }
+
+    /// A builder to configure pool size, timeouts and the connection.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locker = pals::Locker::builder("my-app-name")
+    ///     .url("postgresql://postgres@127.0.0.1:54321/postgres")
+    ///     .pool_size(4)
+    ///     .default_timeout(Duration::from_secs(5))
+    ///     .connect_timeout(Duration::from_secs(2))
+    ///     .build()?;
+    /// assert_eq!(locker.pool_size(), 4);
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn builder(app: impl Into<String>) -> LockerBuilder {
+        LockerBuilder {
+            app: app.into(),
+            config: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            default_timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// The lock called `name` in this locker's application: `"{app}.{name}"`.
+    ///
+    /// ```
+    /// let locker = pals::Locker::new("my-app-name", "postgresql://localhost/db")?;
+    /// let lock = locker.lock("my-lock");
+    /// assert_eq!(lock.name(), "my-app-name.my-lock");
+    /// assert_eq!(lock.key(), pals::key("my-app-name", "my-lock"));
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn lock(&self, name: &str) -> Lock {
+        let full_name = full_name(&self.inner.app, name);
+        let key = key_of_full_name(&full_name);
+        Lock::new(self.clone(), full_name.into(), key)
+    }
+
+    /// The lock with a raw advisory-lock key, for interoperating with SQL that calls
+    /// `pg_advisory_lock(key)` directly. The lock's name is the key in decimal.
+    ///
+    /// ```
+    /// let locker = pals::Locker::new("my-app-name", "postgresql://localhost/db")?;
+    /// let lock = locker.lock_key(42);
+    /// assert_eq!((lock.key(), lock.name()), (42, "42"));
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn lock_key(&self, key: i64) -> Lock {
+        Lock::new(self.clone(), key.to_string().into(), key)
+    }
+
+    /// The application name that namespaces this locker's lock names.
+    pub fn app(&self) -> &str {
+        &self.inner.app
+    }
+
+    /// How long [`Lock::acquire`] waits unless the lock sets its own timeout.
+    pub fn default_timeout(&self) -> Duration {
+        self.inner.default_timeout
+    }
+
+    /// How long opening a database connection may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
+    }
+
+    /// The most database connections this locker opens at once.
+    pub fn pool_size(&self) -> usize {
+        self.inner.pool.max_size()
+    }
+
+    /// Runs `sql` on an idle pooled connection and returns the first column of its rows.
+    ///
+    /// For pals' own tests, which must see what a pooled connection is like; not part of the
+    /// public API.
+    #[doc(hidden)]
+    pub async fn __query_pooled(&self, sql: &str) -> Result<Vec<Option<String>>, Error> {
+        let session = self
+            .inner
+            .pool
+            .checkout(None)
+            .await?
+            .ok_or_else(|| Error::InvalidConfig("no connection".into()))?;
+        let messages = session
+            .client()
+            .simple_query(sql)
+            .await
+            .map_err(Error::Database)?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(String::from)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl fmt::Debug for Locker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Locker")
+            .field("app", &self.inner.app)
+            .field("pool_size", &self.pool_size())
+            .field("default_timeout", &self.inner.default_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Locker`]; made by [`Locker::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct LockerBuilder {
+    app: String,
+    config: Option<Result<tokio_postgres::Config, String>>,
+    pool_size: usize,
+    default_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl LockerBuilder {
+    /// The database URL, `postgresql://user:password@host:port/dbname` (or the key=value
+    /// form). A URL that cannot be parsed makes [`build`](Self::build) fail.
+    pub fn url(mut self, url: &str) -> Self {
+        self.config = Some(
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("cannot parse the database URL: {e}")),
+        );
+        self
+    }
+
+    /// A ready tokio-postgres configuration instead of a URL.
+    pub fn config(mut self, config: tokio_postgres::Config) -> Self {
+        self.config = Some(Ok(config));
+        self
+    }
+
+    /// The most database connections to open at once (default 10). Each held lock uses one;
+    /// callers waiting for the same lock in this process share one.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// How long [`Lock::acquire`] waits for a busy lock (default 30 s, as in PALs).
+    /// `Duration::MAX` waits forever; `Duration::ZERO` tries once.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// How long opening a connection may take, from TCP connect to the end of
+    /// authentication (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Checks the configuration and makes the locker. Does no I/O.
+    pub fn build(self) -> Result<Locker, Error> {
+        let mut config = match self.config {
+            None => {
+                return Err(Error::InvalidConfig(
+                    "no database given: call .url(...) or .config(...)".into(),
+                ))
+            }
+            Some(config) => config.map_err(Error::InvalidConfig)?,
+        };
+        if config.get_hosts().is_empty() {
+            return Err(Error::InvalidConfig(
+                "the database configuration names no host".into(),
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::InvalidConfig("pool_size must be at least 1".into()));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "connect_timeout must be more than zero".into(),
+            ));
+        }
+        if config.get_application_name().is_none() {
+            // Shows in pg_stat_activity which application's sessions hold which locks.
+            config.application_name(application_name(&self.app));
+        }
+        config.connect_timeout(self.connect_timeout);
+        let rt = runtime::handle()?;
+        let pool = Pool::new(config, self.connect_timeout, self.pool_size, rt.clone())?;
+        Ok(Locker {
+            inner: Arc::new(LockerInner {
+                app: self.app,
+                pool,
+                queues: Arc::default(),
+                default_timeout: self.default_timeout,
+                connect_timeout: self.connect_timeout,
+                rt,
+            }),
+        })
+    }
+}
+
+/// `pals:{app}`, cut to the 63 bytes PostgreSQL keeps, on a character boundary.
+pub(crate) fn application_name(app: &str) -> String {
+    let mut name = format!("pals:{app}");
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_name_fits_postgres() {
+        assert_eq!(application_name("app"), "pals:app");
+        let long = application_name(&"é".repeat(100));
+        assert!(long.len() <= 63 && long.starts_with("pals:é"));
+    }
+
+    #[test]
+    fn build_checks_its_input() {
+        let err = |b: LockerBuilder| b.build().unwrap_err().to_string();
+        assert!(err(Locker::builder("a")).contains("no database"));
+        assert!(
+            err(Locker::builder("a").url("postgresql://h/db").pool_size(0)).contains("pool_size")
+        );
+        assert!(err(Locker::builder("a").url("::::")).contains("cannot parse"));
+        assert!(err(Locker::builder("a")
+            .url("postgresql://h/db")
+            .connect_timeout(Duration::ZERO))
+        .contains("connect_timeout"));
+    }
+}

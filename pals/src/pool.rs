@@ -1,0 +1,201 @@
+//! Database sessions: a deadpool pool whose connections run on the library's runtime, and
+//! [`Session`], a checked-out connection that knows whether it is safe to pool again.
+//!
+//! deadpool recycles a connection when it is checked out again, not when it is returned,
+//! so a connection that might still hold a lock must never go back: [`Session`] tracks
+//! what the connection may hold and closes it, instead of pooling it, unless it is known
+//! to hold nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+use crate::runtime;
+use crate::Error;
+
+/// Creates connections on the library's runtime and checks them cheaply on checkout.
+pub(crate) struct Manager {
+    config: tokio_postgres::Config,
+    connect_timeout: Duration,
+    rt: Handle,
+}
+
+/// One open database connection and the task on the library's runtime that drives it.
+pub(crate) struct PgConn {
+    client: Client,
+    io_task: JoinHandle<()>,
+}
+
+impl managed::Manager for Manager {
+    type Type = PgConn;
+    type Error = Error;
+
+    async fn create(&self) -> Result<PgConn, Error> {
+        let config = self.config.clone();
+        let timeout = self.connect_timeout;
+        let connect = async move {
+            // The timeout covers the whole startup (TCP, TLS, authentication), not only the
+            // TCP connect that tokio-postgres' own connect_timeout bounds: a server that
+            // accepts and then says nothing must not hang us.
+            let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+                .await
+                .map_err(|_| Error::connect_timeout(timeout))?
+                .map_err(Error::connect_failed)?;
+            let io_task = tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "pals: database connection ended with an error");
+                }
+            });
+            Ok(PgConn { client, io_task })
+        };
+        match self.rt.spawn(connect).await {
+            Ok(result) => result,
+            Err(join_error) => Err(Error::Runtime(join_error.to_string())),
+        }
+    }
+
+    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<Error> {
+        // Only clean connections are ever returned (see `Session`), so no round trip is
+        // needed here; a connection the server closed is replaced.
+        if conn.client.is_closed() {
+            Err(RecycleError::message("connection closed"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The connection pool of one locker.
+///
+/// Free slots are counted here, in front of deadpool, so that only the wait for a free slot
+/// is bounded by the caller's deadline; opening a connection in a free slot is bounded by
+/// the connect timeout alone (a `try_acquire` on a fresh locker must be able to connect).
+pub(crate) struct Pool {
+    pool: managed::Pool<Manager>,
+    slots: Arc<Semaphore>,
+    rt: Handle,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        config: tokio_postgres::Config,
+        connect_timeout: Duration,
+        size: usize,
+        rt: Handle,
+    ) -> Result<Pool, Error> {
+        let manager = Manager {
+            config,
+            connect_timeout,
+            rt: rt.clone(),
+        };
+        let pool = managed::Pool::builder(manager)
+            .max_size(size)
+            .build()
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        Ok(Pool {
+            pool,
+            slots: Arc::new(Semaphore::new(size)),
+            rt,
+        })
+    }
+
+    pub(crate) fn max_size(&self) -> usize {
+        self.pool.status().max_size
+    }
+
+    /// Checks out a connection, waiting for a free slot until `deadline` (`None`: forever).
+    /// Returns `Ok(None)` when the deadline passed first.
+    pub(crate) async fn checkout(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Session>, Error> {
+        let slots = Arc::clone(&self.slots);
+        let slot = match (slots.clone().try_acquire_owned(), deadline) {
+            (Ok(slot), _) => slot,
+            (Err(_), None) => slots.acquire_owned().await.expect("slots are never closed"),
+            (Err(_), Some(deadline)) => {
+                match runtime::until(&self.rt, deadline, slots.acquire_owned()).await {
+                    Some(slot) => slot.expect("slots are never closed"),
+                    None => return Ok(None),
+                }
+            }
+        };
+        // Holding a slot, deadpool has a free object or room to create one: this does not
+        // wait for other callers, only (at most) for a new connection.
+        match self.pool.get().await {
+            Ok(conn) => Ok(Some(Session {
+                conn: Some(conn),
+                state: SessionState::Clean,
+                rt: self.rt.clone(),
+                _slot: slot,
+            })),
+            Err(managed::PoolError::Backend(error)) => Err(error),
+            Err(other) => Err(Error::Connect {
+                reason: other.to_string(),
+                source: None,
+            }),
+        }
+    }
+}
+
+/// What a checked-out connection may be holding, which decides its fate when dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SessionState {
+    /// Holds no lock and runs no statement: goes back to the pool.
+    Clean,
+    /// May hold a lock: closed, which makes the server release everything it held.
+    MayHoldLock,
+    /// A statement may still be running on the server (a lock wait): cancelled, then closed.
+    Busy,
+}
+
+/// A connection checked out of the pool, with what it may hold.
+pub(crate) struct Session {
+    conn: Option<Object<Manager>>,
+    state: SessionState,
+    rt: Handle,
+    // Dropped after `conn` has gone back to deadpool (or left it): see `Pool`.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Session {
+    pub(crate) fn client(&self) -> &Client {
+        &self.conn.as_ref().expect("session used after close").client
+    }
+
+    pub(crate) fn set_state(&mut self, state: SessionState) {
+        self.state = state;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.state == SessionState::Clean {
+            return; // dropping the Object returns it to the pool
+        }
+        let PgConn { client, io_task } = Object::take(conn);
+        let cancel = (self.state == SessionState::Busy).then(|| client.cancel_token());
+        self.rt.spawn(async move {
+            if let Some(token) = cancel {
+                // The server does not notice a vanished client while it waits for a lock:
+                // cancel the wait so the lock is never granted to a session nobody owns.
+                let cancelled =
+                    tokio::time::timeout(Duration::from_secs(5), token.cancel_query(NoTls)).await;
+                if !matches!(cancelled, Ok(Ok(()))) {
+                    // The cancel did not reach the server: close the socket at once; the
+                    // server frees the session's locks when it next writes to it.
+                    io_task.abort();
+                }
+            }
+            // Dropping the client makes the connection send Terminate once the pending
+            // statement (if any) has answered: the session ends and its locks go with it.
+            drop(client);
+        });
+    }
+}

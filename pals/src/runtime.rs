@@ -1,0 +1,113 @@
+//! The runtime pals owns: one background thread that drives every database connection.
+//!
+//! A `tokio_postgres::Connection` dies with the runtime that polls it. Callers come from
+//! `#[tokio::test]`s (one runtime each, shut down at the end of the test), from
+//! current-thread runtimes and from plain threads, so connections must not live on the
+//! caller's runtime. They live here; callers only talk to them through channels, which
+//! work from anywhere. Timers used by the acquire path are registered here too, so the
+//! async API needs no timer driver from the caller.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::Instant;
+
+use tokio::runtime::Handle;
+
+use crate::Error;
+
+static RUNTIME: OnceLock<Result<Handle, String>> = OnceLock::new();
+
+/// The handle of the library's runtime, starting its thread on first use.
+pub(crate) fn handle() -> Result<Handle, Error> {
+    RUNTIME.get_or_init(start).clone().map_err(Error::Runtime)
+}
+
+fn start() -> Result<Handle, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("pals-runtime")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let handle = runtime.handle().clone();
+    thread::Builder::new()
+        .name("pals-runtime".into())
+        // The thread drives spawned connection tasks and timers forever; the process
+        // exit closes the sockets, which frees every lock they hold.
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .map_err(|e| e.to_string())?;
+    Ok(handle)
+}
+
+/// Runs `fut` to completion, returning `None` if `deadline` passes first.
+///
+/// The timer belongs to the library's runtime, so this works under any executor.
+pub(crate) async fn until<F: Future>(rt: &Handle, deadline: Instant, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    // The timer is made only if `fut` is not ready at once: the uncontended path skips it.
+    let mut sleep = pin!(None::<tokio::time::Sleep>);
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if sleep.is_none() {
+            let _entered = rt.enter();
+            sleep.set(Some(tokio::time::sleep_until(deadline.into())));
+        }
+        let sleep = sleep.as_mut().as_pin_mut().expect("the timer was just set");
+        sleep.poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Runs `fut` on the calling thread, parking it between polls.
+///
+/// Unlike `Runtime::block_on`, this never panics inside a runtime's worker thread: the
+/// blocking API may be called from anywhere. The futures it runs only wait on channels and
+/// timers served by the library's runtime, so parking this thread cannot stall them.
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+            return output;
+        }
+        thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn until_times_out_without_a_caller_runtime() {
+        let rt = handle().unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(30);
+        let out = block_on(until(&rt, deadline, std::future::pending::<()>()));
+        assert!(out.is_none());
+        assert!(started.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn until_returns_the_output_when_ready() {
+        let rt = handle().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert_eq!(block_on(until(&rt, deadline, async { 7 })), Some(7));
+    }
+}

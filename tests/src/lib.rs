@@ -1,0 +1,145 @@
+//! Helpers for pals' integration tests: the database URL, unique app names, lockers, and a
+//! probe that looks at the server from outside the locker under test.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The docker-compose database, used when `PALS_DB_URL` is not set.
+pub const DEFAULT_DB_URL: &str = "postgresql://postgres@127.0.0.1:54321/postgres";
+
+/// The URL of the test database: `PALS_DB_URL`, or the docker-compose default.
+pub fn db_url() -> String {
+    std::env::var("PALS_DB_URL").unwrap_or_else(|_| DEFAULT_DB_URL.to_string())
+}
+
+/// An application name no other test (in this or another process) uses, so tests never
+/// see each other's locks and can find their own sessions by `application_name`.
+pub fn unique_app(tag: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("t-{tag}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// A locker on the test database with a short default timeout.
+pub fn locker(app: &str) -> pals::Locker {
+    locker_with(app, |b| b)
+}
+
+/// A locker on the test database, configured further by `configure`.
+pub fn locker_with(
+    app: &str,
+    configure: impl FnOnce(pals::LockerBuilder) -> pals::LockerBuilder,
+) -> pals::Locker {
+    ensure_server();
+    let builder = pals::Locker::builder(app)
+        .url(&db_url())
+        .default_timeout(Duration::from_secs(5));
+    configure(builder).build().expect("test locker builds")
+}
+
+/// The `application_name` pals gives the sessions of `app`.
+pub fn application_name(app: &str) -> String {
+    format!("pals:{app}")
+}
+
+/// Panics with instructions when no server answers at the test URL.
+pub fn ensure_server() {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let checked = CHECKED.get_or_init(|| probe_query("SELECT 1").map(|_| ()));
+    if let Err(error) = checked {
+        panic!(
+            "no PostgreSQL answers at {url} ({error}).\n\
+             Start one with `docker compose up -d` in the repository root, \
+             or point PALS_DB_URL at a server you have (trust or password auth in the URL).",
+            url = db_url()
+        );
+    }
+}
+
+/// Runs `sql` on a fresh connection of its own (its own runtime, on its own thread, so it
+/// works from any test, async or not) and returns the first column of every row.
+pub fn probe_query(sql: &str) -> Result<Vec<Option<String>>, String> {
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let (client, connection) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_postgres::connect(&db_url(), tokio_postgres::NoTls),
+            )
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            let messages = client.simple_query(&sql).await.map_err(|e| {
+                e.as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string())
+            })?;
+            Ok(messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some(row.get(0).map(String::from))
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
+    })
+    .join()
+    .expect("probe thread")
+}
+
+/// `probe_query` for one number.
+pub fn probe_i64(sql: &str) -> i64 {
+    let rows = probe_query(sql).unwrap_or_else(|e| panic!("probe `{sql}` failed: {e}"));
+    rows.first()
+        .and_then(|v| v.as_deref())
+        .unwrap_or_else(|| panic!("probe `{sql}` returned no value"))
+        .parse()
+        .unwrap()
+}
+
+/// How many server sessions the locker of `app` has open.
+pub fn sessions_of(app: &str) -> i64 {
+    probe_i64(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}'",
+        application_name(app)
+    ))
+}
+
+/// How many sessions of `app` hold (granted) or await (not granted) the advisory lock `key`.
+pub fn holders_of(app: &str, key: i64, granted: bool) -> i64 {
+    probe_i64(&format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE a.application_name = '{}' AND l.locktype = 'advisory' AND l.granted = {granted} \
+           AND l.classid = (({key}::bigint >> 32) & 4294967295)::oid \
+           AND l.objid = ({key}::bigint & 4294967295)::oid AND l.objsubid = 1",
+        application_name(app)
+    ))
+}
+
+/// Polls `condition` until it holds or `within` has passed; true if it held.
+///
+/// For conditions that only the server can tell (a backend went away); the bound is the
+/// behaviour under test, not a synchronisation guess.
+pub fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,153 @@
+//! Cancelled acquires and lock timeouts leave nothing behind, and sessions come back to the
+//! pool exactly as the server made them.
+
+use std::time::Duration;
+
+use pals_tests::{
+    application_name, eventually, holders_of, locker, locker_with, probe_query, unique_app,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_acquire_stops_waiting_in_the_database_and_leaves_no_lock() {
+    let app = unique_app("cancel");
+    let (holder, waiter, third) = (
+        locker(&app),
+        locker_with(&app, |b| b.pool_size(1)),
+        locker(&app),
+    );
+    let guard = holder.lock("x").acquire().await.unwrap();
+    let lock = waiter.lock("x").timeout(Duration::MAX);
+    let key = lock.key();
+
+    let waiting = tokio::spawn(async move { lock.acquire().await.map(|_| ()) });
+    assert!(
+        eventually(Duration::from_secs(5), || holders_of(&app, key, false) == 1),
+        "the waiter never showed up waiting in pg_locks"
+    );
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+
+    // The server-side wait is cancelled: nobody of this app awaits the lock any more.
+    assert!(
+        eventually(Duration::from_secs(2), || holders_of(&app, key, false) == 0),
+        "the dropped acquire still waits in the database"
+    );
+    // When the holder lets go, the abandoned session does not get the lock.
+    assert!(guard.release().await.unwrap());
+    let taken = third
+        .lock("x")
+        .acquire_timeout(Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(taken.is_some());
+    assert_eq!(
+        holders_of(&app, key, true),
+        1,
+        "only the third locker holds it"
+    );
+    // And the waiter's locker still works, on a new session.
+    drop(taken);
+    assert!(waiter.lock("y").try_acquire().await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_timed_out_acquire_leaves_a_session_that_holds_nothing() {
+    let app = unique_app("race");
+    let holder = locker(&app);
+    let waiter = locker_with(&app, |b| b.pool_size(1));
+    let lock = waiter.lock("x");
+    // Warm the pool so that every round waits in the database for the full timeout.
+    drop(waiter.__query_pooled("SELECT 1").await.unwrap());
+    // Release around the moment the waiter's lock_timeout fires, sweeping from well before
+    // to well after it: when the grant wins the waiter gets the lock; when the timeout wins
+    // (or both happen at once) its session must hold nothing afterwards.
+    let timeout = Duration::from_millis(30);
+    let mut outcomes = [0; 2];
+    for round in 0..40u64 {
+        let guard = holder.lock("x").acquire().await.unwrap();
+        let release_after = Duration::from_micros(20_000 + round * 500);
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(release_after).await; // aim the release, not synchronisation
+            guard.release().await.unwrap()
+        });
+        let got = lock.acquire_timeout(timeout).await.unwrap();
+        assert!(release.await.unwrap());
+        outcomes[usize::from(got.is_some())] += 1;
+        if let Some(guard) = got {
+            assert!(guard.release().await.unwrap());
+        }
+        let held = waiter
+            .__query_pooled("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'")
+            .await
+            .unwrap();
+        assert_eq!(
+            held,
+            vec![Some("0".to_string())],
+            "round {round}: pooled session holds a lock"
+        );
+    }
+    // The sweep crossed the timeout: both outcomes happened.
+    assert!(
+        outcomes[0] > 0 && outcomes[1] > 0,
+        "timed out / acquired: {outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn pooled_sessions_keep_the_server_default_lock_timeout() {
+    let app = unique_app("settings");
+    let default = probe_query("SHOW lock_timeout").unwrap();
+    let holder = locker(&app);
+    let a = locker_with(&app, |b| b.pool_size(1));
+
+    let busy = holder.lock("x").acquire().await.unwrap();
+    assert!(a
+        .lock("x")
+        .acquire_timeout(Duration::from_millis(50))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        a.__query_pooled("SHOW lock_timeout").await.unwrap(),
+        default
+    );
+    drop(busy);
+    let guard = a
+        .lock("x")
+        .acquire_timeout(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(guard.release().await.unwrap());
+    let forever = a.lock("y").timeout(Duration::MAX).acquire().await.unwrap();
+    assert!(forever.release().await.unwrap());
+    assert_eq!(
+        a.__query_pooled("SHOW lock_timeout").await.unwrap(),
+        default
+    );
+}
+
+#[tokio::test]
+async fn no_transaction_stays_open_while_a_lock_is_held() {
+    let app = unique_app("idle");
+    let a = locker(&app);
+    let waited = a
+        .lock("w")
+        .acquire_timeout(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let tried = a.lock("t").try_acquire().await.unwrap().unwrap();
+    let states = probe_query(&format!(
+        "SELECT coalesce(state, '?') FROM pg_stat_activity WHERE application_name = '{}'",
+        application_name(&app)
+    ))
+    .unwrap();
+    assert_eq!(states.len(), 2);
+    assert!(
+        states.iter().all(|s| s.as_deref() == Some("idle")),
+        "{states:?}"
+    );
+    assert!(waited.release().await.unwrap());
+    assert!(tried.release().await.unwrap());
+}

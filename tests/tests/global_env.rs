@@ -1,0 +1,38 @@
+//! The global locker configured from the environment. Its own test binary: the global is
+//! process-wide, and this test changes the environment.
+
+#[test]
+fn global_is_not_configured_then_comes_from_the_environment() {
+    std::env::remove_var(pals::DATABASE_URL_ENV);
+    std::env::remove_var(pals::APP_NAME_ENV);
+    let err = pals::global().unwrap_err();
+    assert!(matches!(err, pals::Error::NotConfigured));
+    let message = err.to_string();
+    assert!(message.contains("pals::init"), "{message}");
+    assert!(
+        message.contains("PALS_DATABASE_URL") && message.contains("PALS_APP_NAME"),
+        "{message}"
+    );
+
+    // Only one of the two is not enough.
+    std::env::set_var(pals::APP_NAME_ENV, "from-env");
+    assert!(matches!(pals::global(), Err(pals::Error::NotConfigured)));
+
+    std::env::set_var(pals::DATABASE_URL_ENV, pals_tests::db_url());
+    let locker = pals::global().unwrap();
+    assert_eq!(locker.app(), "from-env");
+    assert!(std::ptr::eq(locker, pals::global().unwrap()), "built once");
+
+    let guard = locker
+        .lock(&pals_tests::unique_app("g"))
+        .blocking_acquire()
+        .unwrap();
+    assert!(guard.blocking_release().unwrap());
+
+    let again = pals::Locker::new("other", &pals_tests::db_url()).unwrap();
+    assert!(matches!(
+        pals::init(again),
+        Err(pals::Error::AlreadyInitialized)
+    ));
+    assert_eq!(pals::global().unwrap().app(), "from-env");
+}

@@ -1,0 +1,117 @@
+//! A lock is released whatever way its guard ends, and a session that may still hold a lock
+//! never goes back into the pool.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use pals_tests::{application_name, holders_of, locker, locker_with, probe_i64, unique_app};
+
+const HANDOFF: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn dropped_guard_releases_before_its_connection_is_reused() {
+    let app = unique_app("reuse");
+    // One connection: whatever runs next on this locker runs on the dropped guard's session.
+    let a = locker_with(&app, |b| b.pool_size(1));
+    let first = a.lock("first");
+    let guard = first.acquire().await.unwrap();
+    drop(guard);
+    let second = a.lock("second").acquire().await.unwrap();
+    assert_eq!(
+        holders_of(&app, first.key(), true),
+        0,
+        "the reused session still holds the dropped lock"
+    );
+    assert_eq!(holders_of(&app, second.key(), true), 1);
+    assert!(second.release().await.unwrap());
+}
+
+#[tokio::test]
+async fn dropped_guard_is_free_for_another_session_within_100ms_async() {
+    let app = unique_app("drop-async");
+    let (a, b) = (locker(&app), locker(&app));
+    let guard = a.lock("x").acquire().await.unwrap();
+    drop(guard);
+    assert!(b
+        .lock("x")
+        .acquire_timeout(HANDOFF)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn dropped_guard_is_free_within_100ms_from_a_thread_without_runtime() {
+    let app = unique_app("drop-thread");
+    let (a, b) = (locker(&app), locker(&app));
+    let lock = a.lock("x");
+    std::thread::spawn(move || {
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        let guard = lock.blocking_acquire().unwrap();
+        drop(guard);
+    })
+    .join()
+    .unwrap();
+    assert!(b
+        .lock("x")
+        .blocking_acquire_timeout(HANDOFF)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn lock_is_free_within_100ms_when_a_panic_unwinds_through_the_holder() {
+    let app = unique_app("drop-panic");
+    let (a, b) = (locker(&app), locker(&app));
+    let lock = a.lock("x");
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let _guard = lock.blocking_acquire().unwrap();
+        panic!("the body failed while holding the lock");
+    }));
+    assert!(outcome.is_err());
+    assert!(b
+        .lock("x")
+        .blocking_acquire_timeout(HANDOFF)
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_is_free_when_a_panicking_task_held_it() {
+    let app = unique_app("drop-task-panic");
+    let (a, b) = (locker(&app), locker(&app));
+    let lock = a.lock("x");
+    let task = tokio::spawn(async move {
+        let _guard = lock.acquire().await.unwrap();
+        panic!("the task failed while holding the lock");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    assert!(b
+        .lock("x")
+        .acquire_timeout(HANDOFF)
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_lost_session_is_closed_and_the_pool_recovers() {
+    let app = unique_app("lost");
+    let a = locker_with(&app, |b| b.pool_size(1));
+    let guard = a.lock("x").acquire().await.unwrap();
+    let pid = probe_i64(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
+        application_name(&app)
+    ));
+    probe_i64(&format!("SELECT pg_terminate_backend({pid})::int"));
+    // The lock went with the session; release says so instead of pretending.
+    assert!(guard.release().await.is_err());
+    // The broken session was not pooled: the next lock runs on a new one.
+    let again = a.lock("x").acquire().await.unwrap();
+    let new_pid = probe_i64(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
+        application_name(&app)
+    ));
+    assert_ne!(pid, new_pid);
+    assert!(again.release().await.unwrap());
+}

@@ -1,0 +1,106 @@
+//! One locker serves every kind of caller: several tokio runtimes that come and go,
+//! current-thread runtimes, plain threads, and blocking calls inside async code.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use pals_tests::{locker, unique_app};
+
+static APP: LazyLock<String> = LazyLock::new(|| unique_app("runtimes"));
+static SHARED: LazyLock<pals::Locker> = LazyLock::new(|| locker(&APP));
+
+async fn cycle(name: &str) {
+    let guard = SHARED.lock(name).acquire().await.expect("acquire");
+    assert!(guard.release().await.expect("release"));
+}
+
+// Each #[tokio::test] has its own runtime, shut down when the test ends; the pooled
+// connections outlive them because they run on pals' own runtime.
+#[tokio::test]
+async fn first_test_runtime() {
+    cycle("a").await;
+}
+
+#[tokio::test]
+async fn second_test_runtime() {
+    cycle("b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_test_runtime() {
+    cycle("c").await;
+}
+
+#[test]
+fn runtimes_that_end_one_after_another() {
+    let locker = locker(&unique_app("rt-seq"));
+    for round in 0..3 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let lock = locker.lock("x");
+        rt.block_on(async move {
+            let guard = lock.acquire().await.unwrap();
+            assert!(guard.release().await.unwrap());
+        });
+        // The runtime that created the pooled connection is gone; the next round reuses it.
+        drop(rt);
+        assert_eq!(locker.pool_size(), pals::DEFAULT_POOL_SIZE, "round {round}");
+    }
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    current.block_on(async {
+        let guard = locker
+            .lock("x")
+            .acquire_timeout(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(guard.release().await.unwrap());
+    });
+}
+
+#[test]
+fn plain_threads_without_a_runtime() {
+    let locker = locker(&unique_app("rt-threads"));
+    let threads: Vec<_> = (0..4)
+        .map(|n| {
+            let lock = locker.lock(&format!("t{n}"));
+            std::thread::spawn(move || {
+                let guard = lock.blocking_acquire().unwrap();
+                guard.blocking_release().unwrap()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert!(thread.join().unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_api_inside_a_multi_thread_worker_does_not_panic() {
+    let locker = locker(&unique_app("rt-worker"));
+    let lock = locker.lock("x");
+    let guard = lock.blocking_acquire().unwrap();
+    assert!(lock.blocking_try_acquire().unwrap().is_none());
+    assert!(guard.blocking_release().unwrap());
+}
+
+#[tokio::test]
+async fn blocking_api_inside_a_current_thread_runtime_does_not_panic_or_hang() {
+    let locker = locker(&unique_app("rt-current"));
+    let lock = locker.lock("x");
+    let guard = lock.blocking_acquire().unwrap();
+    assert!(lock
+        .blocking_acquire_timeout(Duration::from_millis(20))
+        .unwrap()
+        .is_none());
+    assert!(guard.blocking_release().unwrap());
+    // Mixed: async acquire, blocking release in the same task.
+    let guard = lock.acquire().await.unwrap();
+    assert!(guard.blocking_release().unwrap());
+}
