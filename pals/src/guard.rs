@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::runtime::Handle;
 
@@ -128,6 +129,33 @@ impl LockGuard {
         result
     }
 
+    /// Keeps the lock until `deadline`, then releases it in the background; returns at once.
+    ///
+    /// For work that must not run again too soon (ShedLock's `lockAtLeastFor`): a short job
+    /// that finishes early keeps the lock, so a replica whose scheduler fires a moment later
+    /// finds it busy.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// let locker = pals::Locker::new("doc-release-at", &url)?;
+    /// let guard = locker.lock("report").acquire().await?;
+    /// guard.release_at(Instant::now() + Duration::from_millis(200));
+    /// assert!(locker.lock("report").try_acquire().await?.is_none()); // still held
+    /// # Ok(()) }
+    /// ```
+    pub fn release_at(mut self, deadline: Instant) {
+        let Some(held) = self.held.take() else { return };
+        let rt = held.rt.clone();
+        let name = self.name.clone();
+        let key = self.key;
+        rt.spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            log_background_release(&name, key, held.release().await);
+        });
+    }
+
     /// [`release`](LockGuard::release) for synchronous code: blocks the calling thread.
     pub fn blocking_release(self) -> Result<bool, Error> {
         runtime::block_on(self.release())
@@ -142,13 +170,17 @@ impl Drop for LockGuard {
         let rt = held.rt.clone();
         let name = self.name.clone();
         let key = self.key;
-        rt.spawn(async move {
-            match held.release().await {
-                Ok(true) => tracing::debug!(lock = %name, key, "pals: dropped lock released"),
-                Ok(false) => tracing::warn!(lock = %name, key, "pals: dropped lock was no longer held"),
-                Err(error) => tracing::warn!(lock = %name, key, %error, "pals: releasing a dropped lock failed; its session was closed"),
-            }
-        });
+        rt.spawn(async move { log_background_release(&name, key, held.release().await) });
+    }
+}
+
+fn log_background_release(name: &str, key: i64, result: Result<bool, Error>) {
+    match result {
+        Ok(true) => tracing::debug!(lock = %name, key, "pals: lock released in the background"),
+        Ok(false) => tracing::warn!(lock = %name, key, "pals: lock was no longer held at release"),
+        Err(error) => {
+            tracing::warn!(lock = %name, key, %error, "pals: background release failed; its session was closed")
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod exclusive;
 mod global;
 mod guard;
 mod key;
@@ -37,13 +38,71 @@ mod queue;
 mod runtime;
 
 pub use error::Error;
+pub use exclusive::{LockErrorReturn, Skippable};
 pub use global::{global, init, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
 pub use key::key;
 pub use lock::Lock;
+/// Makes a sync or async function fleet-exclusive: it takes a lock before its body runs and
+/// releases it however the body ends (return, `?`, panic, or, for async functions, the
+/// future being dropped).
+///
+/// ```
+/// # use std::sync::LazyLock;
+/// # static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| pals::Locker::new("doc-exclusive",
+/// #     &std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into())).unwrap());
+/// #[pals::exclusive(name = "nightly-report", timeout = "300ms", on_busy = "skip", locker = &LOCKER)]
+/// async fn nightly_report() -> Option<u32> {
+///     Some(42) // runs on one replica at a time; None when another replica holds the lock
+/// }
+///
+/// #[derive(Debug)]
+/// enum MigrationError { Lock(pals::Error) }
+/// impl From<pals::Error> for MigrationError {
+///     fn from(e: pals::Error) -> Self { MigrationError::Lock(e) }
+/// }
+///
+/// #[pals::exclusive(timeout = "forever", locker = &LOCKER)] // name: module_path::migrate
+/// fn migrate() -> Result<(), MigrationError> {
+///     Ok(()) // never runs twice at once
+/// }
+/// # #[tokio::main] async fn main() {
+/// assert_eq!(nightly_report().await, Some(42));
+/// migrate().unwrap();
+/// # }
+/// ```
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `name = "..."` | lock name; default `concat!(module_path!(), "::", fn_name)`. `{ident}` placeholders format the function's arguments in (`name = "tenant-{tenant_id}"`); `{{` and `}}` are literal braces. |
+/// | `timeout = "..."` | how long to wait: `"0"` tries once, `"300ms"`, `"5s"`, `"2m"`, `"1h"`, `"forever"`; default: the locker's default timeout. |
+/// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (default) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` does not run the body and returns the type's [`Skippable`] value: `()`, `None`, `Ok(skipped)`. |
+/// | `shared = true` | take the shared (reader) lock. |
+/// | `locker = EXPR` | use this `&Locker` (a static, an argument, a call) instead of [`global()`]. |
+/// | `min_hold = "30s"` | keep the lock at least this long after it was acquired; the function returns at once and the lock is released in the background when the time is up. |
+///
+/// When the acquire fails because the database does (not because the lock is busy),
+/// `on_busy = "error"` returns the error; `on_busy = "skip"` returns it where the return type
+/// is a `Result` whose error converts from `pals::Error`, and otherwise logs it (`tracing`, at
+/// error level) and skips. Sync functions use the blocking API and release before they
+/// return; async functions take the lock when first polled and await the release.
+pub use pals_macros::exclusive;
+
 pub use locker::{
     Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT,
 };
+
+/// Generated code of `#[pals::exclusive]`; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::exclusive::{
+        acquire, blocking_acquire, error_return, skipped_return, Acquired, Held, LockSpec,
+        OnFailure, Resolved, ReturnFailure, SkipFailure,
+    };
+    pub use crate::global::global;
+    pub use std::format;
+    pub use std::time::Duration;
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,218 @@
+//! Rewriting the function: take the lock, run the body, release however the body ends.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::{FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
+
+use crate::parse::{placeholders, Args, OnBusy, Wait};
+
+pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
+    if let Some(constness) = &function.sig.constness {
+        return Err(syn::Error::new(
+            constness.span(),
+            "#[pals::exclusive] cannot go on a `const fn`: taking a lock is not possible at compile time",
+        ));
+    }
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = &function;
+    let is_async = sig.asyncness.is_some();
+    let (return_type, return_span) = match &sig.output {
+        ReturnType::Default => (quote!(()), sig.ident.span()),
+        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
+    };
+    let opaque_return = match &sig.output {
+        ReturnType::Default => false,
+        ReturnType::Type(_, ty) => contains_impl_trait(ty),
+    };
+    if opaque_return && args.on_busy() == OnBusy::Skip {
+        let span = args.on_busy.map_or(return_span, |(_, span)| span);
+        return Err(syn::Error::new(
+            span,
+            "on_busy = \"skip\" needs a return type with a skipped value, and an `impl Trait` \
+             return type has none; name the type, or use on_busy = \"error\"",
+        ));
+    }
+
+    // Internal locals are hygienic: the body cannot see them, nor clash with them.
+    let local = |name: &str| Ident::new(name, Span::mixed_site());
+    let (held, output, locker, name, spec, error) = (
+        local("__pals_held"),
+        local("__pals_output"),
+        local("__pals_locker"),
+        local("__pals_name"),
+        local("__pals_spec"),
+        local("__pals_error"),
+    );
+
+    let name_expr = lock_name(&args, &function)?;
+    let locker_expr = match &args.locker {
+        Some(expr) => quote_spanned! {expr.span()=> {
+            let #locker: &::pals::Locker = #expr;
+            ::core::result::Result::<&::pals::Locker, ::pals::Error>::Ok(#locker)
+        }},
+        None => quote!(::pals::__private::global()),
+    };
+    let timeout = match args.timeout {
+        None => quote!(::core::option::Option::None),
+        Some(Wait::Millis(ms)) => {
+            quote!(::core::option::Option::Some(::pals::__private::Duration::from_millis(#ms)))
+        }
+        Some(Wait::Forever) => quote!(::core::option::Option::Some(
+            ::pals::__private::Duration::MAX
+        )),
+    };
+    let min_hold = match args.min_hold {
+        None => quote!(::core::option::Option::None),
+        Some(ms) => {
+            quote!(::core::option::Option::Some(::pals::__private::Duration::from_millis(#ms)))
+        }
+    };
+    let shared = args.shared.unwrap_or(false);
+
+    // What the function returns instead of running its body. Spanned at the return type,
+    // so a type that cannot carry it is reported there.
+    let (on_busy, on_failure) = match args.on_busy() {
+        OnBusy::Error => {
+            let ret = quote_spanned!(return_span=> ::pals::__private::error_return(#error));
+            (ret.clone(), ret)
+        }
+        OnBusy::Skip => (
+            quote_spanned!(return_span=> ::pals::__private::skipped_return()),
+            quote_spanned!(return_span=> {
+                #[allow(unused_imports)]
+                use ::pals::__private::{ReturnFailure as _, SkipFailure as _};
+                match (&&::pals::__private::OnFailure::<#return_type>::new()).resolve(#error) {
+                    ::pals::__private::Resolved::Return(#error) => #error,
+                    ::pals::__private::Resolved::Skip => ::pals::__private::skipped_return(),
+                }
+            }),
+        ),
+    };
+
+    let acquire = if is_async {
+        quote!(::pals::__private::acquire(#locker, #name, #spec).await)
+    } else {
+        quote!(::pals::__private::blocking_acquire(#locker, #name, #spec))
+    };
+    let take_lock = quote! {
+        let #locker = #locker_expr;
+        let #name: &str = #name_expr;
+        let #spec = ::pals::__private::LockSpec { timeout: #timeout, shared: #shared, min_hold: #min_hold };
+        let #held = match #acquire {
+            ::pals::__private::Acquired::Held(#held) => #held,
+            ::pals::__private::Acquired::Busy(#error) => return #on_busy,
+            ::pals::__private::Acquired::Failed(#error) => return #on_failure,
+        };
+    };
+
+    let body = if is_async {
+        // The body runs in an inner async block so that its result can be kept while the
+        // release is awaited. Its `return`s and `?`s need the block's output type: a
+        // never-taken `return` of the declared type tells the compiler (as tracing does).
+        let type_hint = (!opaque_return).then(|| {
+            let hint = local("__pals_return_type_hint");
+            quote! {
+                #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+                if false {
+                    let #hint: #return_type = loop {};
+                    return #hint;
+                }
+            }
+        });
+        let stmts = &block.stmts;
+        quote! {{
+            #take_lock
+            let #output = async move { #type_hint #(#stmts)* }.await;
+            #held.release().await;
+            #output
+        }}
+    } else {
+        // A sync body runs in place; the scope releases the lock when it ends, however.
+        quote! {{
+            #take_lock
+            #block
+        }}
+    };
+
+    Ok(quote! {
+        #(#attrs)*
+        #vis #sig #body
+    })
+}
+
+/// The expression for the lock name: the template with its placeholders formatted in, or
+/// `module_path::function` by default.
+fn lock_name(args: &Args, function: &ItemFn) -> syn::Result<TokenStream> {
+    let Some(template) = &args.name else {
+        let ident = &function.sig.ident;
+        return Ok(quote!(::core::concat!(
+            ::core::module_path!(),
+            "::",
+            ::core::stringify!(#ident)
+        )));
+    };
+    let found = placeholders(&template.value()).map_err(|e| syn::Error::new(template.span(), e))?;
+    if found.is_empty() {
+        return Ok(quote!(#template));
+    }
+    let arguments = argument_names(function);
+    let mut named = Vec::new();
+    for placeholder in found {
+        if !arguments.contains(&placeholder.name) {
+            let listed = if arguments.is_empty() {
+                "the function has no named arguments".to_string()
+            } else {
+                format!("its arguments are: {}", arguments.join(", "))
+            };
+            return Err(syn::Error::new(
+                template.span(),
+                format!(
+                    "`{{{}}}` in the lock name is not an argument of `{}`; {listed}",
+                    placeholder.name, function.sig.ident
+                ),
+            ));
+        }
+        if !named.contains(&placeholder.name) {
+            named.push(placeholder.name);
+        }
+    }
+    let named = named.iter().map(|n| Ident::new(n, template.span()));
+    let template = LitStr::new(&template.value(), template.span());
+    Ok(quote!(
+        &::pals::__private::format!(#template, #(#named = #named),*)
+    ))
+}
+
+/// The names of the function's arguments bound to a plain identifier.
+fn argument_names(function: &ItemFn) -> Vec<String> {
+    function
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(typed) => match &*typed.pat {
+                Pat::Ident(pat) => Some(pat.ident.to_string()),
+                _ => None,
+            },
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+fn contains_impl_trait(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut finder = Finder(false);
+    finder.visit_type(ty);
+    finder.0
+}

@@ -1,0 +1,223 @@
+//! Parsing and checking the attribute's arguments, with errors that point at the argument.
+
+use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
+use syn::{Expr, LitBool, LitStr, Result};
+
+/// The arguments the attribute accepts, in the order the docs list them.
+pub(crate) const VALID_ARGUMENTS: &str = "name, timeout, on_busy, shared, locker, min_hold";
+
+/// What to do when the lock is not acquired within the timeout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnBusy {
+    Error,
+    Skip,
+}
+
+/// A parsed duration argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Millis(u64),
+    Forever,
+}
+
+/// The attribute's arguments.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub name: Option<LitStr>,
+    pub timeout: Option<Wait>,
+    pub on_busy: Option<(OnBusy, Span)>,
+    pub shared: Option<bool>,
+    pub locker: Option<Expr>,
+    pub min_hold: Option<u64>,
+    seen: Vec<String>,
+}
+
+impl Args {
+    pub(crate) fn on_busy(&self) -> OnBusy {
+        self.on_busy.map_or(OnBusy::Error, |(on_busy, _)| on_busy)
+    }
+
+    /// Parses one `key = value` argument (called by `syn::meta::parser`).
+    pub(crate) fn parse(&mut self, meta: ParseNestedMeta) -> Result<()> {
+        let key = meta
+            .path
+            .get_ident()
+            .map(|ident| ident.to_string())
+            .unwrap_or_default();
+        if !VALID_ARGUMENTS.split(", ").any(|valid| valid == key) {
+            return Err(meta.error(format!(
+                "unknown argument of #[pals::exclusive]; valid arguments are: {VALID_ARGUMENTS}"
+            )));
+        }
+        if self.seen.contains(&key) {
+            return Err(meta.error(format!("duplicate argument `{key}`")));
+        }
+        if meta.input.is_empty() || meta.input.peek(syn::Token![,]) {
+            return Err(meta.error(format!("`{key}` needs a value: `{key} = ...`")));
+        }
+        self.seen.push(key.clone());
+        let value = meta.value()?;
+        match key.as_str() {
+            "name" => self.name = Some(value.parse()?),
+            "timeout" => {
+                let lit: LitStr = value.parse()?;
+                self.timeout =
+                    Some(parse_duration(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?);
+            }
+            "min_hold" => {
+                let lit: LitStr = value.parse()?;
+                match parse_duration(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))? {
+                    Wait::Millis(millis) => self.min_hold = Some(millis),
+                    Wait::Forever => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "min_hold cannot be \"forever\": the lock would never be released",
+                        ))
+                    }
+                }
+            }
+            "on_busy" => {
+                let lit: LitStr = value.parse()?;
+                let on_busy = match lit.value().as_str() {
+                    "error" => OnBusy::Error,
+                    "skip" => OnBusy::Skip,
+                    other => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "invalid on_busy value \"{other}\": expected \"error\" or \"skip\""
+                            ),
+                        ))
+                    }
+                };
+                self.on_busy = Some((on_busy, lit.span()));
+            }
+            "shared" => self.shared = Some(value.parse::<LitBool>()?.value),
+            "locker" => self.locker = Some(value.parse()?),
+            _ => unreachable!("checked against VALID_ARGUMENTS above"),
+        }
+        Ok(())
+    }
+}
+
+/// `"0"`, a whole number with a unit (`ms`, `s`, `m`, `h`), or `"forever"`.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Wait, String> {
+    let help = "use \"0\", a whole number with ms, s, m or h (\"300ms\", \"5s\", \"2m\", \"1h\"), or \"forever\"";
+    if text == "forever" {
+        return Ok(Wait::Forever);
+    }
+    if text == "0" {
+        return Ok(Wait::Millis(0));
+    }
+    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = text.split_at(digits);
+    let per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("invalid duration \"{text}\": {help}")),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration \"{text}\": {help}"))?;
+    number
+        .checked_mul(per_unit)
+        .map(Wait::Millis)
+        .ok_or_else(|| {
+            format!("duration \"{text}\" is too long; use \"forever\" to wait without limit")
+        })
+}
+
+/// A `{ident}` placeholder of a lock-name template.
+pub(crate) struct Placeholder {
+    pub name: String,
+}
+
+/// The placeholders of `template`; `{{` and `}}` are literal braces.
+pub(crate) fn placeholders(template: &str) -> std::result::Result<Vec<Placeholder>, String> {
+    let mut found = Vec::new();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => {
+                            return Err(
+                                "unclosed `{` in the lock name; write `{{` for a literal brace"
+                                    .into(),
+                            )
+                        }
+                    }
+                }
+                let is_ident = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c == '_' || c.is_alphabetic())
+                    && name.chars().all(|c| c == '_' || c.is_alphanumeric());
+                if !is_ident {
+                    return Err(format!(
+                        "`{{{name}}}` in the lock name is not a placeholder: use `{{argument_name}}`, or `{{{{` for a literal brace"
+                    ));
+                }
+                found.push(Placeholder { name });
+            }
+            '}' => {
+                return Err("unmatched `}` in the lock name; write `}}` for a literal brace".into())
+            }
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Wait::Millis(0)));
+        assert_eq!(parse_duration("300ms"), Ok(Wait::Millis(300)));
+        assert_eq!(parse_duration("5s"), Ok(Wait::Millis(5_000)));
+        assert_eq!(parse_duration("2m"), Ok(Wait::Millis(120_000)));
+        assert_eq!(parse_duration("1h"), Ok(Wait::Millis(3_600_000)));
+        assert_eq!(parse_duration("forever"), Ok(Wait::Forever));
+        for bad in [
+            "",
+            "5",
+            "ms",
+            "5 s",
+            "-5s",
+            "1.5s",
+            "5sec",
+            "99999999999999999999h",
+            "٣s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn templates() {
+        let names =
+            |t: &str| placeholders(t).map(|p| p.into_iter().map(|p| p.name).collect::<Vec<_>>());
+        assert_eq!(names("tenant-{tenant_id}").unwrap(), ["tenant_id"]);
+        assert_eq!(names("{a}-{b}-{{literal}}").unwrap(), ["a", "b"]);
+        assert!(names("plain").unwrap().is_empty());
+        for bad in ["{", "}", "{a", "{}", "{1a}", "{a:?}", "{a.b}"] {
+            assert!(names(bad).is_err(), "{bad:?}");
+        }
+    }
+}

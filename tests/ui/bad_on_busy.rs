@@ -1,0 +1,6 @@
+#[pals::exclusive(on_busy = "wait")]
+fn job() -> Result<(), pals::Error> {
+    Ok(())
+}
+
+fn main() {}

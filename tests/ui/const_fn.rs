@@ -1,0 +1,6 @@
+#[pals::exclusive]
+const fn job() -> u32 {
+    1
+}
+
+fn main() {}

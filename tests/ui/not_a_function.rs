@@ -1,0 +1,4 @@
+#[pals::exclusive(name = "job")]
+struct Job;
+
+fn main() {}
