@@ -72,6 +72,14 @@ impl Error {
         }
     }
 
+    /// An open connection that stopped answering (a dead server or a black-holed network).
+    pub(crate) fn no_answer(statement: &str, waited: Duration) -> Self {
+        Error::Connect {
+            reason: format!("the server did not answer {statement} within {waited:?}"),
+            source: None,
+        }
+    }
+
     pub(crate) fn connect_failed(source: tokio_postgres::Error) -> Self {
         let mut reason = source.to_string();
         if let Some(cause) = std::error::Error::source(&source) {

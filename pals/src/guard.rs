@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
@@ -43,6 +43,8 @@ pub(crate) struct Held {
     key: i64,
     shared: bool,
     rt: Handle,
+    /// How long the server may take to answer the unlock: the connect timeout.
+    answer_within: Duration,
 }
 
 impl Held {
@@ -52,6 +54,7 @@ impl Held {
         key: i64,
         shared: bool,
         rt: Handle,
+        answer_within: Duration,
     ) -> Held {
         Held {
             session,
@@ -59,6 +62,7 @@ impl Held {
             key,
             shared,
             rt,
+            answer_within,
         }
     }
 
@@ -67,11 +71,10 @@ impl Held {
         let sql = format!("SELECT pg_advisory_unlock{shared}({})", self.key);
         // If this future is dropped mid-way, the session stays marked as holding the lock
         // and is closed, which releases it all the same.
-        let messages = self
-            .session
-            .client()
-            .simple_query(&sql)
+        let unlock = self.session.client().simple_query(&sql);
+        let messages = runtime::until(&self.rt, Instant::now() + self.answer_within, unlock)
             .await
+            .ok_or_else(|| Error::no_answer("the unlock", self.answer_within))?
             .map_err(Error::Database)?;
         let released = parse_bool(&messages);
         if released {

@@ -15,7 +15,7 @@
 //! let lock2 = locker.lock("my-lock");
 //!
 //! let guard = lock1.acquire().await?;          // waits up to the lock's timeout
-//! assert!(lock2.try_acquire().await?.is_none()); // never waits
+//! assert!(lock2.try_acquire().await?.is_none()); // never waits for the lock
 //! assert!(lock2.acquire_timeout(Duration::from_millis(300)).await?.is_none());
 //! assert!(guard.release().await?);
 //! # Ok(()) }

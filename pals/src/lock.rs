@@ -163,10 +163,31 @@ impl Lock {
             let Some(mut session) = inner.pool.checkout(connection_wait.deadline()).await? else {
                 return Ok(None);
             };
-            match self.lock_on(&mut session, wait).await {
+            // The server must answer by the end of the wait plus the connect timeout; a
+            // dead connection must not hang the caller (the session is then cancelled and
+            // closed, since it is still marked busy).
+            let answer_by = match wait {
+                Wait::Forever => None,
+                Wait::Never => Some(Instant::now() + inner.connect_timeout),
+                Wait::Until(deadline) => Some(deadline + inner.connect_timeout),
+            };
+            let locked = match answer_by {
+                None => self.lock_on(&mut session, wait).await,
+                Some(by) => runtime::until(&inner.rt, by, self.lock_on(&mut session, wait))
+                    .await
+                    .ok_or_else(|| Error::no_answer("the lock statement", inner.connect_timeout))?,
+            };
+            match locked {
                 Ok(true) => {
                     tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
-                    let held = Held::new(session, permit, self.key, self.shared, inner.rt.clone());
+                    let held = Held::new(
+                        session,
+                        permit,
+                        self.key,
+                        self.shared,
+                        inner.rt.clone(),
+                        inner.connect_timeout,
+                    );
                     return Ok(Some(LockGuard::new(held, self.name.clone())));
                 }
                 Ok(false) => return Ok(None),
@@ -187,14 +208,16 @@ impl Lock {
         let shared = if self.shared { "_shared" } else { "" };
         let key = self.key;
         // One round trip either way. SET LOCAL lasts only for the implicit transaction of
-        // this multi-statement query, so the pooled session keeps its own lock_timeout,
-        // and the session-level advisory lock outlives that transaction.
+        // this multi-statement query, so the pooled session keeps its own settings, and the
+        // session-level advisory lock outlives that transaction. statement_timeout is lifted
+        // so that a server or role default cannot cut the wait short with another error.
         let lock_timeout = wait_millis(wait);
         let sql = match lock_timeout {
             None => format!("SELECT pg_try_advisory_lock{shared}({key})"),
-            Some(millis) => {
-                format!("SET LOCAL lock_timeout = {millis}; SELECT pg_advisory_lock{shared}({key})")
-            }
+            Some(millis) => format!(
+                "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {millis}; \
+                 SELECT pg_advisory_lock{shared}({key})"
+            ),
         };
         // Until the answer is in, the server may be waiting for (or have granted) the lock:
         // if this future is dropped, the session is cancelled and closed, never reused.

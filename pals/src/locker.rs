@@ -52,7 +52,7 @@ impl Locker {
     /// A locker for application `app` on the database at `url`
     /// (`postgresql://user:password@host:port/dbname`), with default settings.
     ///
-    /// Fails only if the URL cannot be parsed; no connection is opened yet.
+    /// Fails only if the URL cannot be parsed or names no host; no connection is opened yet.
     ///
     /// ```
     /// let locker = pals::Locker::new("my-app-name", "postgresql://user:pass@server/dbname")?;
@@ -249,6 +249,12 @@ impl LockerBuilder {
             config.application_name(application_name(&self.app));
         }
         config.connect_timeout(self.connect_timeout);
+        // The server frees a dead client's locks only when TCP says the client is gone.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
         let rt = runtime::handle()?;
         let pool = Pool::new(config, self.connect_timeout, self.pool_size, rt.clone())?;
         Ok(Locker {
@@ -294,6 +300,11 @@ mod tests {
             err(Locker::builder("a").url("postgresql://h/db").pool_size(0)).contains("pool_size")
         );
         assert!(err(Locker::builder("a").url("::::")).contains("cannot parse"));
+        assert!(err(Locker::builder("a")
+            .url("postgresql://h/db")
+            .pool_size(usize::MAX))
+        .contains("pool_size"));
+        assert!(err(Locker::builder("a").url("postgresql:///db")).contains("no host"));
         assert!(err(Locker::builder("a")
             .url("postgresql://h/db")
             .connect_timeout(Duration::ZERO))

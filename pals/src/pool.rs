@@ -51,6 +51,16 @@ impl managed::Manager for Manager {
                     tracing::debug!(%error, "pals: database connection ended with an error");
                 }
             });
+            // A session that holds a lock sits idle: a server-wide idle_session_timeout
+            // (PostgreSQL 14+) would end it and free the lock behind the holder's back.
+            let setup = client.simple_query(
+                "SELECT set_config('idle_session_timeout', '0', false) \
+                 WHERE current_setting('server_version_num')::int >= 140000",
+            );
+            tokio::time::timeout(timeout, setup)
+                .await
+                .map_err(|_| Error::connect_timeout(timeout))?
+                .map_err(Error::connect_failed)?;
             Ok(PgConn { client, io_task })
         };
         match self.rt.spawn(connect).await {
@@ -70,6 +80,9 @@ impl managed::Manager for Manager {
     }
 }
 
+/// More connections than any PostgreSQL server accepts from one client in practice.
+const MAX_POOL_SIZE: usize = 100_000;
+
 /// The connection pool of one locker.
 ///
 /// Free slots are counted here, in front of deadpool, so that only the wait for a free slot
@@ -88,6 +101,11 @@ impl Pool {
         size: usize,
         rt: Handle,
     ) -> Result<Pool, Error> {
+        if size > MAX_POOL_SIZE {
+            return Err(Error::InvalidConfig(format!(
+                "pool_size {size} is more than {MAX_POOL_SIZE}"
+            )));
+        }
         let manager = Manager {
             config,
             connect_timeout,
@@ -132,7 +150,7 @@ impl Pool {
                 conn: Some(conn),
                 state: SessionState::Clean,
                 rt: self.rt.clone(),
-                _slot: slot,
+                slot: Some(slot),
             })),
             Err(managed::PoolError::Backend(error)) => Err(error),
             Err(other) => Err(Error::Connect {
@@ -159,8 +177,9 @@ pub(crate) struct Session {
     conn: Option<Object<Manager>>,
     state: SessionState,
     rt: Handle,
-    // Dropped after `conn` has gone back to deadpool (or left it): see `Pool`.
-    _slot: OwnedSemaphorePermit,
+    // Freed after `conn` has gone back to deadpool, or once a discarded connection is
+    // closed: a closing connection still counts against the pool size. See `Pool`.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Session {
@@ -181,6 +200,7 @@ impl Drop for Session {
         }
         let PgConn { client, io_task } = Object::take(conn);
         let cancel = (self.state == SessionState::Busy).then(|| client.cancel_token());
+        let slot = self.slot.take();
         self.rt.spawn(async move {
             if let Some(token) = cancel {
                 // The server does not notice a vanished client while it waits for a lock:
@@ -196,6 +216,10 @@ impl Drop for Session {
             // Dropping the client makes the connection send Terminate once the pending
             // statement (if any) has answered: the session ends and its locks go with it.
             drop(client);
+            if !io_task.is_finished() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), io_task).await;
+            }
+            drop(slot);
         });
     }
 }

@@ -65,7 +65,8 @@ pub(crate) async fn until<F: Future>(rt: &Handle, deadline: Instant, fut: F) -> 
 /// Runs `fut` on the calling thread, parking it between polls.
 ///
 /// Unlike `Runtime::block_on`, this never panics inside a runtime's worker thread: the
-/// blocking API may be called from anywhere. The futures it runs only wait on channels and
+/// blocking API may be called from anywhere. (Inside a current-thread runtime it blocks that
+/// runtime: a lock held by another task of the same runtime cannot be released meanwhile.) The futures it runs only wait on channels and
 /// timers served by the library's runtime, so parking this thread cannot stall them.
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     struct Unpark(Thread);
@@ -80,7 +81,10 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
 
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
-    let mut fut = pin!(fut);
+    // Inside a tokio task, tokio's cooperative budget would make its futures return
+    // Pending once the task's budget is spent and defer the wake-up until the task yields
+    // to its scheduler, which this loop never does: the thread would park forever.
+    let mut fut = pin!(tokio::task::unconstrained(fut));
     loop {
         if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
             return output;

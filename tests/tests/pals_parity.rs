@@ -261,20 +261,36 @@ async fn dropped_guard_is_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contention_on_the_connection_pool_tasks() {
     const N: usize = 3;
-    let locker = locker_with(&unique_app("pool40"), |b| b.pool_size(N));
-    let tasks: Vec<_> = (0..=N)
-        .map(|n| {
-            let lock = locker.lock(&format!("example-{n}"));
-            tokio::spawn(async move {
-                let guard = lock.acquire().await?;
-                tokio::time::sleep(Duration::from_millis(50)).await; // the work done under the lock
-                guard.release().await
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.unwrap().unwrap());
+    let app = unique_app("pool40");
+    let locker = locker_with(&app, |b| b.pool_size(N));
+    let mut held = Vec::new();
+    for n in 0..N {
+        held.push(
+            locker
+                .lock(&format!("example-{n}"))
+                .acquire()
+                .await
+                .unwrap(),
+        );
     }
+    // The pool limit holds: a further lock cannot get a connection in time, and no
+    // connection beyond N was opened.
+    let extra = locker.lock(&format!("example-{N}"));
+    assert!(extra
+        .acquire_timeout(Duration::from_millis(50))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(pals_tests::sessions_of(&app), N as i64);
+    // The (N+1)-th waits for a connection and gets one as soon as a holder is done.
+    let waiting = tokio::spawn(async move { extra.acquire().await.map(|g| g.key()) });
+    let mut held = held.into_iter();
+    assert!(held.next().unwrap().release().await.unwrap());
+    assert!(waiting.await.unwrap().is_ok());
+    for guard in held {
+        assert!(guard.release().await.unwrap());
+    }
+    assert_eq!(pals_tests::sessions_of(&app), N as i64);
 }
 
 #[test]

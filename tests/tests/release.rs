@@ -8,6 +8,14 @@ use pals_tests::{application_name, holders_of, locker, locker_with, probe_i64, u
 
 const HANDOFF: Duration = Duration::from_millis(100);
 
+/// Two lockers of `app`; the second has its connection open already, so that a 100 ms
+/// handoff bound measures the release, not a connect.
+fn two_lockers(app: &str) -> (pals::Locker, pals::Locker) {
+    let (a, b) = (locker(app), locker(app));
+    drop(b.lock("warm-up").blocking_try_acquire().unwrap());
+    (a, b)
+}
+
 #[tokio::test]
 async fn dropped_guard_releases_before_its_connection_is_reused() {
     let app = unique_app("reuse");
@@ -29,7 +37,7 @@ async fn dropped_guard_releases_before_its_connection_is_reused() {
 #[tokio::test]
 async fn dropped_guard_is_free_for_another_session_within_100ms_async() {
     let app = unique_app("drop-async");
-    let (a, b) = (locker(&app), locker(&app));
+    let (a, b) = two_lockers(&app);
     let guard = a.lock("x").acquire().await.unwrap();
     drop(guard);
     assert!(b
@@ -43,7 +51,7 @@ async fn dropped_guard_is_free_for_another_session_within_100ms_async() {
 #[test]
 fn dropped_guard_is_free_within_100ms_from_a_thread_without_runtime() {
     let app = unique_app("drop-thread");
-    let (a, b) = (locker(&app), locker(&app));
+    let (a, b) = two_lockers(&app);
     let lock = a.lock("x");
     std::thread::spawn(move || {
         assert!(tokio::runtime::Handle::try_current().is_err());
@@ -62,7 +70,7 @@ fn dropped_guard_is_free_within_100ms_from_a_thread_without_runtime() {
 #[test]
 fn lock_is_free_within_100ms_when_a_panic_unwinds_through_the_holder() {
     let app = unique_app("drop-panic");
-    let (a, b) = (locker(&app), locker(&app));
+    let (a, b) = two_lockers(&app);
     let lock = a.lock("x");
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let _guard = lock.blocking_acquire().unwrap();
@@ -79,7 +87,7 @@ fn lock_is_free_within_100ms_when_a_panic_unwinds_through_the_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_is_free_when_a_panicking_task_held_it() {
     let app = unique_app("drop-task-panic");
-    let (a, b) = (locker(&app), locker(&app));
+    let (a, b) = two_lockers(&app);
     let lock = a.lock("x");
     let task = tokio::spawn(async move {
         let _guard = lock.acquire().await.unwrap();
@@ -103,7 +111,8 @@ async fn a_lost_session_is_closed_and_the_pool_recovers() {
         "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
         application_name(&app)
     ));
-    probe_i64(&format!("SELECT pg_terminate_backend({pid})::int"));
+    // With a timeout, pg_terminate_backend waits until the backend is gone.
+    probe_i64(&format!("SELECT pg_terminate_backend({pid}, 5000)::int"));
     // The lock went with the session; release says so instead of pretending.
     assert!(guard.release().await.is_err());
     // The broken session was not pooled: the next lock runs on a new one.

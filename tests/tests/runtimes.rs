@@ -14,8 +14,9 @@ async fn cycle(name: &str) {
     assert!(guard.release().await.expect("release"));
 }
 
-// Each #[tokio::test] has its own runtime, shut down when the test ends; the pooled
-// connections outlive them because they run on pals' own runtime.
+// Each #[tokio::test] has its own runtime, shut down when the test ends, and all share one
+// locker. (Whether they overlap is up to the test harness; the ordered case, a runtime that
+// ends before the next starts, is `runtimes_that_end_one_after_another`.)
 #[tokio::test]
 async fn first_test_runtime() {
     cycle("a").await;
@@ -33,22 +34,38 @@ async fn third_test_runtime() {
 
 #[test]
 fn runtimes_that_end_one_after_another() {
-    let locker = locker(&unique_app("rt-seq"));
-    for round in 0..3 {
+    let app = unique_app("rt-seq");
+    // One connection, so every round must reuse the session the first runtime opened.
+    let locker = pals_tests::locker_with(&app, |b| b.pool_size(1));
+    let backend = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(locker.__query_pooled("SELECT pg_backend_pid()"))
+            .unwrap()
+    };
+    let mut backends = Vec::new();
+    for _ in 0..3 {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let lock = locker.lock("x");
-        rt.block_on(async move {
-            let guard = lock.acquire().await.unwrap();
-            assert!(guard.release().await.unwrap());
-        });
-        // The runtime that created the pooled connection is gone; the next round reuses it.
+        // Acquired on this runtime, which then shuts down while the lock is held...
+        let guard = rt.block_on(async move { lock.acquire().await.unwrap() });
         drop(rt);
-        assert_eq!(locker.pool_size(), pals::DEFAULT_POOL_SIZE, "round {round}");
+        // ...and the session still answers: it never lived on that runtime.
+        assert!(guard.blocking_release().unwrap());
+        backends.push(backend());
     }
+    backends.dedup();
+    assert_eq!(
+        backends.len(),
+        1,
+        "the pooled session was replaced: {backends:?}"
+    );
     let current = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,6 +79,7 @@ fn runtimes_that_end_one_after_another() {
             .unwrap();
         assert!(guard.release().await.unwrap());
     });
+    assert_eq!(backend(), backends[0]);
 }
 
 #[test]
@@ -103,4 +121,16 @@ async fn blocking_api_inside_a_current_thread_runtime_does_not_panic_or_hang() {
     // Mixed: async acquire, blocking release in the same task.
     let guard = lock.acquire().await.unwrap();
     assert!(guard.blocking_release().unwrap());
+}
+
+#[tokio::test]
+async fn blocking_api_inside_a_task_survives_tokios_cooperative_budget() {
+    // Each blocking call polls tokio futures inside this task; tokio's budget per task
+    // must not make one of them wait for a wake-up that only a yield would deliver.
+    let locker = locker(&unique_app("rt-budget"));
+    let lock = locker.lock("x");
+    for _ in 0..400 {
+        let guard = lock.blocking_try_acquire().unwrap().expect("free");
+        assert!(guard.blocking_release().unwrap());
+    }
 }
