@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pals::Locker;
 
-#[pals::exclusive(name = "singleton-worker", timeout = "forever", locker = replica)]
+#[pals::exclusive(name = "singleton-worker", timeout = "forever", on_lost = "cancel", locker = replica)]
 async fn run_worker(replica: &Locker, who: &str, jobs: u32) -> Result<(), pals::Error> {
     println!("{who}: I am the worker now");
     for job in 1..=jobs {

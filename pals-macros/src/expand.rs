@@ -39,6 +39,14 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         ));
     }
 
+    if let (Some(span), false) = (args.cancel_on_lost, is_async) {
+        return Err(syn::Error::new(
+            span,
+            "on_lost = \"cancel\" needs an async function: a sync body cannot be interrupted \
+             (a lost lock is logged at error level instead)",
+        ));
+    }
+
     // Internal locals are hygienic: the body cannot see them, nor clash with them.
     let local = |name: &str| Ident::new(name, Span::mixed_site());
     let (held, output, locker, name, spec, error) = (
@@ -126,9 +134,34 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             }
         });
         let stmts = &block.stmts;
+        let run_body = quote!(async move { #type_hint #(#stmts)* });
+        let run_body = match args.cancel_on_lost {
+            None => quote!(#run_body.await),
+            // If the lock is lost, the body is dropped where it stands and the function
+            // returns the LockLost error (or, with on_busy = "skip", the skipped value).
+            Some(_) => {
+                let on_lost = match args.on_busy() {
+                    OnBusy::Error => {
+                        quote_spanned!(return_span=> ::pals::__private::error_return(#error))
+                    }
+                    OnBusy::Skip => {
+                        quote_spanned!(return_span=> ::pals::__private::skipped_return())
+                    }
+                };
+                quote! {
+                    match ::pals::__private::unless_lost(&#held, #run_body).await {
+                        ::core::result::Result::Ok(#output) => #output,
+                        ::core::result::Result::Err(#error) => {
+                            let _ = &#error;
+                            return #on_lost;
+                        }
+                    }
+                }
+            }
+        };
         quote! {{
             #take_lock
-            let #output = async move { #type_hint #(#stmts)* }.await;
+            let #output = #run_body;
             #held.release().await;
             #output
         }}

@@ -5,7 +5,8 @@ use syn::meta::ParseNestedMeta;
 use syn::{Expr, LitBool, LitStr, Result};
 
 /// The arguments the attribute accepts, in the order the docs list them.
-pub(crate) const VALID_ARGUMENTS: &str = "name, timeout, on_busy, shared, locker, min_hold";
+pub(crate) const VALID_ARGUMENTS: &str =
+    "name, timeout, on_busy, on_lost, shared, locker, min_hold";
 
 /// What to do when the lock is not acquired within the timeout.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub(crate) struct Args {
     pub name: Option<LitStr>,
     pub timeout: Option<Wait>,
     pub on_busy: Option<(OnBusy, Span)>,
+    /// `on_lost = "cancel"`, with the span of its value.
+    pub cancel_on_lost: Option<Span>,
     pub shared: Option<bool>,
     pub locker: Option<Expr>,
     pub min_hold: Option<u64>,
@@ -92,6 +95,19 @@ impl Args {
                     }
                 };
                 self.on_busy = Some((on_busy, lit.span()));
+            }
+            "on_lost" => {
+                let lit: LitStr = value.parse()?;
+                match lit.value().as_str() {
+                    "cancel" => self.cancel_on_lost = Some(lit.span()),
+                    "continue" => {}
+                    other => {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("invalid on_lost value \"{other}\": expected \"cancel\" or \"continue\""),
+                        ))
+                    }
+                }
             }
             "shared" => self.shared = Some(value.parse::<LitBool>()?.value),
             "locker" => self.locker = Some(value.parse()?),
@@ -218,6 +234,55 @@ mod tests {
         assert!(names("plain").unwrap().is_empty());
         for bad in ["{", "}", "{a", "{}", "{1a}", "{a:?}", "{a.b}"] {
             assert!(names(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+/// Fuzzing the parsers with arbitrary input: never a panic, always a clear answer.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_duration_text_is_parsed_or_explained(text in ".{0,24}") {
+            match parse_duration(&text) {
+                Ok(_) => {}
+                Err(message) => prop_assert!(message.contains(&format!("\"{text}\"")), "{message}"),
+            }
+        }
+
+        #[test]
+        fn whole_numbers_with_units_parse_exactly(n in 0u64..1_000_000, unit in prop::sample::select(vec!["ms", "s", "m", "h"])) {
+            let per_unit = match unit { "ms" => 1, "s" => 1_000, "m" => 60_000, _ => 3_600_000 };
+            prop_assert_eq!(parse_duration(&format!("{n}{unit}")), Ok(Wait::Millis(n * per_unit)));
+        }
+
+        #[test]
+        fn any_template_is_parsed_or_explained(template in "[a-z{}_0-9 -]{0,24}|.{0,24}") {
+            match placeholders(&template) {
+                Ok(found) => {
+                    for placeholder in found {
+                        let written = format!("{{{}}}", placeholder.name);
+                        prop_assert!(template.contains(&written), "{} not in {}", written, template);
+                    }
+                }
+                Err(message) => prop_assert!(!message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn templates_built_from_names_give_those_names(
+            parts in prop::collection::vec(("[a-z -]{0,5}", "[a-z_][a-z0-9_]{0,8}"), 0..5),
+            tail in "[a-z -]{0,5}",
+        ) {
+            let template: String = parts.iter().map(|(text, name)| format!("{text}{{{name}}}")).collect::<String>() + &tail;
+            let found: Vec<String> = placeholders(&template).unwrap().into_iter().map(|p| p.name).collect();
+            let expected: Vec<String> = parts.into_iter().map(|(_, name)| name).collect();
+            prop_assert_eq!(found, expected);
         }
     }
 }

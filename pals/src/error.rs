@@ -23,6 +23,16 @@ pub enum Error {
         name: String,
     },
 
+    /// The lock was lost while held: its database session ended or stopped answering, so
+    /// the server freed the lock and another holder may have it.
+    #[error(
+        "Lock \"{name}\" was lost while held: its database session ended or stopped answering."
+    )]
+    LockLost {
+        /// The full lock name, `"app.name"`.
+        name: String,
+    },
+
     /// No database connection could be opened within the connect timeout.
     #[error("cannot connect to the database: {reason}")]
     Connect {
@@ -34,7 +44,7 @@ pub enum Error {
     },
 
     /// The database answered a lock statement with an error, or the connection broke.
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Database(#[source] tokio_postgres::Error),
 
     /// [`global()`](crate::global) was called but the global locker was never configured.
@@ -57,6 +67,18 @@ pub enum Error {
     /// The background thread that drives database connections could not be started.
     #[error("cannot start the pals runtime thread: {0}")]
     Runtime(String),
+}
+
+/// The server's own words where there are some ("ERROR 57P01: terminating connection due
+/// to administrator command"); tokio-postgres' Display says only "db error".
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        },
+    }
 }
 
 impl Error {

@@ -1,7 +1,10 @@
 //! Run-time support for the `#[pals::exclusive]` attribute: what a busy lock or a failed
 //! acquire turns into, and the scope that releases the lock however the body ends.
 
+use std::future::{poll_fn, Future};
 use std::marker::PhantomData;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::{runtime, Error, LockGuard, Locker};
@@ -144,6 +147,16 @@ impl Held {
         }
     }
 
+    /// The `LockLost` error for this lock.
+    fn lost_error(&self) -> Error {
+        Error::LockLost {
+            name: self
+                .guard
+                .as_ref()
+                .map_or_else(String::new, |g| g.name().to_string()),
+        }
+    }
+
     /// The async function's normal exit: release and wait for the database to confirm it,
     /// or, with `min_hold`, leave the release to the background when the time is up.
     pub async fn release(mut self) {
@@ -184,6 +197,30 @@ fn log_release(name: String, result: Result<bool, Error>) {
             tracing::error!(lock = %name, %error, "pals: releasing the lock failed; its session was closed")
         }
     }
+}
+
+/// Runs `body` unless the lock is lost first; then `body` is dropped where it stands and
+/// the result is the `LockLost` error. (`on_lost = "cancel"`.)
+#[doc(hidden)]
+pub async fn unless_lost<F: Future>(held: &Held, body: F) -> Result<F::Output, Error> {
+    let Some(guard) = &held.guard else {
+        return Ok(body.await);
+    };
+    let mut body = pin!(body);
+    let mut lost = pin!(guard.lost());
+    let finished = poll_fn(|cx| {
+        // The body first: work that finished as the loss was found stands.
+        if let Poll::Ready(output) = body.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        lost.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    finished.ok_or_else(|| {
+        let error = held.lost_error();
+        tracing::error!(%error, "pals: the lock was lost while the body ran; the body was cancelled");
+        error
+    })
 }
 
 /// The return value for a busy lock under `on_busy = "error"`, and for a failed acquire.

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use tokio::runtime::Handle;
 
 use crate::lock::parse_bool;
@@ -32,6 +34,9 @@ pub struct LockGuard {
     name: Arc<str>,
     key: i64,
     shared: bool,
+    acquired_at: Instant,
+    /// Reads `true` once the lock's connection is known dead.
+    dead: watch::Receiver<bool>,
 }
 
 /// What a guard owns while the lock is held.
@@ -77,6 +82,7 @@ impl Held {
             .ok_or_else(|| Error::no_answer("the unlock", self.answer_within))?
             .map_err(Error::Database)?;
         let released = parse_bool(&messages);
+        self.session.watch().let_go();
         if released {
             // One lock per session: once it is unlocked, the session holds nothing.
             self.session.set_state(SessionState::Clean);
@@ -97,9 +103,52 @@ impl LockGuard {
         LockGuard {
             key: held.key,
             shared: held.shared,
+            acquired_at: Instant::now(),
+            dead: held.session.watch().subscribe(),
             held: Some(held),
             name,
         }
+    }
+
+    /// False once the lock is known to be lost: its database session ended (the server
+    /// closed it, a restart, `pg_terminate_backend`) or stopped answering the heartbeat.
+    /// Cheap: no round trip.
+    ///
+    /// PostgreSQL frees a lock when its session ends, and another holder may take it at
+    /// once: work guarded by a lost lock is no longer exclusive.
+    pub fn is_held(&self) -> bool {
+        !*self.dead.borrow()
+    }
+
+    /// Completes when the lock is known to be lost (see [`is_held`](LockGuard::is_held)).
+    ///
+    /// Cancel-safe and cheap to poll: made for `select!` beside the guarded work. The
+    /// future does not borrow the guard.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # async fn do_the_work() {}
+    /// let locker = pals::Locker::new("doc-lost", &url)?;
+    /// let guard = locker.lock("leader").acquire().await?;
+    /// tokio::select! {
+    ///     _ = guard.lost() => eprintln!("lost the lock: stop, another replica may take over"),
+    ///     _ = do_the_work() => {}
+    /// }
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut dead = self.dead.clone();
+        async move {
+            // An error means the connection's state is gone with it: lost too.
+            let _ = dead.wait_for(|dead| *dead).await;
+        }
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> std::time::Duration {
+        self.acquired_at.elapsed()
     }
 
     /// The full lock name, `"app.name"`.
@@ -128,7 +177,7 @@ impl LockGuard {
             .take()
             .expect("a guard holds its lock until released");
         let result = held.release().await;
-        tracing::debug!(lock = %self.name, key = self.key, ?result, "pals: lock released");
+        tracing::debug!(lock = %self.name, key = self.key, held = ?self.held_for(), ?result, "pals: lock released");
         result
     }
 
@@ -153,9 +202,10 @@ impl LockGuard {
         let rt = held.rt.clone();
         let name = self.name.clone();
         let key = self.key;
+        let acquired_at = self.acquired_at;
         rt.spawn(async move {
             tokio::time::sleep_until(deadline.into()).await;
-            log_background_release(&name, key, held.release().await);
+            log_background_release(&name, key, acquired_at, held.release().await);
         });
     }
 
@@ -173,16 +223,24 @@ impl Drop for LockGuard {
         let rt = held.rt.clone();
         let name = self.name.clone();
         let key = self.key;
-        rt.spawn(async move { log_background_release(&name, key, held.release().await) });
+        let acquired_at = self.acquired_at;
+        rt.spawn(
+            async move { log_background_release(&name, key, acquired_at, held.release().await) },
+        );
     }
 }
 
-fn log_background_release(name: &str, key: i64, result: Result<bool, Error>) {
+fn log_background_release(name: &str, key: i64, acquired_at: Instant, result: Result<bool, Error>) {
+    let held = acquired_at.elapsed();
     match result {
-        Ok(true) => tracing::debug!(lock = %name, key, "pals: lock released in the background"),
-        Ok(false) => tracing::warn!(lock = %name, key, "pals: lock was no longer held at release"),
+        Ok(true) => {
+            tracing::debug!(lock = %name, key, ?held, "pals: lock released in the background")
+        }
+        Ok(false) => {
+            tracing::warn!(lock = %name, key, ?held, "pals: lock was no longer held at release")
+        }
         Err(error) => {
-            tracing::warn!(lock = %name, key, %error, "pals: background release failed; its session was closed")
+            tracing::warn!(lock = %name, key, ?held, %error, "pals: background release failed; its session was closed")
         }
     }
 }

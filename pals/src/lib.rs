@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+mod connection;
 mod error;
 mod exclusive;
 mod global;
@@ -78,6 +79,7 @@ pub use lock::Lock;
 /// | `timeout = "..."` | how long to wait: `"0"` tries once, `"300ms"`, `"5s"`, `"2m"`, `"1h"`, `"forever"`; default: the locker's default timeout. |
 /// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (default) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` does not run the body and returns the type's [`Skippable`] value: `()`, `None`, `Ok(skipped)`. |
 /// | `shared = true` | take the shared (reader) lock. |
+/// | `on_lost = "cancel"` | async functions only: if the lock is lost while the body runs, the body is dropped and the function returns `Err(pals::Error::LockLost)` converted with `From` (or the skipped value with `on_busy = "skip"`). Default `"continue"`. |
 /// | `locker = EXPR` | use this `&Locker` (a static, an argument, a call) instead of [`global()`]. |
 /// | `min_hold = "30s"` | keep the lock at least this long after it was acquired; the function returns at once and the lock is released in the background when the time is up. |
 ///
@@ -89,15 +91,16 @@ pub use lock::Lock;
 pub use pals_macros::exclusive;
 
 pub use locker::{
-    Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT,
+    Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT,
 };
 
 /// Generated code of `#[pals::exclusive]`; not public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exclusive::{
-        acquire, blocking_acquire, error_return, skipped_return, Acquired, Held, LockSpec,
-        OnFailure, Resolved, ReturnFailure, SkipFailure,
+        acquire, blocking_acquire, error_return, skipped_return, unless_lost, Acquired, Held,
+        LockSpec, OnFailure, Resolved, ReturnFailure, SkipFailure,
     };
     pub use crate::global::global;
     pub use std::format;

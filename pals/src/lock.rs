@@ -180,6 +180,7 @@ impl Lock {
             match locked {
                 Ok(true) => {
                     tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
+                    session.watch().hold(self.name.clone(), self.key);
                     let held = Held::new(
                         session,
                         permit,
@@ -190,7 +191,10 @@ impl Lock {
                     );
                     return Ok(Some(LockGuard::new(held, self.name.clone())));
                 }
-                Ok(false) => return Ok(None),
+                Ok(false) => {
+                    tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock busy");
+                    return Ok(None);
+                }
                 Err(error) if attempts_left > 0 && error.is_closed() => {
                     tracing::debug!(%error, "pals: pooled connection was closed; retrying on a new one");
                 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
 use crate::pool::Pool;
 use crate::queue::Queues;
@@ -17,6 +18,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_POOL_SIZE: usize = 10;
 /// How long opening a database connection may take, by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a connection that holds a lock is checked, by default.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// A lock factory: an application name that namespaces lock names, and a connection pool.
 ///
@@ -45,6 +48,7 @@ pub(crate) struct LockerInner {
     pub(crate) queues: Arc<Queues>,
     pub(crate) default_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) heartbeat: Option<Duration>,
     pub(crate) rt: Handle,
 }
 
@@ -84,6 +88,7 @@ impl Locker {
             pool_size: DEFAULT_POOL_SIZE,
             default_timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
         }
     }
 
@@ -128,6 +133,11 @@ impl Locker {
     /// How long opening a database connection may take.
     pub fn connect_timeout(&self) -> Duration {
         self.inner.connect_timeout
+    }
+
+    /// How often a connection that holds a lock is checked (`None`: never).
+    pub fn heartbeat(&self) -> Option<Duration> {
+        self.inner.heartbeat
     }
 
     /// The most database connections this locker opens at once.
@@ -181,6 +191,7 @@ pub struct LockerBuilder {
     pool_size: usize,
     default_timeout: Duration,
     connect_timeout: Duration,
+    heartbeat: Option<Duration>,
 }
 
 impl LockerBuilder {
@@ -221,6 +232,16 @@ impl LockerBuilder {
         self
     }
 
+    /// How often to check a connection that holds a lock (default 5 s); `None` turns the
+    /// check off. A check that is not answered within the interval marks the lock lost
+    /// ([`LockGuard::is_held`](crate::LockGuard::is_held) turns false) and closes the
+    /// connection, so a holder behind a dead network learns of it within two intervals.
+    /// A connection the server closes is noticed at once, heartbeat or not.
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
         let mut config = match self.config {
@@ -244,6 +265,11 @@ impl LockerBuilder {
                 "connect_timeout must be more than zero".into(),
             ));
         }
+        if self.heartbeat.is_some_and(|interval| interval.is_zero()) {
+            return Err(Error::InvalidConfig(
+                "heartbeat must be more than zero (or None for no heartbeat)".into(),
+            ));
+        }
         if config.get_application_name().is_none() {
             // Shows in pg_stat_activity which application's sessions hold which locks.
             config.application_name(application_name(&self.app));
@@ -256,7 +282,12 @@ impl LockerBuilder {
             .keepalives_interval(Duration::from_secs(10))
             .keepalives_retries(3);
         let rt = runtime::handle()?;
-        let pool = Pool::new(config, self.connect_timeout, self.pool_size, rt.clone())?;
+        let settings = ConnectionSettings {
+            config,
+            connect_timeout: self.connect_timeout,
+            heartbeat: self.heartbeat,
+        };
+        let pool = Pool::new(settings, self.pool_size, rt.clone())?;
         Ok(Locker {
             inner: Arc::new(LockerInner {
                 app: self.app,
@@ -264,6 +295,7 @@ impl LockerBuilder {
                 queues: Arc::default(),
                 default_timeout: self.default_timeout,
                 connect_timeout: self.connect_timeout,
+                heartbeat: self.heartbeat,
                 rt,
             }),
         })

@@ -12,23 +12,16 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
+use crate::connection::{self, ConnWatch, ConnectionSettings, PgConn};
 use crate::runtime;
 use crate::Error;
 
 /// Creates connections on the library's runtime and checks them cheaply on checkout.
 pub(crate) struct Manager {
-    config: tokio_postgres::Config,
-    connect_timeout: Duration,
+    settings: ConnectionSettings,
     rt: Handle,
-}
-
-/// One open database connection and the task on the library's runtime that drives it.
-pub(crate) struct PgConn {
-    client: Client,
-    io_task: JoinHandle<()>,
 }
 
 impl managed::Manager for Manager {
@@ -36,34 +29,7 @@ impl managed::Manager for Manager {
     type Error = Error;
 
     async fn create(&self) -> Result<PgConn, Error> {
-        let config = self.config.clone();
-        let timeout = self.connect_timeout;
-        let connect = async move {
-            // The timeout covers the whole startup (TCP, TLS, authentication), not only the
-            // TCP connect that tokio-postgres' own connect_timeout bounds: a server that
-            // accepts and then says nothing must not hang us.
-            let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
-                .await
-                .map_err(|_| Error::connect_timeout(timeout))?
-                .map_err(Error::connect_failed)?;
-            let io_task = tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "pals: database connection ended with an error");
-                }
-            });
-            // A session that holds a lock sits idle: a server-wide idle_session_timeout
-            // (PostgreSQL 14+) would end it and free the lock behind the holder's back.
-            let setup = client.simple_query(
-                "SELECT set_config('idle_session_timeout', '0', false) \
-                 WHERE current_setting('server_version_num')::int >= 140000",
-            );
-            tokio::time::timeout(timeout, setup)
-                .await
-                .map_err(|_| Error::connect_timeout(timeout))?
-                .map_err(Error::connect_failed)?;
-            Ok(PgConn { client, io_task })
-        };
-        match self.rt.spawn(connect).await {
+        match self.rt.spawn(connection::open(self.settings.clone())).await {
             Ok(result) => result,
             Err(join_error) => Err(Error::Runtime(join_error.to_string())),
         }
@@ -96,8 +62,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new(
-        config: tokio_postgres::Config,
-        connect_timeout: Duration,
+        settings: ConnectionSettings,
         size: usize,
         rt: Handle,
     ) -> Result<Pool, Error> {
@@ -107,8 +72,7 @@ impl Pool {
             )));
         }
         let manager = Manager {
-            config,
-            connect_timeout,
+            settings,
             rt: rt.clone(),
         };
         let pool = managed::Pool::builder(manager)
@@ -184,7 +148,16 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn client(&self) -> &Client {
-        &self.conn.as_ref().expect("session used after close").client
+        &self.conn().client
+    }
+
+    /// Whether the connection is alive, and which lock it holds.
+    pub(crate) fn watch(&self) -> &ConnWatch {
+        &self.conn().watch
+    }
+
+    fn conn(&self) -> &PgConn {
+        self.conn.as_ref().expect("session used after close")
     }
 
     pub(crate) fn set_state(&mut self, state: SessionState) {
@@ -198,7 +171,13 @@ impl Drop for Session {
         if self.state == SessionState::Clean {
             return; // dropping the Object returns it to the pool
         }
-        let PgConn { client, io_task } = Object::take(conn);
+        let PgConn {
+            client,
+            watch,
+            io_task,
+        } = Object::take(conn);
+        // Closing it on purpose: whatever it held was given up, not lost.
+        watch.let_go();
         let cancel = (self.state == SessionState::Busy).then(|| client.cancel_token());
         let slot = self.slot.take();
         self.rt.spawn(async move {
@@ -216,8 +195,12 @@ impl Drop for Session {
             // Dropping the client makes the connection send Terminate once the pending
             // statement (if any) has answered: the session ends and its locks go with it.
             drop(client);
-            if !io_task.is_finished() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), io_task).await;
+            let mut dead = watch.subscribe();
+            if tokio::time::timeout(Duration::from_secs(5), dead.wait_for(|d| *d))
+                .await
+                .is_err()
+            {
+                io_task.abort();
             }
             drop(slot);
         });

@@ -1,6 +1,9 @@
 //! Helpers for pals' integration tests: the database URL, unique app names, lockers, and a
 //! probe that looks at the server from outside the locker under test.
 
+pub mod cluster;
+pub mod proxy;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,7 +66,12 @@ pub fn ensure_server() {
 /// Runs `sql` on a fresh connection of its own (its own runtime, on its own thread, so it
 /// works from any test, async or not) and returns the first column of every row.
 pub fn probe_query(sql: &str) -> Result<Vec<Option<String>>, String> {
-    let sql = sql.to_string();
+    probe_query_at(&db_url(), sql)
+}
+
+/// `probe_query` on the database at `url`.
+pub fn probe_query_at(url: &str, sql: &str) -> Result<Vec<Option<String>>, String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -72,7 +80,7 @@ pub fn probe_query(sql: &str) -> Result<Vec<Option<String>>, String> {
         rt.block_on(async {
             let (client, connection) = tokio::time::timeout(
                 Duration::from_secs(5),
-                tokio_postgres::connect(&db_url(), tokio_postgres::NoTls),
+                tokio_postgres::connect(&url, tokio_postgres::NoTls),
             )
             .await
             .map_err(|_| "connect timed out".to_string())?

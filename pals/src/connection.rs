@@ -1,0 +1,190 @@
+//! One database connection: opened on the library's runtime, and watched while it holds a
+//! lock, so that a lost lock is known at once instead of silently.
+//!
+//! PostgreSQL frees a session's locks when the session ends. The holder learns of it when
+//! the connection task ends (the server closed the socket: a terminated backend, a
+//! restart) or when a heartbeat goes unanswered (a dead server or a black-holed network,
+//! where no close ever arrives). Either way the connection is marked dead, and every guard
+//! of it sees `is_held() == false` and its `lost()` future completes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio_postgres::{Client, NoTls};
+
+use crate::Error;
+
+/// How a connection is opened and watched.
+#[derive(Clone)]
+pub(crate) struct ConnectionSettings {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) connect_timeout: Duration,
+    /// Ping a connection that holds a lock this often; `None`: never.
+    pub(crate) heartbeat: Option<Duration>,
+}
+
+/// One open database connection. Dropping it closes the connection.
+pub(crate) struct PgConn {
+    pub(crate) client: Arc<Client>,
+    pub(crate) watch: Arc<ConnWatch>,
+    pub(crate) io_task: AbortHandle,
+}
+
+/// Whether the connection is alive, and which lock it holds.
+pub(crate) struct ConnWatch {
+    dead: watch::Sender<bool>,
+    holding: Mutex<Option<Holding>>,
+}
+
+struct Holding {
+    name: Arc<str>,
+    key: i64,
+    since: Instant,
+}
+
+impl ConnWatch {
+    /// A receiver that reads `true` once the connection is dead.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.dead.subscribe()
+    }
+
+    /// Records that the connection now holds the lock `name` (`key`).
+    pub(crate) fn hold(&self, name: Arc<str>, key: i64) {
+        let since = Instant::now();
+        *self.holding.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Holding { name, key, since });
+    }
+
+    /// Records that the connection's owner gave its lock up (released, or closing on purpose).
+    pub(crate) fn let_go(&self) {
+        self.holding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    fn is_holding(&self) -> bool {
+        self.holding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    fn mark_dead(&self, why: &str) {
+        if self.dead.send_replace(true) {
+            return; // already dead
+        }
+        if let Some(lost) = self
+            .holding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            tracing::error!(
+                lock = %lost.name,
+                key = lost.key,
+                held = ?lost.since.elapsed(),
+                why,
+                "pals: lock lost: its database session ended while the lock was held"
+            );
+        }
+    }
+}
+
+/// Marks the connection dead when the task that drives it ends, however it ends (the
+/// server closed it, an I/O error, or the task was aborted after a failed heartbeat).
+struct MarkDeadOnDrop(Arc<ConnWatch>);
+
+impl Drop for MarkDeadOnDrop {
+    fn drop(&mut self) {
+        self.0.mark_dead("the connection ended");
+    }
+}
+
+/// Opens a connection; call it on the library's runtime, which will drive it.
+pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> {
+    let timeout = settings.connect_timeout;
+    // The timeout covers the whole startup (TCP, TLS, authentication), not only the TCP
+    // connect that tokio-postgres' own connect_timeout bounds: a server that accepts and
+    // then says nothing must not hang us.
+    let (client, connection) = tokio::time::timeout(timeout, settings.config.connect(NoTls))
+        .await
+        .map_err(|_| Error::connect_timeout(timeout))?
+        .map_err(Error::connect_failed)?;
+    let watch = Arc::new(ConnWatch {
+        dead: watch::Sender::new(false),
+        holding: Mutex::new(None),
+    });
+    let marker = MarkDeadOnDrop(Arc::clone(&watch));
+    let io_task = tokio::spawn(async move {
+        let _marker = marker;
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "pals: database connection ended with an error");
+        }
+    })
+    .abort_handle();
+    // A session that holds a lock sits idle: a server-wide idle_session_timeout
+    // (PostgreSQL 14+) would end it and free the lock behind the holder's back.
+    let setup = client.simple_query(
+        "SELECT set_config('idle_session_timeout', '0', false) \
+         WHERE current_setting('server_version_num')::int >= 140000",
+    );
+    let setup = tokio::time::timeout(timeout, setup).await;
+    if !matches!(setup, Ok(Ok(_))) {
+        io_task.abort();
+        return Err(match setup {
+            Ok(Err(error)) => Error::connect_failed(error),
+            _ => Error::connect_timeout(timeout),
+        });
+    }
+    let client = Arc::new(client);
+    if let Some(interval) = settings.heartbeat {
+        tokio::spawn(heartbeat(
+            Arc::downgrade(&client),
+            Arc::clone(&watch),
+            io_task.clone(),
+            interval,
+        ));
+    }
+    Ok(PgConn {
+        client,
+        watch,
+        io_task,
+    })
+}
+
+/// Pings the connection every `interval` while it holds a lock; one that does not answer
+/// within `interval` is closed and so marked dead. The ping is an empty query: nothing to
+/// parse or plan, and it never shows as a running query.
+async fn heartbeat(
+    client: std::sync::Weak<Client>,
+    watch: Arc<ConnWatch>,
+    io_task: AbortHandle,
+    interval: Duration,
+) {
+    let mut dead = watch.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = dead.wait_for(|dead| *dead) => return,
+        }
+        let Some(client) = client.upgrade() else {
+            return;
+        }; // the connection was dropped
+        if !watch.is_holding() {
+            continue;
+        }
+        let answered = tokio::time::timeout(interval, client.simple_query("")).await;
+        if !matches!(answered, Ok(Ok(_))) {
+            tracing::warn!(
+                ?interval,
+                "pals: heartbeat unanswered; closing the lock's connection"
+            );
+            watch.mark_dead("the heartbeat went unanswered");
+            io_task.abort();
+            return;
+        }
+    }
+}

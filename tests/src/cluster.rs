@@ -1,0 +1,139 @@
+//! A throwaway PostgreSQL cluster for destructive tests (restarts), so that they never
+//! touch the server the other tests share.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A cluster in a temporary directory, on a free port; stopped and removed on drop.
+pub struct TempCluster {
+    dir: PathBuf,
+    bindir: PathBuf,
+    port: u16,
+}
+
+impl TempCluster {
+    /// Creates and starts a cluster (`initdb` + `pg_ctl start`), as the `postgres` user when
+    /// running as root. Panics with a clear message if the server binaries are missing.
+    pub fn start(tag: &str) -> TempCluster {
+        let bindir = bindir();
+        let dir = std::env::temp_dir().join(format!("pals-cluster-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            run(Command::new("chown").arg("postgres:postgres").arg(&dir));
+        }
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let cluster = TempCluster { dir, bindir, port };
+        run(cluster
+            .pg_command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(cluster.data()));
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    /// The URL of this cluster's `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Restarts the server (`pg_ctl restart -m fast`): every session ends.
+    pub fn restart(&self) {
+        self.pg_ctl(&["restart", "-m", "fast"]);
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`).
+    pub fn stop(&self) {
+        self.pg_ctl(&["stop", "-m", "fast"]);
+    }
+
+    /// Starts the stopped server again.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["start"]);
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        run(self
+            .pg_command("pg_ctl")
+            .args(args)
+            .args(["-w", "-t", "30", "-l"])
+            .arg(self.dir.join("log"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-o", &options]));
+    }
+
+    fn pg_command(&self, program: &str) -> Command {
+        let program = self.bindir.join(program);
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.data())
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bindir() -> PathBuf {
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if dir.join("initdb").exists() {
+            return dir;
+        }
+    }
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .find(|bin| bin.join("initdb").exists());
+    found.unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
