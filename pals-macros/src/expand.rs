@@ -166,10 +166,20 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             #output
         }}
     } else {
-        // A sync body runs in place; the scope releases the lock when it ends, however.
+        // A sync body runs in place. Its value is taken before the lock is released, so
+        // that temporaries of its last expression drop while the lock is still held; an
+        // early `return`, `?` or panic releases it as the scope unwinds.
+        // (A body that always returns, such as the one #[tokio::test] makes, leaves the
+        // release below unreachable: it then happens as the scope ends.)
         quote! {{
             #take_lock
-            #block
+            #[allow(unused_braces, clippy::diverging_sub_expression)]
+            let #output = #block;
+            #[allow(unreachable_code, clippy::needless_return)]
+            return {
+                ::core::mem::drop(#held);
+                #output
+            };
         }}
     };
 
@@ -194,43 +204,52 @@ fn lock_name(args: &Args, function: &ItemFn) -> syn::Result<TokenStream> {
     if found.is_empty() {
         return Ok(quote!(#template));
     }
-    let arguments = argument_names(function);
-    let mut named = Vec::new();
+    let arguments = argument_idents(function);
+    let mut named: Vec<&Ident> = Vec::new();
     for placeholder in found {
-        if !arguments.contains(&placeholder.name) {
-            let listed = if arguments.is_empty() {
+        let Some(argument) = arguments.iter().find(|a| ***a == placeholder.name) else {
+            let hint = if placeholder.name == "self" {
+                "the receiver cannot be formatted into the lock name; pass what the name needs \
+                 as an argument"
+                    .to_string()
+            } else if arguments.is_empty() {
                 "the function has no named arguments".to_string()
             } else {
-                format!("its arguments are: {}", arguments.join(", "))
+                let listed: Vec<String> = arguments.iter().map(|a| a.to_string()).collect();
+                format!("its arguments are: {}", listed.join(", "))
             };
             return Err(syn::Error::new(
                 template.span(),
                 format!(
-                    "`{{{}}}` in the lock name is not an argument of `{}`; {listed}",
+                    "`{{{}}}` in the lock name is not an argument of `{}`; {hint}",
                     placeholder.name, function.sig.ident
                 ),
             ));
-        }
-        if !named.contains(&placeholder.name) {
-            named.push(placeholder.name);
+        };
+        if !named.contains(argument) {
+            named.push(argument);
         }
     }
-    let named = named.iter().map(|n| Ident::new(n, template.span()));
+    // The values are the parameters' own identifiers (with their hygiene), so a function
+    // written by a macro_rules! macro formats its own arguments.
+    let names = named
+        .iter()
+        .map(|a| Ident::new(&a.to_string(), template.span()));
     let template = LitStr::new(&template.value(), template.span());
     Ok(quote!(
-        &::pals::__private::format!(#template, #(#named = #named),*)
+        &::pals::__private::format!(#template, #(#names = #named),*)
     ))
 }
 
-/// The names of the function's arguments bound to a plain identifier.
-fn argument_names(function: &ItemFn) -> Vec<String> {
+/// The function's arguments bound to a plain identifier.
+fn argument_idents(function: &ItemFn) -> Vec<&Ident> {
     function
         .sig
         .inputs
         .iter()
         .filter_map(|input| match input {
             FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(pat) => Some(pat.ident.to_string()),
+                Pat::Ident(pat) => Some(&pat.ident),
                 _ => None,
             },
             FnArg::Receiver(_) => None,

@@ -177,6 +177,12 @@ pub(crate) fn placeholders(template: &str) -> std::result::Result<Vec<Placeholde
                         }
                     }
                 }
+                // `{name}` or `{name:spec}` (`{id:?}`, `{n:04}`): the spec goes to format!.
+                let written = name.clone();
+                let name = match name.split_once(':') {
+                    Some((name, _spec)) => name.to_string(),
+                    None => name,
+                };
                 let is_ident = name
                     .chars()
                     .next()
@@ -184,7 +190,7 @@ pub(crate) fn placeholders(template: &str) -> std::result::Result<Vec<Placeholde
                     && name.chars().all(|c| c == '_' || c.is_alphanumeric());
                 if !is_ident {
                     return Err(format!(
-                        "`{{{name}}}` in the lock name is not a placeholder: use `{{argument_name}}`, or `{{{{` for a literal brace"
+                        "`{{{written}}}` in the lock name is not a placeholder: use `{{argument_name}}`, or `{{{{` for a literal brace"
                     ));
                 }
                 found.push(Placeholder { name });
@@ -232,7 +238,8 @@ mod tests {
         assert_eq!(names("tenant-{tenant_id}").unwrap(), ["tenant_id"]);
         assert_eq!(names("{a}-{b}-{{literal}}").unwrap(), ["a", "b"]);
         assert!(names("plain").unwrap().is_empty());
-        for bad in ["{", "}", "{a", "{}", "{1a}", "{a:?}", "{a.b}"] {
+        assert_eq!(names("{id:?}-{n:04}").unwrap(), ["id", "n"]);
+        for bad in ["{", "}", "{a", "{}", "{1a}", "{:?}", "{a.b}"] {
             assert!(names(bad).is_err(), "{bad:?}");
         }
     }

@@ -494,3 +494,108 @@ fn annotated_async_functions_are_send() {
     assert_send(&critical_section(&locker, &inside, &inside));
     assert_send(&never_finishes(&locker));
 }
+
+// ----- timeouts: "0", the locker's default, "forever" ---------------------------------------
+
+#[pals::exclusive(name = "wait", timeout = "0", locker = locker)]
+fn wait_zero(locker: &Locker) -> Result<(), pals::Error> {
+    Ok(())
+}
+
+#[pals::exclusive(name = "wait", locker = locker)]
+fn wait_default(locker: &Locker) -> Result<(), pals::Error> {
+    Ok(())
+}
+
+#[pals::exclusive(name = "wait", timeout = "forever", locker = locker)]
+fn wait_forever(locker: &Locker) -> Result<(), pals::Error> {
+    Ok(())
+}
+
+#[test]
+fn timeouts_zero_default_and_forever() {
+    let app = unique_app("timeouts");
+    let mine = pals_tests::locker_with(&app, |b| b.default_timeout(Duration::from_millis(200)));
+    let holder = locker(&app);
+    let guard = holder.lock("wait").blocking_acquire().unwrap();
+
+    let started = Instant::now();
+    assert!(wait_zero(&mine).unwrap_err().is_timeout());
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "\"0\" waited {:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    assert!(wait_default(&mine).unwrap_err().is_timeout());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(1),
+        "default waited {waited:?}"
+    );
+
+    // "forever" outwaits the locker's 200 ms default: the holder lets go after 500 ms.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500)); // the holder's work
+        guard.blocking_release().unwrap()
+    });
+    let started = Instant::now();
+    wait_forever(&mine).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(releaser.join().unwrap());
+}
+
+// ----- a failure under on_busy = "skip" is logged -------------------------------------------
+
+/// Records the messages of the events it sees.
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message<'a>(&'a mut String);
+        impl tracing::field::Visit for Message<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={:?} ", field.name(), value));
+            }
+        }
+        let mut line = format!("{} ", event.metadata().level());
+        event.record(&mut Message(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn a_failure_that_the_return_type_cannot_carry_is_logged() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = pals::Locker::new(
+        "down",
+        &format!("postgresql://postgres@127.0.0.1:{port}/db"),
+    )
+    .unwrap();
+    let recorder = Arc::new(Recorder(std::sync::Mutex::new(Vec::new())));
+    let skipped =
+        tracing::subscriber::with_default(recorder.clone(), || skip_mode_option_on_failure(&down));
+    assert_eq!(skipped, None);
+    let lines = recorder.0.lock().unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with("ERROR")
+            && l.contains("skipping")
+            && l.contains("cannot connect")),
+        "{lines:?}"
+    );
+}

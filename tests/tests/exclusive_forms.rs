@@ -157,3 +157,67 @@ async fn over_tokio_test() -> Result<(), pals::Error> {
     assert!(OTHER.lock("test-over").try_acquire().await?.is_none());
     Ok(())
 }
+
+#[pals::exclusive(name = "one-line", locker = &LOCKER)]
+pub fn one_line() -> Result<bool, pals::Error> {
+    Ok(held("one-line"))
+}
+
+/// Checks, as it is dropped, that the lock is still held.
+struct ChecksOnDrop(&'static str, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ChecksOnDrop {
+    fn value(&self) -> u32 {
+        7
+    }
+}
+
+impl Drop for ChecksOnDrop {
+    fn drop(&mut self) {
+        self.1
+            .store(held(self.0), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[pals::exclusive(name = "tail", locker = &LOCKER)]
+fn tail_temporary(seen: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<u32, pals::Error> {
+    Ok(ChecksOnDrop("tail", seen).value())
+}
+
+#[test]
+fn one_line_bodies_and_tail_temporaries() {
+    assert!(one_line().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    assert_eq!(tail_temporary(seen.clone()).unwrap(), 7);
+    assert!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        "released before the body's temporaries dropped"
+    );
+    assert!(!held("tail"), "still held after return");
+}
+
+macro_rules! per_tenant_job {
+    ($name:ident, $arg:ident) => {
+        #[pals::exclusive(name = "job-{tenant}", locker = &LOCKER)]
+        fn $name($arg: u32) -> Result<bool, pals::Error> {
+            Ok(held(&format!("job-{}", $arg)))
+        }
+    };
+}
+
+per_tenant_job!(tenant_job, tenant);
+
+#[derive(Debug)]
+struct TenantId(#[allow(dead_code)] u32);
+
+#[pals::exclusive(name = "debug-{id:?}-{n:03}", locker = &LOCKER)]
+fn formatted(id: TenantId, n: u32) -> Result<bool, pals::Error> {
+    Ok(held(&format!("debug-{id:?}-{n:03}")))
+}
+
+#[test]
+fn placeholders_from_macros_and_with_format_specs() {
+    assert!(tenant_job(4).unwrap());
+    assert!(formatted(TenantId(9), 5).unwrap());
+    assert!(!held("debug-TenantId(9)-005"), "released after return");
+}
