@@ -7,6 +7,7 @@
 //! where no close ever arrives). Either way the connection is marked dead, and every guard
 //! of it sees `is_held() == false` and its `lost()` future completes.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,10 +33,10 @@ pub(crate) struct PgConn {
     pub(crate) io_task: AbortHandle,
 }
 
-/// Whether the connection is alive, and which lock it holds.
+/// Whether the connection is alive, and which locks it holds (by guard id).
 pub(crate) struct ConnWatch {
     dead: watch::Sender<bool>,
-    holding: Mutex<Option<Holding>>,
+    holding: Mutex<HashMap<u64, Holding>>,
 }
 
 struct Holding {
@@ -50,38 +51,39 @@ impl ConnWatch {
         self.dead.subscribe()
     }
 
-    /// Records that the connection now holds the lock `name` (`key`).
-    pub(crate) fn hold(&self, name: Arc<str>, key: i64) {
+    /// Records that the connection now holds the lock `name` (`key`) for guard `id`.
+    pub(crate) fn hold(&self, id: u64, name: Arc<str>, key: i64) {
         let since = Instant::now();
-        *self.holding.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Holding { name, key, since });
+        self.holding().insert(id, Holding { name, key, since });
     }
 
-    /// Records that the connection's owner gave its lock up (released, or closing on purpose).
-    pub(crate) fn let_go(&self) {
-        self.holding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    /// Records that guard `id` gave its lock up (released, or closing on purpose).
+    pub(crate) fn let_go(&self, id: u64) {
+        self.holding().remove(&id);
+    }
+
+    /// Records that the connection is being closed on purpose: nothing it held is lost.
+    pub(crate) fn let_go_all(&self) {
+        self.holding().clear();
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        *self.dead.borrow()
     }
 
     fn is_holding(&self) -> bool {
-        self.holding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        !self.holding().is_empty()
+    }
+
+    fn holding(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Holding>> {
+        self.holding.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn mark_dead(&self, why: &str) {
         if self.dead.send_replace(true) {
             return; // already dead
         }
-        if let Some(lost) = self
-            .holding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        for (_, lost) in self.holding().drain() {
             tracing::error!(
                 lock = %lost.name,
                 key = lost.key,
@@ -115,7 +117,7 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
         .map_err(Error::connect_failed)?;
     let watch = Arc::new(ConnWatch {
         dead: watch::Sender::new(false),
-        holding: Mutex::new(None),
+        holding: Mutex::new(HashMap::new()),
     });
     let marker = MarkDeadOnDrop(Arc::clone(&watch));
     let io_task = tokio::spawn(async move {

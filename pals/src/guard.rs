@@ -8,9 +8,9 @@ use tokio::sync::watch;
 
 use tokio::runtime::Handle;
 
-use crate::lock::parse_bool;
-use crate::pool::{Session, SessionState};
+use crate::pool::{Carrier, InFlight};
 use crate::queue::InProcessPermit;
+use crate::statement::{self, answered_true, Detached};
 use crate::{runtime, Error};
 
 /// A held lock. Release it with [`release`](LockGuard::release); if it is dropped instead
@@ -41,10 +41,10 @@ pub struct LockGuard {
 
 /// What a guard owns while the lock is held.
 pub(crate) struct Held {
-    // Field order matters: the session goes back to the pool before the next caller in
-    // this process is let in, so that caller can reuse it.
-    session: Session,
+    carrier: Arc<Carrier>,
     permit: InProcessPermit,
+    /// This guard's entry in its carrier's list of held locks.
+    id: u64,
     key: i64,
     shared: bool,
     rt: Handle,
@@ -54,16 +54,18 @@ pub(crate) struct Held {
 
 impl Held {
     pub(crate) fn new(
-        session: Session,
+        carrier: Arc<Carrier>,
         permit: InProcessPermit,
+        id: u64,
         key: i64,
         shared: bool,
         rt: Handle,
         answer_within: Duration,
     ) -> Held {
         Held {
-            session,
+            carrier,
             permit,
+            id,
             key,
             shared,
             rt,
@@ -71,30 +73,40 @@ impl Held {
         }
     }
 
-    async fn release(mut self) -> Result<bool, Error> {
-        let shared = if self.shared { "_shared" } else { "" };
-        let sql = format!("SELECT pg_advisory_unlock{shared}({})", self.key);
-        // If this future is dropped mid-way, the session stays marked as holding the lock
-        // and is closed, which releases it all the same.
-        let unlock = self.session.client().simple_query(&sql);
-        let messages = runtime::until(&self.rt, Instant::now() + self.answer_within, unlock)
-            .await
-            .ok_or_else(|| Error::no_answer("the unlock", self.answer_within))?
-            .map_err(Error::Database)?;
-        let released = parse_bool(&messages);
-        self.session.watch().let_go();
-        if released {
-            // One lock per session: once it is unlocked, the session holds nothing.
-            self.session.set_state(SessionState::Clean);
-        }
-        // Otherwise the session did not hold the lock it should have; it is in an unknown
-        // state and is closed rather than pooled.
+    /// Unlocks on the session that holds the lock. The unlock completes even if this future
+    /// is dropped mid-way (the session is shared: it must neither be cut off nor unlocked
+    /// twice, which on a re-entrant session could release another guard's hold).
+    async fn release(self) -> Result<bool, Error> {
         let Held {
-            session, permit, ..
+            carrier,
+            permit,
+            id,
+            key,
+            shared,
+            rt,
+            answer_within,
         } = self;
-        drop(session);
-        drop(permit);
-        Ok(released)
+        let in_flight = InFlight::new(carrier);
+        let unlock = Detached::new(&rt, async move {
+            let sql = statement::unlock(key, shared);
+            let answer = in_flight.client().simple_query(&sql).await;
+            let carrier = Arc::clone(in_flight.carrier());
+            drop(in_flight);
+            carrier.watch().let_go(id);
+            let released = matches!(&answer, Ok(messages) if answered_true(messages));
+            if !released {
+                // The session did not hold what it should have: take it out of use; it
+                // closes (freeing whatever it holds) once its other locks are released.
+                carrier.retire();
+            }
+            carrier.remove_lock();
+            // Only now may the next caller of this process go to the database.
+            drop(permit);
+            answer.map(|_| released).map_err(Error::Database)
+        });
+        runtime::until(&rt, Instant::now() + answer_within, unlock)
+            .await
+            .ok_or_else(|| Error::no_answer("the unlock", answer_within))?
     }
 }
 
@@ -104,7 +116,7 @@ impl LockGuard {
             key: held.key,
             shared: held.shared,
             acquired_at: Instant::now(),
-            dead: held.session.watch().subscribe(),
+            dead: held.carrier.watch().subscribe(),
             held: Some(held),
             name,
         }

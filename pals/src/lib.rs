@@ -37,6 +37,7 @@ mod locker;
 mod pool;
 mod queue;
 mod runtime;
+mod statement;
 
 pub use error::Error;
 pub use exclusive::{LockErrorReturn, Skippable};

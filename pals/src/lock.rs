@@ -1,15 +1,16 @@
 //! [`Lock`]: one named lock, and how it is acquired.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::guard::{Held, LockGuard};
-use crate::pool::{Session, SessionState};
-use crate::queue::Wait;
+use crate::pool::{Carrier, Dedicated, InFlight};
+use crate::queue::{InProcessPermit, Wait};
+use crate::statement::{self, answered_true, Detached};
 use crate::{runtime, Error, Locker};
 
 /// One named lock of a [`Locker`]: a handle that takes [`LockGuard`]s.
@@ -142,117 +143,188 @@ impl Lock {
         let started = Instant::now();
         let inner = &self.locker.inner;
         // Queue behind this process's other callers for the same lock before taking a
-        // connection: only the first in line waits in the database.
+        // connection: only the first in line goes to the database. This also keeps two
+        // guards of one exclusive lock apart, which PostgreSQL would not do on a shared
+        // session (its session locks are re-entrant).
         let Some(permit) = inner
             .queues
             .enter(self.key, self.shared, wait, &inner.rt)
             .await
         else {
+            self.trace_busy(started);
             return Ok(None);
         };
-        // Waiting for a free connection is bounded by the lock's timeout even for a try.
+        // Waiting for a connection is bounded by the lock's timeout even for a try.
         let connection_wait = match wait {
             Wait::Never => wait_for(self.acquire_timeout_value()),
             other => other,
         };
-        // A connection the server closed while it sat idle fails its first statement;
-        // one more attempt then runs on a fresh connection.
-        let mut attempts_left = 2;
+        // First at once, on a shared session: one round trip when the lock is free. A
+        // connection the server closed while idle fails its statement; one more attempt
+        // then runs on another connection.
+        let mut retry = true;
+        let carrier = loop {
+            match self.try_on_carrier(connection_wait.deadline()).await {
+                Ok(Attempt::Acquired(carrier)) => break Some(carrier),
+                Ok(Attempt::Busy) => break None,
+                Ok(Attempt::NoConnection) => return Ok(None),
+                Err(Error::Database(error)) if retry && error.is_closed() => retry = false,
+                Err(error) => return Err(error),
+            }
+        };
+        if let Some(carrier) = carrier {
+            return Ok(Some(self.guard(carrier, permit, started)));
+        }
+        if wait == Wait::Never {
+            self.trace_busy(started);
+            return Ok(None);
+        }
+        // Busy: wait for it on a session of its own.
+        let mut retry = true;
         loop {
-            attempts_left -= 1;
-            let Some(mut session) = inner.pool.checkout(connection_wait.deadline()).await? else {
+            let Some(mut dedicated) = inner.pool.dedicated(connection_wait.deadline()).await?
+            else {
                 return Ok(None);
             };
             // The server must answer by the end of the wait plus the connect timeout; a
             // dead connection must not hang the caller (the session is then cancelled and
-            // closed, since it is still marked busy).
+            // closed, since it is still busy).
             let answer_by = match wait {
                 Wait::Forever => None,
                 Wait::Never => Some(Instant::now() + inner.connect_timeout),
                 Wait::Until(deadline) => Some(deadline + inner.connect_timeout),
             };
-            let locked = match answer_by {
-                None => self.lock_on(&mut session, wait).await,
-                Some(by) => runtime::until(&inner.rt, by, self.lock_on(&mut session, wait))
+            let waited = match answer_by {
+                None => self.wait_on(&mut dedicated, wait).await,
+                Some(by) => runtime::until(&inner.rt, by, self.wait_on(&mut dedicated, wait))
                     .await
                     .ok_or_else(|| Error::no_answer("the lock statement", inner.connect_timeout))?,
             };
-            match locked {
+            match waited {
                 Ok(true) => {
-                    tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
-                    session.watch().hold(self.name.clone(), self.key);
-                    let held = Held::new(
-                        session,
-                        permit,
-                        self.key,
-                        self.shared,
-                        inner.rt.clone(),
-                        inner.connect_timeout,
-                    );
-                    return Ok(Some(LockGuard::new(held, self.name.clone())));
+                    // Counted before it is shared, so it is never taken for another wait.
+                    dedicated.carrier().add_lock();
+                    let carrier = dedicated.share();
+                    return Ok(Some(self.guard(carrier, permit, started)));
                 }
                 Ok(false) => {
-                    tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock busy");
-                    return Ok(None);
+                    self.trace_busy(started);
+                    return Ok(None); // the session holds nothing: shared again on drop
                 }
-                Err(error) if attempts_left > 0 && error.is_closed() => {
-                    tracing::debug!(%error, "pals: pooled connection was closed; retrying on a new one");
+                Err(error) => {
+                    // Whatever went wrong, the session's state is unknown: close it.
+                    dedicated.close();
+                    if !(retry && error.is_closed()) {
+                        return Err(Error::Database(error));
+                    }
+                    retry = false;
                 }
-                Err(error) => return Err(Error::Database(error)),
             }
         }
     }
 
-    /// Takes the lock on `session`. `Ok(false)`: busy until the wait ended.
-    async fn lock_on(
+    /// `pg_try_advisory_lock` on a shared session. If this future is dropped mid-way, the
+    /// statement still completes, and a lock it took for nobody is given back.
+    async fn try_on_carrier(&self, deadline: Option<Instant>) -> Result<Attempt, Error> {
+        let inner = &self.locker.inner;
+        let Some(in_flight) = inner.pool.carrier(deadline).await? else {
+            return Ok(Attempt::NoConnection);
+        };
+        let carrier = Arc::clone(in_flight.carrier());
+        let (key, shared) = (self.key, self.shared);
+        let statement = Detached::new(&inner.rt, async move {
+            let sql = statement::try_lock(key, shared);
+            in_flight.client().simple_query(&sql).await
+        })
+        .if_abandoned({
+            let carrier = Arc::clone(&carrier);
+            move |answer| {
+                if matches!(&answer, Ok(messages) if answered_true(messages)) {
+                    let in_flight = InFlight::new(carrier);
+                    tokio::spawn(async move {
+                        let sql = statement::unlock(key, shared);
+                        let _ = in_flight.client().simple_query(&sql).await;
+                    });
+                }
+            }
+        });
+        let answer_by = Instant::now() + inner.connect_timeout;
+        let Some(answer) = runtime::until(&inner.rt, answer_by, statement).await else {
+            return Err(Error::no_answer(
+                "the lock statement",
+                inner.connect_timeout,
+            ));
+        };
+        if answered_true(&answer.map_err(Error::Database)?) {
+            carrier.add_lock();
+            Ok(Attempt::Acquired(carrier))
+        } else {
+            Ok(Attempt::Busy)
+        }
+    }
+
+    /// Waits for the lock on a dedicated session. `Ok(false)`: busy until the wait ended.
+    async fn wait_on(
         &self,
-        session: &mut Session,
+        dedicated: &mut Dedicated,
         wait: Wait,
     ) -> Result<bool, tokio_postgres::Error> {
-        let shared = if self.shared { "_shared" } else { "" };
-        let key = self.key;
-        // One round trip either way. SET LOCAL lasts only for the implicit transaction of
-        // this multi-statement query, so the pooled session keeps its own settings, and the
-        // session-level advisory lock outlives that transaction. statement_timeout is lifted
-        // so that a server or role default cannot cut the wait short with another error.
-        let lock_timeout = wait_millis(wait);
-        let sql = match lock_timeout {
-            None => format!("SELECT pg_try_advisory_lock{shared}({key})"),
-            Some(millis) => format!(
-                "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {millis}; \
-                 SELECT pg_advisory_lock{shared}({key})"
-            ),
+        let carrier = Arc::clone(dedicated.carrier());
+        let Some(millis) = wait_millis(wait) else {
+            // Less than a millisecond left: one more try.
+            let sql = statement::try_lock(self.key, self.shared);
+            let answer = dedicated.run(carrier.client().simple_query(&sql)).await?;
+            return Ok(answered_true(&answer));
         };
-        // Until the answer is in, the server may be waiting for (or have granted) the lock:
-        // if this future is dropped, the session is cancelled and closed, never reused.
-        session.set_state(SessionState::Busy);
-        match session.client().simple_query(&sql).await {
-            Ok(messages) => {
-                let acquired = match lock_timeout {
-                    None => parse_bool(&messages),
-                    Some(_) => true,
-                };
-                session.set_state(if acquired {
-                    SessionState::MayHoldLock
-                } else {
-                    SessionState::Clean
-                });
-                Ok(acquired)
-            }
+        let sql = statement::wait_lock(self.key, self.shared, millis);
+        match dedicated.run(carrier.client().simple_query(&sql)).await {
+            Ok(_) => Ok(true),
             Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                 // lock_timeout fired, but the grant can race the timeout: the session may
-                // hold the lock after all. Release whatever it holds before it is reused.
-                session.set_state(SessionState::MayHoldLock);
-                session
+                // hold the lock after all. It holds nothing else: clear it before reuse.
+                let clear = carrier
                     .client()
-                    .simple_query("SELECT pg_advisory_unlock_all()")
-                    .await?;
-                session.set_state(SessionState::Clean);
+                    .simple_query("SELECT pg_advisory_unlock_all()");
+                dedicated.run(clear).await?;
                 Ok(false)
             }
             Err(error) => Err(error),
         }
     }
+
+    fn guard(&self, carrier: Arc<Carrier>, permit: InProcessPermit, started: Instant) -> LockGuard {
+        let inner = &self.locker.inner;
+        tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
+        let id = next_guard_id();
+        carrier.watch().hold(id, self.name.clone(), self.key);
+        let held = Held::new(
+            carrier,
+            permit,
+            id,
+            self.key,
+            self.shared,
+            inner.rt.clone(),
+            inner.connect_timeout,
+        );
+        LockGuard::new(held, self.name.clone())
+    }
+
+    fn trace_busy(&self, started: Instant) {
+        tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock busy");
+    }
+}
+
+/// What an attempt on a shared session found.
+enum Attempt {
+    Acquired(Arc<Carrier>),
+    Busy,
+    /// No connection could be had before the deadline.
+    NoConnection,
+}
+
+fn next_guard_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl fmt::Debug for Lock {
@@ -293,17 +365,6 @@ fn wait_millis(wait: Wait) -> Option<u64> {
             (left >= Duration::from_millis(1)).then_some(millis)
         }
     }
-}
-
-fn first_value(messages: &[SimpleQueryMessage]) -> Option<&str> {
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0),
-        _ => None,
-    })
-}
-
-pub(crate) fn parse_bool(messages: &[SimpleQueryMessage]) -> bool {
-    first_value(messages) == Some("t")
 }
 
 #[cfg(test)]

@@ -151,17 +151,7 @@ impl Locker {
     /// public API.
     #[doc(hidden)]
     pub async fn __query_pooled(&self, sql: &str) -> Result<Vec<Option<String>>, Error> {
-        let session = self
-            .inner
-            .pool
-            .checkout(None)
-            .await?
-            .ok_or_else(|| Error::InvalidConfig("no connection".into()))?;
-        let messages = session
-            .client()
-            .simple_query(sql)
-            .await
-            .map_err(Error::Database)?;
+        let messages = self.inner.pool.query(sql).await?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {
@@ -211,8 +201,9 @@ impl LockerBuilder {
         self
     }
 
-    /// The most database connections to open at once (default 10). Each held lock uses one;
-    /// callers waiting for the same lock in this process share one.
+    /// The most database connections to open at once (default 10). Locks taken at once
+    /// share connections (thousands fit on a few); a lock wait takes one of its own while
+    /// it waits, and one connection is kept for waits.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self

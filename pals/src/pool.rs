@@ -1,63 +1,65 @@
-//! Database sessions: a deadpool pool whose connections run on the library's runtime, and
-//! [`Session`], a checked-out connection that knows whether it is safe to pool again.
+//! The connections of one locker, and how locks share them.
 //!
-//! deadpool recycles a connection when it is checked out again, not when it is returned,
-//! so a connection that might still hold a lock must never go back: [`Session`] tracks
-//! what the connection may hold and closes it, instead of pooling it, unless it is known
-//! to hold nothing.
+//! A lock that is taken at once (`pg_try_advisory_lock`, one round trip) sits on a
+//! *carrier*: an open session shared by many held locks, so that thousands of locks need
+//! only a few connections. A lock that must be waited for waits on a *dedicated* session
+//! that nothing else uses meanwhile: a statement queued behind a wait (say, another lock's
+//! release) would wait too. Once granted, the dedicated session becomes a carrier.
+//!
+//! Every open connection counts against the pool size until it is closed, including one
+//! that is closing.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio_postgres::{Client, NoTls};
 
 use crate::connection::{self, ConnWatch, ConnectionSettings, PgConn};
 use crate::runtime;
 use crate::Error;
 
-/// Creates connections on the library's runtime and checks them cheaply on checkout.
-pub(crate) struct Manager {
-    settings: ConnectionSettings,
-    rt: Handle,
-}
-
-impl managed::Manager for Manager {
-    type Type = PgConn;
-    type Error = Error;
-
-    async fn create(&self) -> Result<PgConn, Error> {
-        match self.rt.spawn(connection::open(self.settings.clone())).await {
-            Ok(result) => result,
-            Err(join_error) => Err(Error::Runtime(join_error.to_string())),
-        }
-    }
-
-    async fn recycle(&self, conn: &mut PgConn, _: &Metrics) -> RecycleResult<Error> {
-        // Only clean connections are ever returned (see `Session`), so no round trip is
-        // needed here; a connection the server closed is replaced.
-        if conn.client.is_closed() {
-            Err(RecycleError::message("connection closed"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// More connections than any PostgreSQL server accepts from one client in practice.
 const MAX_POOL_SIZE: usize = 100_000;
 
 /// The connection pool of one locker.
-///
-/// Free slots are counted here, in front of deadpool, so that only the wait for a free slot
-/// is bounded by the caller's deadline; opening a connection in a free slot is bounded by
-/// the connect timeout alone (a `try_acquire` on a fresh locker must be able to connect).
 pub(crate) struct Pool {
-    pool: managed::Pool<Manager>,
-    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: ConnectionSettings,
     rt: Handle,
+    size: usize,
+    state: Mutex<State>,
+    /// Signalled when a connection closes, a carrier joins, or a carrier falls idle.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Connections open, opening or closing.
+    open: usize,
+    /// Open sessions shared by held locks and instant statements.
+    carriers: Vec<Arc<Carrier>>,
+    /// Where the next search for a carrier starts, to spread the load.
+    next: usize,
+}
+
+/// An open session that carries held locks and instant statements.
+pub(crate) struct Carrier {
+    conn: PgConn,
+    /// Locks held on this session.
+    locks: AtomicUsize,
+    /// Instant statements sent and not yet answered.
+    in_flight: AtomicUsize,
+    /// Whether this connection still counts against the pool size.
+    counted: AtomicBool,
+    pool: Weak<Shared>,
 }
 
 impl Pool {
@@ -71,138 +73,393 @@ impl Pool {
                 "pool_size {size} is more than {MAX_POOL_SIZE}"
             )));
         }
-        let manager = Manager {
-            settings,
-            rt: rt.clone(),
-        };
-        let pool = managed::Pool::builder(manager)
-            .max_size(size)
-            .build()
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
         Ok(Pool {
-            pool,
-            slots: Arc::new(Semaphore::new(size)),
-            rt,
+            shared: Arc::new(Shared {
+                settings,
+                rt,
+                size,
+                state: Mutex::default(),
+                changed: Notify::new(),
+            }),
         })
     }
 
     pub(crate) fn max_size(&self) -> usize {
-        self.pool.status().max_size
+        self.shared.size
     }
 
-    /// Checks out a connection, waiting for a free slot until `deadline` (`None`: forever).
-    /// Returns `Ok(None)` when the deadline passed first.
-    pub(crate) async fn checkout(
+    /// A carrier to run one instant statement on, with the statement counted as in flight.
+    /// Waits until `deadline` (`None`: forever) when every connection is in use for a wait;
+    /// `Ok(None)` if the deadline passed first.
+    pub(crate) async fn carrier(
         &self,
         deadline: Option<Instant>,
-    ) -> Result<Option<Session>, Error> {
-        let slots = Arc::clone(&self.slots);
-        let slot = match (slots.clone().try_acquire_owned(), deadline) {
-            (Ok(slot), _) => slot,
-            (Err(_), None) => slots.acquire_owned().await.expect("slots are never closed"),
-            (Err(_), Some(deadline)) => {
-                match runtime::until(&self.rt, deadline, slots.acquire_owned()).await {
-                    Some(slot) => slot.expect("slots are never closed"),
-                    None => return Ok(None),
-                }
+    ) -> Result<Option<InFlight>, Error> {
+        let shared = &self.shared;
+        self.wait_for(deadline, |state| {
+            // A carrier with nothing in flight answers soonest; opening another connection
+            // (while the pool has room) spreads the load; else pipeline on the least busy.
+            if let Some(carrier) = state.pick(|c| c.in_flight() == 0) {
+                return Pick::Ready(InFlight::new(carrier));
             }
+            // Keep the last connection for lock waits, which cannot share one: a pool of
+            // carriers that all hold locks would leave a wait no session to wait on.
+            let room_for_carriers = if shared.size > 1 { shared.size - 1 } else { 1 };
+            if state.open < room_for_carriers
+                || state.carriers.is_empty() && state.open < shared.size
+            {
+                state.open += 1;
+                return Pick::Open;
+            }
+            match state.least_busy() {
+                Some(carrier) => Pick::Ready(InFlight::new(carrier)),
+                None => Pick::Wait,
+            }
+        })
+        .await
+    }
+
+    /// A session of its own for a lock wait. Waits until `deadline` (`None`: forever) for
+    /// one to be free; `Ok(None)` if the deadline passed first.
+    pub(crate) async fn dedicated(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Dedicated>, Error> {
+        let shared = &self.shared;
+        let in_flight = self
+            .wait_for(deadline, |state| {
+                if let Some(index) = state
+                    .carriers
+                    .iter()
+                    .position(|c| c.locks() == 0 && c.in_flight() == 0 && !c.is_closed())
+                {
+                    return Pick::Ready(InFlight::new(state.carriers.swap_remove(index)));
+                }
+                if state.open < shared.size {
+                    state.open += 1;
+                    return Pick::OpenDedicated;
+                }
+                Pick::Wait
+            })
+            .await?;
+        Ok(in_flight.map(|in_flight| Dedicated {
+            carrier: Some(in_flight.take()),
+            busy: false,
+        }))
+    }
+
+    /// Runs `pick` under the pool's lock until it finds a connection, opening one when it
+    /// says so, and waiting for changes (until `deadline`) when it says `Wait`.
+    async fn wait_for(
+        &self,
+        deadline: Option<Instant>,
+        mut pick: impl FnMut(&mut State) -> Pick,
+    ) -> Result<Option<InFlight>, Error> {
+        let shared = &self.shared;
+        loop {
+            let mut changed = pin!(shared.changed.notified());
+            changed.as_mut().enable();
+            let picked = pick(&mut shared.lock_state());
+            match picked {
+                Pick::Ready(in_flight) => return Ok(Some(in_flight)),
+                Pick::Open | Pick::OpenDedicated => {
+                    let carrier = self.open().await?;
+                    if matches!(picked, Pick::Open) {
+                        shared.lock_state().carriers.push(Arc::clone(&carrier));
+                        shared.changed.notify_waiters();
+                    }
+                    return Ok(Some(InFlight::new(carrier)));
+                }
+                Pick::Wait => match deadline {
+                    None => changed.await,
+                    Some(deadline) => {
+                        if runtime::until(&shared.rt, deadline, changed)
+                            .await
+                            .is_none()
+                        {
+                            return Ok(None);
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Opens a connection on the library's runtime, its slot already counted in `open`.
+    async fn open(&self) -> Result<Arc<Carrier>, Error> {
+        let shared = &self.shared;
+        let opened = match shared
+            .rt
+            .spawn(connection::open(shared.settings.clone()))
+            .await
+        {
+            Ok(result) => result,
+            Err(join_error) => Err(Error::Runtime(join_error.to_string())),
         };
-        // Holding a slot, deadpool has a free object or room to create one: this does not
-        // wait for other callers, only (at most) for a new connection.
-        match self.pool.get().await {
-            Ok(conn) => Ok(Some(Session {
-                conn: Some(conn),
-                state: SessionState::Clean,
-                rt: self.rt.clone(),
-                slot: Some(slot),
+        match opened {
+            Ok(conn) => Ok(Arc::new(Carrier {
+                conn,
+                locks: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                counted: AtomicBool::new(true),
+                pool: Arc::downgrade(shared),
             })),
-            Err(managed::PoolError::Backend(error)) => Err(error),
-            Err(other) => Err(Error::Connect {
-                reason: other.to_string(),
-                source: None,
-            }),
-        }
-    }
-}
-
-/// What a checked-out connection may be holding, which decides its fate when dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SessionState {
-    /// Holds no lock and runs no statement: goes back to the pool.
-    Clean,
-    /// May hold a lock: closed, which makes the server release everything it held.
-    MayHoldLock,
-    /// A statement may still be running on the server (a lock wait): cancelled, then closed.
-    Busy,
-}
-
-/// A connection checked out of the pool, with what it may hold.
-pub(crate) struct Session {
-    conn: Option<Object<Manager>>,
-    state: SessionState,
-    rt: Handle,
-    // Freed after `conn` has gone back to deadpool, or once a discarded connection is
-    // closed: a closing connection still counts against the pool size. See `Pool`.
-    slot: Option<OwnedSemaphorePermit>,
-}
-
-impl Session {
-    pub(crate) fn client(&self) -> &Client {
-        &self.conn().client
-    }
-
-    /// Whether the connection is alive, and which lock it holds.
-    pub(crate) fn watch(&self) -> &ConnWatch {
-        &self.conn().watch
-    }
-
-    fn conn(&self) -> &PgConn {
-        self.conn.as_ref().expect("session used after close")
-    }
-
-    pub(crate) fn set_state(&mut self, state: SessionState) {
-        self.state = state;
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.state == SessionState::Clean {
-            return; // dropping the Object returns it to the pool
-        }
-        let PgConn {
-            client,
-            watch,
-            io_task,
-        } = Object::take(conn);
-        // Closing it on purpose: whatever it held was given up, not lost.
-        watch.let_go();
-        let cancel = (self.state == SessionState::Busy).then(|| client.cancel_token());
-        let slot = self.slot.take();
-        self.rt.spawn(async move {
-            if let Some(token) = cancel {
-                // The server does not notice a vanished client while it waits for a lock:
-                // cancel the wait so the lock is never granted to a session nobody owns.
-                let cancelled =
-                    tokio::time::timeout(Duration::from_secs(5), token.cancel_query(NoTls)).await;
-                if !matches!(cancelled, Ok(Ok(()))) {
-                    // The cancel did not reach the server: close the socket at once; the
-                    // server frees the session's locks when it next writes to it.
-                    io_task.abort();
-                }
+            Err(error) => {
+                shared.lock_state().open -= 1;
+                shared.changed.notify_waiters();
+                Err(error)
             }
-            // Dropping the client makes the connection send Terminate once the pending
-            // statement (if any) has answered: the session ends and its locks go with it.
-            drop(client);
-            let mut dead = watch.subscribe();
+        }
+    }
+
+    /// Runs `sql` on a carrier, for pals' own tests.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, Error> {
+        let in_flight = self.carrier(None).await?.expect("no deadline");
+        in_flight
+            .client()
+            .simple_query(sql)
+            .await
+            .map_err(Error::Database)
+    }
+}
+
+enum Pick {
+    Ready(InFlight),
+    /// Open a connection and share it as a carrier.
+    Open,
+    /// Open a connection for a wait.
+    OpenDedicated,
+    Wait,
+}
+
+impl Shared {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// The first carrier from the rotating start that `wanted` accepts; closed carriers are
+    /// dropped on the way.
+    fn pick(&mut self, wanted: impl Fn(&Carrier) -> bool) -> Option<Arc<Carrier>> {
+        self.drop_closed();
+        let count = self.carriers.len();
+        for offset in 0..count {
+            let index = (self.next + offset) % count;
+            if wanted(&self.carriers[index]) {
+                self.next = index + 1;
+                return Some(Arc::clone(&self.carriers[index]));
+            }
+        }
+        None
+    }
+
+    /// Forgets carriers whose connection ended; a dead connection no longer counts against
+    /// the pool size, even while guards of the locks it lost still point to it.
+    fn drop_closed(&mut self) {
+        let mut freed = 0;
+        self.carriers.retain(|c| {
+            let closed = c.is_closed();
+            if closed && c.counted.swap(false, Ordering::AcqRel) {
+                freed += 1;
+            }
+            !closed
+        });
+        self.open -= freed;
+    }
+
+    fn least_busy(&mut self) -> Option<Arc<Carrier>> {
+        self.drop_closed();
+        self.carriers.iter().min_by_key(|c| c.in_flight()).cloned()
+    }
+}
+
+impl Carrier {
+    pub(crate) fn client(&self) -> &Client {
+        &self.conn.client
+    }
+
+    pub(crate) fn watch(&self) -> &ConnWatch {
+        &self.conn.watch
+    }
+
+    fn locks(&self) -> usize {
+        self.locks.load(Ordering::Acquire)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.conn.client.is_closed() || self.conn.watch.is_dead()
+    }
+
+    /// A lock was taken on this session.
+    pub(crate) fn add_lock(&self) {
+        self.locks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A lock was released on this session.
+    pub(crate) fn remove_lock(&self) {
+        if self.locks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.maybe_idle();
+        }
+    }
+
+    /// Takes this session out of use: no new lock or statement goes to it, and it closes
+    /// once the locks it still carries are released (closing frees whatever it holds).
+    pub(crate) fn retire(self: &Arc<Self>) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.lock_state().carriers.retain(|c| !Arc::ptr_eq(c, self));
+        }
+    }
+
+    /// Tells waiters for a dedicated session that this one may now be free.
+    fn maybe_idle(&self) {
+        if self.locks() == 0 && self.in_flight() == 0 {
+            if let Some(pool) = self.pool.upgrade() {
+                pool.changed.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Drop for Carrier {
+    fn drop(&mut self) {
+        // The last user is gone: the connection closes (dropping the client sends
+        // Terminate), and its slot is free once it has.
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        self.conn.watch.let_go_all();
+        let mut dead = self.conn.watch.subscribe();
+        let io_task = self.conn.io_task.clone();
+        let counted = self.counted.swap(false, Ordering::AcqRel);
+        let rt = pool.rt.clone();
+        rt.spawn(async move {
             if tokio::time::timeout(Duration::from_secs(5), dead.wait_for(|d| *d))
                 .await
                 .is_err()
             {
                 io_task.abort();
             }
-            drop(slot);
+            if counted {
+                pool.lock_state().open -= 1;
+            }
+            pool.changed.notify_waiters();
+        });
+    }
+}
+
+/// A carrier with one statement counted in flight until this is dropped.
+pub(crate) struct InFlight {
+    carrier: Arc<Carrier>,
+}
+
+impl InFlight {
+    pub(crate) fn new(carrier: Arc<Carrier>) -> InFlight {
+        carrier.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight { carrier }
+    }
+
+    pub(crate) fn carrier(&self) -> &Arc<Carrier> {
+        &self.carrier
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        self.carrier.client()
+    }
+
+    /// The carrier, the statement done.
+    fn take(self) -> Arc<Carrier> {
+        Arc::clone(&self.carrier)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.carrier.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.carrier.maybe_idle();
+        }
+    }
+}
+
+/// A session of its own for a lock wait. Dropped in the middle of a wait, it cancels the
+/// wait and closes; otherwise it goes back to being shared.
+pub(crate) struct Dedicated {
+    carrier: Option<Arc<Carrier>>,
+    /// A statement is running: the server may be waiting for (or have granted) a lock.
+    busy: bool,
+}
+
+impl Dedicated {
+    pub(crate) fn carrier(&self) -> &Arc<Carrier> {
+        self.carrier
+            .as_ref()
+            .expect("a dedicated session is used until dropped")
+    }
+
+    /// Runs `statement` with the session marked busy: if the future is dropped before the
+    /// answer, the session is cancelled and closed, never shared again.
+    pub(crate) async fn run<T>(&mut self, statement: impl Future<Output = T>) -> T {
+        self.busy = true;
+        let output = statement.await;
+        self.busy = false;
+        output
+    }
+
+    /// The session holds nothing it should not: share it again.
+    pub(crate) fn share(mut self) -> Arc<Carrier> {
+        let carrier = self.carrier.take().expect("shared once");
+        if let Some(pool) = carrier.pool.upgrade() {
+            pool.lock_state().carriers.push(Arc::clone(&carrier));
+            pool.changed.notify_waiters();
+        }
+        carrier
+    }
+
+    /// The session may hold something it should not: close it.
+    pub(crate) fn close(mut self) {
+        self.busy = false;
+        if let Some(carrier) = self.carrier.take() {
+            carrier.watch().let_go_all();
+        }
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        let Some(carrier) = self.carrier.take() else {
+            return;
+        };
+        if !self.busy {
+            // Not mid-statement: nothing unknown happened; share it again.
+            if let Some(pool) = carrier.pool.upgrade() {
+                pool.lock_state().carriers.push(carrier);
+                pool.changed.notify_waiters();
+            }
+            return;
+        }
+        // The server does not notice a vanished client while it waits for a lock: cancel
+        // the wait, then close, so that a lock granted meanwhile is freed with the session.
+        let token = carrier.client().cancel_token();
+        let io_task = carrier.conn.io_task.clone();
+        let Some(pool) = carrier.pool.upgrade() else {
+            return;
+        };
+        pool.rt.spawn(async move {
+            let cancelled =
+                tokio::time::timeout(Duration::from_secs(5), token.cancel_query(NoTls)).await;
+            if !matches!(cancelled, Ok(Ok(()))) {
+                // The cancel did not reach the server: close the socket at once; the server
+                // frees the session's locks when it next writes to it.
+                io_task.abort();
+            }
+            drop(carrier);
         });
     }
 }

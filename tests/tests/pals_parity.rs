@@ -1,6 +1,7 @@
 //! Twins of the tests in PALs' own suite (pals/tests/test_core.py), against a real server.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pals_tests::{locker, locker_with, unique_app};
@@ -256,41 +257,28 @@ async fn dropped_guard_is_released() {
     assert!(again.is_some());
 }
 
-/// PALs issue 40: with a pool of N, N + 1 callers each taking a different lock all succeed;
-/// the last one waits for a connection instead of failing.
+/// PALs issue 40: with a pool of N, N + 1 callers each taking a different lock all succeed
+/// (PALs needed a connection per held lock; pals shares them), on at most N connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contention_on_the_connection_pool_tasks() {
     const N: usize = 3;
     let app = unique_app("pool40");
     let locker = locker_with(&app, |b| b.pool_size(N));
-    let mut held = Vec::new();
-    for n in 0..N {
-        held.push(
-            locker
-                .lock(&format!("example-{n}"))
-                .acquire()
-                .await
-                .unwrap(),
-        );
+    let barrier = Arc::new(tokio::sync::Barrier::new(N + 1));
+    let tasks: Vec<_> = (0..=N)
+        .map(|n| {
+            let (lock, barrier) = (locker.lock(&format!("example-{n}")), barrier.clone());
+            tokio::spawn(async move {
+                let guard = lock.acquire().await?;
+                barrier.wait().await; // all N + 1 held at once
+                guard.release().await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap().unwrap());
     }
-    // The pool limit holds: a further lock cannot get a connection in time, and no
-    // connection beyond N was opened.
-    let extra = locker.lock(&format!("example-{N}"));
-    assert!(extra
-        .acquire_timeout(Duration::from_millis(50))
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(pals_tests::sessions_of(&app), N as i64);
-    // The (N+1)-th waits for a connection and gets one as soon as a holder is done.
-    let waiting = tokio::spawn(async move { extra.acquire().await.map(|g| g.key()) });
-    let mut held = held.into_iter();
-    assert!(held.next().unwrap().release().await.unwrap());
-    assert!(waiting.await.unwrap().is_ok());
-    for guard in held {
-        assert!(guard.release().await.unwrap());
-    }
-    assert_eq!(pals_tests::sessions_of(&app), N as i64);
+    assert!(pals_tests::sessions_of(&app) <= N as i64);
 }
 
 #[test]
