@@ -273,8 +273,11 @@ mod fuzz {
             match placeholders(&template) {
                 Ok(found) => {
                     for placeholder in found {
-                        let written = format!("{{{}}}", placeholder.name);
-                        prop_assert!(template.contains(&written), "{} not in {}", written, template);
+                        let (plain, with_spec) = (format!("{{{}}}", placeholder.name), format!("{{{}:", placeholder.name));
+                        prop_assert!(
+                            template.contains(&plain) || template.contains(&with_spec),
+                            "{} not in {}", plain, template
+                        );
                     }
                 }
                 Err(message) => prop_assert!(!message.is_empty()),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::Error;
 
@@ -31,6 +31,36 @@ pub(crate) struct PgConn {
     pub(crate) client: Arc<Client>,
     pub(crate) watch: Arc<ConnWatch>,
     pub(crate) io_task: AbortHandle,
+    prepared: Prepared,
+}
+
+/// The instant statements, prepared once per connection: each use is then one Bind and
+/// Execute, with nothing for the server to parse or plan. Indexed by `shared as usize`.
+struct Prepared {
+    try_lock: [Statement; 2],
+    unlock: [Statement; 2],
+}
+
+impl PgConn {
+    /// `pg_try_advisory_lock(key)` (or `_shared`): whether the lock was taken.
+    pub(crate) async fn try_lock(
+        &self,
+        key: i64,
+        shared: bool,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let statement = &self.prepared.try_lock[usize::from(shared)];
+        self.client.query_one(statement, &[&key]).await?.try_get(0)
+    }
+
+    /// `pg_advisory_unlock(key)` (or `_shared`): whether the session held the lock.
+    pub(crate) async fn unlock(
+        &self,
+        key: i64,
+        shared: bool,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let statement = &self.prepared.unlock[usize::from(shared)];
+        self.client.query_one(statement, &[&key]).await?.try_get(0)
+    }
 }
 
 /// Whether the connection is alive, and which locks it holds (by guard id).
@@ -129,18 +159,34 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
     .abort_handle();
     // A session that holds a lock sits idle: a server-wide idle_session_timeout
     // (PostgreSQL 14+) would end it and free the lock behind the holder's back.
-    let setup = client.simple_query(
-        "SELECT set_config('idle_session_timeout', '0', false) \
-         WHERE current_setting('server_version_num')::int >= 140000",
-    );
-    let setup = tokio::time::timeout(timeout, setup).await;
-    if !matches!(setup, Ok(Ok(_))) {
-        io_task.abort();
-        return Err(match setup {
-            Ok(Err(error)) => Error::connect_failed(error),
-            _ => Error::connect_timeout(timeout),
-        });
-    }
+    // All in one round trip: tokio-postgres pipelines requests polled together.
+    let setup = async {
+        let (settings, try_lock, try_lock_shared, unlock, unlock_shared) = tokio::join!(
+            client.simple_query(
+                "SELECT set_config('idle_session_timeout', '0', false) \
+                 WHERE current_setting('server_version_num')::int >= 140000",
+            ),
+            client.prepare("SELECT pg_try_advisory_lock($1)"),
+            client.prepare("SELECT pg_try_advisory_lock_shared($1)"),
+            client.prepare("SELECT pg_advisory_unlock($1)"),
+            client.prepare("SELECT pg_advisory_unlock_shared($1)"),
+        );
+        settings?;
+        Ok(Prepared {
+            try_lock: [try_lock?, try_lock_shared?],
+            unlock: [unlock?, unlock_shared?],
+        })
+    };
+    let prepared = match tokio::time::timeout(timeout, setup).await {
+        Ok(Ok(prepared)) => prepared,
+        failed => {
+            io_task.abort();
+            return Err(match failed {
+                Ok(Err(error)) => Error::connect_failed(error),
+                _ => Error::connect_timeout(timeout),
+            });
+        }
+    };
     let client = Arc::new(client);
     if let Some(interval) = settings.heartbeat {
         tokio::spawn(heartbeat(
@@ -154,6 +200,7 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
         client,
         watch,
         io_task,
+        prepared,
     })
 }
 

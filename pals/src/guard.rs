@@ -10,7 +10,7 @@ use tokio::runtime::Handle;
 
 use crate::pool::{Carrier, InFlight};
 use crate::queue::InProcessPermit;
-use crate::statement::{self, answered_true, Detached};
+use crate::statement::Detached;
 use crate::{runtime, Error};
 
 /// A held lock. Release it with [`release`](LockGuard::release); if it is dropped instead
@@ -88,12 +88,11 @@ impl Held {
         } = self;
         let in_flight = InFlight::new(carrier);
         let unlock = Detached::new(&rt, async move {
-            let sql = statement::unlock(key, shared);
-            let answer = in_flight.client().simple_query(&sql).await;
+            let answer = in_flight.conn().unlock(key, shared).await;
             let carrier = Arc::clone(in_flight.carrier());
             drop(in_flight);
             carrier.watch().let_go(id);
-            let released = matches!(&answer, Ok(messages) if answered_true(messages));
+            let released = matches!(answer, Ok(true));
             if !released {
                 // The session did not hold what it should have: take it out of use; it
                 // closes (freeing whatever it holds) once its other locks are released.
@@ -102,7 +101,7 @@ impl Held {
             carrier.remove_lock();
             // Only now may the next caller of this process go to the database.
             drop(permit);
-            answer.map(|_| released).map_err(Error::Database)
+            answer.map_err(Error::Database)
         });
         runtime::until(&rt, Instant::now() + answer_within, unlock)
             .await
@@ -236,9 +235,15 @@ impl Drop for LockGuard {
         let name = self.name.clone();
         let key = self.key;
         let acquired_at = self.acquired_at;
-        rt.spawn(
-            async move { log_background_release(&name, key, acquired_at, held.release().await) },
-        );
+        let mut release = Box::pin(async move {
+            log_background_release(&name, key, acquired_at, held.release().await)
+        });
+        // One poll here sends the unlock at once (it only queues the request for the
+        // connection); the runtime then waits for the answer. The next caller for this lock
+        // is let in when the answer is in.
+        if runtime::poll_once(release.as_mut()).is_pending() {
+            rt.spawn(release);
+        }
     }
 }
 

@@ -233,17 +233,15 @@ impl Lock {
         let carrier = Arc::clone(in_flight.carrier());
         let (key, shared) = (self.key, self.shared);
         let statement = Detached::new(&inner.rt, async move {
-            let sql = statement::try_lock(key, shared);
-            in_flight.client().simple_query(&sql).await
+            in_flight.conn().try_lock(key, shared).await
         })
         .if_abandoned({
             let carrier = Arc::clone(&carrier);
             move |answer| {
-                if matches!(&answer, Ok(messages) if answered_true(messages)) {
+                if matches!(answer, Ok(true)) {
                     let in_flight = InFlight::new(carrier);
                     tokio::spawn(async move {
-                        let sql = statement::unlock(key, shared);
-                        let _ = in_flight.client().simple_query(&sql).await;
+                        let _ = in_flight.conn().unlock(key, shared).await;
                     });
                 }
             }
@@ -255,7 +253,7 @@ impl Lock {
                 inner.connect_timeout,
             ));
         };
-        if answered_true(&answer.map_err(Error::Database)?) {
+        if answer.map_err(Error::Database)? {
             carrier.add_lock();
             Ok(Attempt::Acquired(carrier))
         } else {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio_postgres::{Client, NoTls};
 
 use crate::connection::{self, ConnWatch, ConnectionSettings, PgConn};
@@ -46,6 +46,8 @@ struct State {
     open: usize,
     /// Open sessions shared by held locks and instant statements.
     carriers: Vec<Arc<Carrier>>,
+    /// Carriers being opened.
+    opening: usize,
     /// Where the next search for a carrier starts, to spread the load.
     next: usize,
 }
@@ -104,11 +106,13 @@ impl Pool {
             }
             // Keep the last connection for lock waits, which cannot share one: a pool of
             // carriers that all hold locks would leave a wait no session to wait on.
-            let room_for_carriers = if shared.size > 1 { shared.size - 1 } else { 1 };
-            if state.open < room_for_carriers
-                || state.carriers.is_empty() && state.open < shared.size
-            {
+            // (Unless every other connection is busy waiting: then there is no carrier at
+            // all, and the last connection carries rather than leave callers stuck.)
+            let room_for_carriers = shared.size.saturating_sub(1).max(1);
+            let no_carrier_at_all = state.carriers.is_empty() && state.opening == 0;
+            if state.open < room_for_carriers || no_carrier_at_all && state.open < shared.size {
                 state.open += 1;
+                state.opening += 1;
                 return Pick::Open;
             }
             match state.least_busy() {
@@ -162,14 +166,8 @@ impl Pool {
             let picked = pick(&mut shared.lock_state());
             match picked {
                 Pick::Ready(in_flight) => return Ok(Some(in_flight)),
-                Pick::Open | Pick::OpenDedicated => {
-                    let carrier = self.open().await?;
-                    if matches!(picked, Pick::Open) {
-                        shared.lock_state().carriers.push(Arc::clone(&carrier));
-                        shared.changed.notify_waiters();
-                    }
-                    return Ok(Some(InFlight::new(carrier)));
-                }
+                Pick::Open => return Ok(Some(InFlight::new(self.open(true).await?))),
+                Pick::OpenDedicated => return Ok(Some(InFlight::new(self.open(false).await?))),
                 Pick::Wait => match deadline {
                     None => changed.await,
                     Some(deadline) => {
@@ -185,31 +183,44 @@ impl Pool {
         }
     }
 
-    /// Opens a connection on the library's runtime, its slot already counted in `open`.
-    async fn open(&self) -> Result<Arc<Carrier>, Error> {
-        let shared = &self.shared;
-        let opened = match shared
-            .rt
-            .spawn(connection::open(shared.settings.clone()))
-            .await
-        {
-            Ok(result) => result,
-            Err(join_error) => Err(Error::Runtime(join_error.to_string())),
-        };
-        match opened {
-            Ok(conn) => Ok(Arc::new(Carrier {
-                conn,
-                locks: AtomicUsize::new(0),
-                in_flight: AtomicUsize::new(0),
-                counted: AtomicBool::new(true),
-                pool: Arc::downgrade(shared),
-            })),
-            Err(error) => {
-                shared.lock_state().open -= 1;
-                shared.changed.notify_waiters();
-                Err(error)
+    /// Opens a connection on the library's runtime, its slot already counted in `open` (and
+    /// in `opening` if it is to be `shared` as a carrier). The bookkeeping happens there
+    /// too, so a caller that goes away mid-connect leaks nothing: the new connection then
+    /// joins the carriers.
+    async fn open(&self, shared_now: bool) -> Result<Arc<Carrier>, Error> {
+        let pool = Arc::clone(&self.shared);
+        let (deliver, delivered) = oneshot::channel();
+        self.shared.rt.spawn(async move {
+            let opened = connection::open(pool.settings.clone()).await.map(|conn| {
+                Arc::new(Carrier {
+                    conn,
+                    locks: AtomicUsize::new(0),
+                    in_flight: AtomicUsize::new(0),
+                    counted: AtomicBool::new(true),
+                    pool: Arc::downgrade(&pool),
+                })
+            });
+            let mut state = pool.lock_state();
+            if shared_now {
+                state.opening -= 1;
             }
-        }
+            match &opened {
+                Ok(carrier) if shared_now => state.carriers.push(Arc::clone(carrier)),
+                Ok(_) => {}
+                Err(_) => state.open -= 1,
+            }
+            drop(state);
+            pool.changed.notify_waiters();
+            if let Err(Ok(carrier)) = deliver.send(opened) {
+                if !shared_now {
+                    pool.lock_state().carriers.push(carrier);
+                    pool.changed.notify_waiters();
+                }
+            }
+        });
+        delivered
+            .await
+            .unwrap_or_else(|_| Err(Error::Runtime("the pals runtime thread is gone".into())))
     }
 
     /// Runs `sql` on a carrier, for pals' own tests.
@@ -280,6 +291,11 @@ impl State {
 impl Carrier {
     pub(crate) fn client(&self) -> &Client {
         &self.conn.client
+    }
+
+    /// The session's connection, for its prepared statements.
+    pub(crate) fn conn(&self) -> &PgConn {
+        &self.conn
     }
 
     pub(crate) fn watch(&self) -> &ConnWatch {
@@ -368,6 +384,10 @@ impl InFlight {
 
     pub(crate) fn carrier(&self) -> &Arc<Carrier> {
         &self.carrier
+    }
+
+    pub(crate) fn conn(&self) -> &PgConn {
+        self.carrier.conn()
     }
 
     pub(crate) fn client(&self) -> &Client {

@@ -8,7 +8,7 @@
 //! async API needs no timer driver from the caller.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -60,6 +60,18 @@ pub(crate) async fn until<F: Future>(rt: &Handle, deadline: Instant, fut: F) -> 
         sleep.poll(cx).map(|()| None)
     })
     .await
+}
+
+/// Polls `fut` once, with a waker that does nothing: for starting work (sending a request)
+/// before handing the future to a runtime, whose first poll registers its own waker.
+pub(crate) fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    static NOOP: OnceLock<Waker> = OnceLock::new();
+    let waker = NOOP.get_or_init(|| Waker::from(Arc::new(Noop)));
+    fut.poll(&mut Context::from_waker(waker))
 }
 
 /// Runs `fut` on the calling thread, parking it between polls.

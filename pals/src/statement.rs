@@ -1,5 +1,6 @@
-//! The statements pals sends, and a way to run one on a shared session so that a caller
-//! who goes away mid-statement cannot leave a lock behind.
+//! The text statements pals sends (the instant ones are prepared per connection: see
+//! `connection`), and a way to run one on a shared session so that a caller who goes away
+//! mid-statement cannot leave a lock behind.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,11 +32,6 @@ pub(crate) fn wait_lock(key: i64, shared: bool, lock_timeout_ms: u64) -> String 
          SELECT pg_advisory_lock{}({key})",
         mode(shared)
     )
-}
-
-/// Releases one hold of the lock; answers `t`, or `f` if the session did not hold it.
-pub(crate) fn unlock(key: i64, shared: bool) -> String {
-    format!("SELECT pg_advisory_unlock{}({key})", mode(shared))
 }
 
 /// The first column of the first row is `t`.
