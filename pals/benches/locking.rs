@@ -658,47 +658,11 @@ async fn scale(settings: &Settings, app: &str, n: usize) -> Vec<Row> {
 
     // The raw driver on one connection, 64 in flight (pipelined).
     let raw = Arc::new(raw_client(&settings.url).await);
-    let started = Instant::now();
     let keys: Vec<i64> = (0..n)
         .map(|i| pals::key(&scale_app, &format!("raw-{i}")))
         .collect();
-    for chunk in keys.chunks(64) {
-        let statements: Vec<_> = chunk
-            .iter()
-            .map(|key| {
-                let raw = Arc::clone(&raw);
-                let key = *key;
-                tokio::spawn(async move {
-                    raw.simple_query(&format!("SELECT pg_try_advisory_lock({key})"))
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        for statement in statements {
-            statement.await.unwrap();
-        }
-    }
-    let raw_take = started.elapsed();
-    let started = Instant::now();
-    for chunk in keys.chunks(64) {
-        let statements: Vec<_> = chunk
-            .iter()
-            .map(|key| {
-                let raw = Arc::clone(&raw);
-                let key = *key;
-                tokio::spawn(async move {
-                    raw.simple_query(&format!("SELECT pg_advisory_unlock({key})"))
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        for statement in statements {
-            statement.await.unwrap();
-        }
-    }
-    let raw_release = started.elapsed();
+    let raw_take = pipelined(&raw, &keys, "pg_try_advisory_lock").await;
+    let raw_release = pipelined(&raw, &keys, "pg_advisory_unlock").await;
 
     let ms = |d: Duration| Figure::Micros {
         median: d.as_secs_f64() * 1e3,
@@ -727,6 +691,24 @@ async fn scale(settings: &Settings, app: &str, n: usize) -> Vec<Row> {
             raw: Figure::Text("-"),
         },
     ]
+}
+
+/// Runs `SELECT function(key)` for every key on one raw connection, 64 in flight; the time.
+async fn pipelined(raw: &Arc<Client>, keys: &[i64], function: &str) -> Duration {
+    let started = Instant::now();
+    for chunk in keys.chunks(64) {
+        let statements: Vec<_> = chunk
+            .iter()
+            .map(|key| {
+                let (raw, sql) = (Arc::clone(raw), format!("SELECT {function}({key})"));
+                tokio::spawn(async move { raw.simple_query(&sql).await.unwrap() })
+            })
+            .collect();
+        for statement in statements {
+            statement.await.unwrap();
+        }
+    }
+    started.elapsed()
 }
 
 fn print_table(rows: &[Row], quick: bool) {
