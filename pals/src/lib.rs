@@ -31,6 +31,7 @@ mod error;
 mod exclusive;
 mod global;
 mod guard;
+pub mod inspect;
 mod key;
 mod lock;
 mod locker;
@@ -38,11 +39,13 @@ mod pool;
 mod queue;
 mod runtime;
 mod statement;
+pub mod xact;
 
 pub use error::Error;
 pub use exclusive::{LockErrorReturn, Skippable};
 pub use global::{global, init, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
+pub use inspect::{Holder, Mode};
 pub use key::key;
 pub use lock::Lock;
 /// Makes a sync or async function fleet-exclusive: it takes a lock before its body runs and

@@ -1,7 +1,8 @@
 //! [`Locker`], the lock factory, and its builder.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -10,7 +11,7 @@ use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
 use crate::pool::Pool;
 use crate::queue::Queues;
-use crate::{runtime, Error, Lock};
+use crate::{runtime, Error, Holder, Lock};
 
 /// The acquire timeout PALs uses by default: 30 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,7 +51,12 @@ pub(crate) struct LockerInner {
     pub(crate) connect_timeout: Duration,
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) rt: Handle,
+    /// The names of the keys this locker has made locks for, for `holders()`.
+    pub(crate) names: Mutex<HashMap<i64, Arc<str>>>,
 }
+
+/// How many names a locker remembers for `holders()`; beyond, keys show without a name.
+const NAMES_REMEMBERED: usize = 100_000;
 
 impl Locker {
     /// A locker for application `app` on the database at `url`
@@ -102,9 +108,48 @@ impl Locker {
     /// # Ok::<(), pals::Error>(())
     /// ```
     pub fn lock(&self, name: &str) -> Lock {
-        let full_name = full_name(&self.inner.app, name);
+        let full_name: Arc<str> = full_name(&self.inner.app, name).into();
         let key = key_of_full_name(&full_name);
-        Lock::new(self.clone(), full_name.into(), key)
+        let mut names = self.inner.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.len() < NAMES_REMEMBERED {
+            names.entry(key).or_insert_with(|| Arc::clone(&full_name));
+        }
+        drop(names);
+        Lock::new(self.clone(), full_name, key)
+    }
+
+    /// The advisory locks held or awaited in this locker's database right now, by anyone
+    /// (pals, PALs, plain SQL): key, mode, granted or waiting, the session's pid,
+    /// application_name, client address and start, and how long it has waited. Keys of
+    /// locks this locker has made carry their names.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// let locker = pals::Locker::new("doc-holders", &url)?;
+    /// let guard = locker.lock("migrations").acquire().await?;
+    /// let holders = locker.holders().await?;
+    /// let mine = holders.iter().find(|h| h.key == guard.key()).expect("listed");
+    /// assert_eq!(mine.name.as_deref(), Some("doc-holders.migrations"));
+    /// assert!(mine.granted);
+    /// print!("{}", pals::inspect::table(&holders));
+    /// # Ok(()) }
+    /// ```
+    pub async fn holders(&self) -> Result<Vec<Holder>, Error> {
+        let rows = self
+            .inner
+            .pool
+            .query_rows(crate::inspect::HOLDERS_SQL)
+            .await?;
+        let names = self
+            .inner
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        rows.iter()
+            .map(|row| crate::inspect::holder(row, &names))
+            .collect()
     }
 
     /// The lock with a raw advisory-lock key, for interoperating with SQL that calls
@@ -288,6 +333,7 @@ impl LockerBuilder {
                 connect_timeout: self.connect_timeout,
                 heartbeat: self.heartbeat,
                 rt,
+                names: Mutex::default(),
             }),
         })
     }

@@ -223,6 +223,16 @@ impl Pool {
             .unwrap_or_else(|_| Err(Error::Runtime("the pals runtime thread is gone".into())))
     }
 
+    /// Runs a read-only query on a carrier.
+    pub(crate) async fn query_rows(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, Error> {
+        let in_flight = self.carrier(None).await?.expect("no deadline");
+        in_flight
+            .client()
+            .query(sql, &[])
+            .await
+            .map_err(Error::Database)
+    }
+
     /// Runs `sql` on a carrier, for pals' own tests.
     pub(crate) async fn query(
         &self,

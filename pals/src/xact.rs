@@ -1,0 +1,134 @@
+//! Transaction-scoped locks, for code that already holds a tokio-postgres transaction
+//! (migrations): `pg_advisory_xact_lock` under the PALs key, released by commit or rollback.
+//!
+//! They are the only advisory locks that work behind pgbouncer in transaction-pooling mode:
+//! the lock lives exactly as long as the transaction, on whichever server connection runs it.
+//!
+//! ```
+//! use std::time::Duration;
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+//! let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+//! tokio::spawn(connection);
+//! let tx = client.transaction().await?;
+//! pals::xact::acquire(&tx, "my-app", "migrations", Duration::from_secs(30)).await?;
+//! // ... migrate; no other transaction holding "my-app.migrations" runs meanwhile ...
+//! tx.commit().await?; // releases the lock
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{SimpleQueryMessage, Transaction};
+
+use crate::key::{full_name, key_of_full_name};
+use crate::Error;
+
+/// Takes the exclusive lock `"{app}.{name}"` for the rest of `tx`, waiting up to `timeout`
+/// (`Duration::MAX`: forever); a busy lock is `Err(Error::Timeout)`, and `tx` stays usable.
+pub async fn acquire(
+    tx: &Transaction<'_>,
+    app: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    lock(tx, &full_name(app, name), false, timeout).await
+}
+
+/// [`acquire`] in shared (reader) mode.
+pub async fn acquire_shared(
+    tx: &Transaction<'_>,
+    app: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    lock(tx, &full_name(app, name), true, timeout).await
+}
+
+/// Takes the exclusive lock `"{app}.{name}"` for the rest of `tx` if it is free now:
+/// `Ok(false)` if it is busy. One round trip.
+pub async fn try_acquire(tx: &Transaction<'_>, app: &str, name: &str) -> Result<bool, Error> {
+    try_lock(tx, key_of_full_name(&full_name(app, name)), false).await
+}
+
+/// [`try_acquire`] in shared (reader) mode.
+pub async fn try_acquire_shared(
+    tx: &Transaction<'_>,
+    app: &str,
+    name: &str,
+) -> Result<bool, Error> {
+    try_lock(tx, key_of_full_name(&full_name(app, name)), true).await
+}
+
+async fn try_lock(tx: &Transaction<'_>, key: i64, shared: bool) -> Result<bool, Error> {
+    let mode = if shared { "_shared" } else { "" };
+    let row = tx
+        .query_one(
+            &format!("SELECT pg_try_advisory_xact_lock{mode}($1)"),
+            &[&key],
+        )
+        .await
+        .map_err(Error::Database)?;
+    row.try_get(0).map_err(Error::Database)
+}
+
+async fn lock(
+    tx: &Transaction<'_>,
+    name: &str,
+    shared: bool,
+    timeout: Duration,
+) -> Result<(), Error> {
+    if timeout.is_zero() {
+        return if try_lock(tx, key_of_full_name(name), shared).await? {
+            Ok(())
+        } else {
+            Err(Error::Timeout { name: name.into() })
+        };
+    }
+    let key = key_of_full_name(name);
+    let mode = if shared { "_shared" } else { "" };
+    // lock_timeout must not change for the rest of the caller's transaction, and a timeout
+    // must not abort it: the wait runs in a savepoint, and the setting is put back.
+    let millis = if timeout.as_millis() > i32::MAX as u128 {
+        0
+    } else {
+        timeout.as_millis().max(1)
+    };
+    let wait = format!(
+        "SAVEPOINT pals_xact_lock; SELECT current_setting('lock_timeout'); \
+         SET LOCAL lock_timeout = {millis}; SELECT pg_advisory_xact_lock{mode}({key})"
+    );
+    match tx.simple_query(&wait).await {
+        Ok(messages) => {
+            let previous = first_value(&messages).unwrap_or("0").replace('\'', "''");
+            // The lock moves to the enclosing transaction when the savepoint is released.
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '{previous}'; RELEASE SAVEPOINT pals_xact_lock"
+            ))
+            .await
+            .map_err(Error::Database)
+        }
+        Err(error) => {
+            // Rolling back to the savepoint restores lock_timeout and, if the grant raced
+            // the timeout, releases the lock with the subtransaction that took it.
+            tx.batch_execute(
+                "ROLLBACK TO SAVEPOINT pals_xact_lock; RELEASE SAVEPOINT pals_xact_lock",
+            )
+            .await
+            .map_err(Error::Database)?;
+            if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                Err(Error::Timeout { name: name.into() })
+            } else {
+                Err(Error::Database(error))
+            }
+        }
+    }
+}
+
+fn first_value(messages: &[SimpleQueryMessage]) -> Option<&str> {
+    messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    })
+}
