@@ -25,6 +25,7 @@
 //! and lock names exclude each other.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod connection;
 mod error;
