@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio_postgres::{Client, NoTls, Statement};
 
+use crate::tls::Connector;
 use crate::Error;
 
 /// How a connection is opened and watched.
@@ -24,6 +25,7 @@ pub(crate) struct ConnectionSettings {
     pub(crate) connect_timeout: Duration,
     /// Ping a connection that holds a lock this often; `None`: never.
     pub(crate) heartbeat: Option<Duration>,
+    pub(crate) tls: Connector,
 }
 
 /// One open database connection. Dropping it closes the connection.
@@ -31,6 +33,8 @@ pub(crate) struct PgConn {
     pub(crate) client: Arc<Client>,
     pub(crate) watch: Arc<ConnWatch>,
     pub(crate) io_task: AbortHandle,
+    /// For cancel requests, which open a connection of their own.
+    pub(crate) tls: Connector,
     prepared: Prepared,
 }
 
@@ -141,22 +145,15 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
     // The timeout covers the whole startup (TCP, TLS, authentication), not only the TCP
     // connect that tokio-postgres' own connect_timeout bounds: a server that accepts and
     // then says nothing must not hang us.
-    let (client, connection) = tokio::time::timeout(timeout, settings.config.connect(NoTls))
-        .await
-        .map_err(|_| Error::connect_timeout(timeout))?
-        .map_err(Error::connect_failed)?;
     let watch = Arc::new(ConnWatch {
         dead: watch::Sender::new(false),
         holding: Mutex::new(HashMap::new()),
     });
     let marker = MarkDeadOnDrop(Arc::clone(&watch));
-    let io_task = tokio::spawn(async move {
-        let _marker = marker;
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "pals: database connection ended with an error");
-        }
-    })
-    .abort_handle();
+    let (client, io_task) = tokio::time::timeout(timeout, connect(&settings, marker))
+        .await
+        .map_err(|_| Error::connect_timeout(timeout))?
+        .map_err(Error::connect_failed)?;
     // A session that holds a lock sits idle: a server-wide idle_session_timeout
     // (PostgreSQL 14+) would end it and free the lock behind the holder's back.
     // All in one round trip: tokio-postgres pipelines requests polled together.
@@ -200,8 +197,62 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
         client,
         watch,
         io_task,
+        tls: settings.tls,
         prepared,
     })
+}
+
+/// Connects with the TLS the settings ask for, and drives the connection in a task of the
+/// current (the library's) runtime; the task marks the connection dead when it ends.
+async fn connect(
+    settings: &ConnectionSettings,
+    marker: MarkDeadOnDrop,
+) -> Result<(Client, AbortHandle), tokio_postgres::Error> {
+    async fn drive<S, T>(
+        connection: tokio_postgres::Connection<S, T>,
+        marker: MarkDeadOnDrop,
+    ) -> AbortHandle
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(async move {
+            let _marker = marker;
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "pals: database connection ended with an error");
+            }
+        })
+        .abort_handle()
+    }
+    let config = &settings.config;
+    Ok(match &settings.tls {
+        Connector::Plain => {
+            let (client, connection) = config.connect(NoTls).await?;
+            (client, drive(connection, marker).await)
+        }
+        #[cfg(feature = "rustls")]
+        Connector::Rustls(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            (client, drive(connection, marker).await)
+        }
+        #[cfg(feature = "native-tls")]
+        Connector::Native(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            (client, drive(connection, marker).await)
+        }
+    })
+}
+
+/// Asks the server to cancel the statement `client` is running (on a connection of its own).
+pub(crate) async fn cancel(client: &Client, tls: &Connector) -> Result<(), tokio_postgres::Error> {
+    let token = client.cancel_token();
+    match tls {
+        Connector::Plain => token.cancel_query(NoTls).await,
+        #[cfg(feature = "rustls")]
+        Connector::Rustls(tls) => token.cancel_query(tls.clone()).await,
+        #[cfg(feature = "native-tls")]
+        Connector::Native(tls) => token.cancel_query(tls.clone()).await,
+    }
 }
 
 /// Pings the connection every `interval` while it holds a lock; one that does not answer

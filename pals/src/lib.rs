@@ -40,6 +40,7 @@ mod pool;
 mod queue;
 mod runtime;
 mod statement;
+mod tls;
 pub mod xact;
 
 pub use error::Error;
@@ -94,6 +95,7 @@ pub use lock::Lock;
 /// error level) and skips. Sync functions use the blocking API and release before they
 /// return; async functions take the lock when first polled and await the release.
 pub use pals_macros::exclusive;
+pub use tls::TlsBackend;
 
 pub use locker::{
     Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_POOL_SIZE,

@@ -11,6 +11,7 @@ use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
 use crate::pool::Pool;
 use crate::queue::Queues;
+use crate::tls::{self, TlsBackend, TlsSettings};
 use crate::{runtime, Error, Holder, Lock};
 
 /// The acquire timeout PALs uses by default: 30 seconds.
@@ -95,6 +96,7 @@ impl Locker {
             default_timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             heartbeat: Some(DEFAULT_HEARTBEAT),
+            tls_backend: None,
         }
     }
 
@@ -222,7 +224,8 @@ impl fmt::Debug for Locker {
 #[must_use]
 pub struct LockerBuilder {
     app: String,
-    config: Option<Result<tokio_postgres::Config, String>>,
+    config: Option<Result<(tokio_postgres::Config, TlsSettings), String>>,
+    tls_backend: Option<TlsBackend>,
     pool_size: usize,
     default_timeout: Duration,
     connect_timeout: Duration,
@@ -232,17 +235,44 @@ pub struct LockerBuilder {
 impl LockerBuilder {
     /// The database URL, `postgresql://user:password@host:port/dbname` (or the key=value
     /// form). A URL that cannot be parsed makes [`build`](Self::build) fail.
+    ///
+    /// `sslmode` is read as libpq reads it: `disable`, `prefer` (the default), `require`,
+    /// `verify-ca`, `verify-full`, with `sslrootcert=/path/to/ca.pem` (without it, the
+    /// verify modes trust the Mozilla root certificates). See [`TlsBackend`].
     pub fn url(mut self, url: &str) -> Self {
         self.config = Some(
-            url.parse::<tokio_postgres::Config>()
+            tls::split_url(url)
+                .and_then(|(rest, settings)| {
+                    let config = rest
+                        .parse::<tokio_postgres::Config>()
+                        .map_err(|e| e.to_string())?;
+                    Ok((config, settings))
+                })
                 .map_err(|e| format!("cannot parse the database URL: {e}")),
         );
         self
     }
 
-    /// A ready tokio-postgres configuration instead of a URL.
+    /// A ready tokio-postgres configuration instead of a URL. Its `ssl_mode` (`disable`,
+    /// `prefer`, `require`) applies.
     pub fn config(mut self, config: tokio_postgres::Config) -> Self {
-        self.config = Some(Ok(config));
+        let mode = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => tls::SslMode::Disable,
+            tokio_postgres::config::SslMode::Require => tls::SslMode::Require,
+            _ => tls::SslMode::Prefer,
+        };
+        let settings = TlsSettings {
+            mode,
+            root_cert: None,
+        };
+        self.config = Some(Ok((config, settings)));
+        self
+    }
+
+    /// Which TLS implementation to use when `sslmode` asks for TLS: rustls (the default,
+    /// cargo feature `rustls`) or the platform's (cargo feature `native-tls`).
+    pub fn tls_backend(mut self, backend: TlsBackend) -> Self {
+        self.tls_backend = Some(backend);
         self
     }
 
@@ -280,7 +310,7 @@ impl LockerBuilder {
 
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
-        let mut config = match self.config {
+        let (mut config, tls_settings) = match self.config {
             None => {
                 return Err(Error::InvalidConfig(
                     "no database given: call .url(...) or .config(...)".into(),
@@ -288,6 +318,9 @@ impl LockerBuilder {
             }
             Some(config) => config.map_err(Error::InvalidConfig)?,
         };
+        let backend = self.tls_backend.or_else(TlsBackend::default_available);
+        let (tls, ssl_mode) = tls::connector(&tls_settings, backend)?;
+        config.ssl_mode(ssl_mode);
         if config.get_hosts().is_empty() {
             return Err(Error::InvalidConfig(
                 "the database configuration names no host".into(),
@@ -322,6 +355,7 @@ impl LockerBuilder {
             config,
             connect_timeout: self.connect_timeout,
             heartbeat: self.heartbeat,
+            tls,
         };
         let pool = Pool::new(settings, self.pool_size, rt.clone())?;
         Ok(Locker {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::connection::{self, ConnWatch, ConnectionSettings, PgConn};
 use crate::runtime;
@@ -476,14 +476,13 @@ impl Drop for Dedicated {
         }
         // The server does not notice a vanished client while it waits for a lock: cancel
         // the wait, then close, so that a lock granted meanwhile is freed with the session.
-        let token = carrier.client().cancel_token();
         let io_task = carrier.conn.io_task.clone();
         let Some(pool) = carrier.pool.upgrade() else {
             return;
         };
         pool.rt.spawn(async move {
-            let cancelled =
-                tokio::time::timeout(Duration::from_secs(5), token.cancel_query(NoTls)).await;
+            let cancel = connection::cancel(carrier.client(), &carrier.conn.tls);
+            let cancelled = tokio::time::timeout(Duration::from_secs(5), cancel).await;
             if !matches!(cancelled, Ok(Ok(()))) {
                 // The cancel did not reach the server: close the socket at once; the server
                 // frees the session's locks when it next writes to it.
