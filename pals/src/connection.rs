@@ -113,7 +113,7 @@ impl ConnWatch {
         self.holding.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn mark_dead(&self, why: &str) {
+    pub(crate) fn mark_dead(&self, why: &str) {
         if self.dead.send_replace(true) {
             return; // already dead
         }

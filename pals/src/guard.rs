@@ -86,6 +86,7 @@ impl Held {
             rt,
             answer_within,
         } = self;
+        let killer = Arc::clone(&carrier);
         let in_flight = InFlight::new(carrier);
         let unlock = Detached::new(&rt, async move {
             let answer = in_flight.conn().unlock(key, shared).await;
@@ -103,9 +104,14 @@ impl Held {
             drop(permit);
             answer.map_err(Error::Database)
         });
-        runtime::until(&rt, Instant::now() + answer_within, unlock)
-            .await
-            .ok_or_else(|| Error::no_answer("the unlock", answer_within))?
+        match runtime::within(&rt, answer_within, unlock).await {
+            Some(result) => result,
+            None => {
+                // Unanswered: close the session, which makes the server free its locks.
+                killer.kill("an unlock went unanswered");
+                Err(Error::no_answer("the unlock", answer_within))
+            }
+        }
     }
 }
 

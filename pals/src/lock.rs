@@ -181,18 +181,39 @@ impl Lock {
         }
         // Busy: wait for it on a session of its own.
         let mut retry = true;
+        let mut poll_interval = Duration::from_millis(1);
         loop {
-            let Some(mut dedicated) = inner.pool.dedicated(connection_wait.deadline()).await?
+            // Every session may carry locks that were waited for (a session is never taken
+            // for a wait while it carries any); then no wait can have one until some are
+            // released. Rather than wait for a session, try the lock again at once on a
+            // shared one, backing off up to 50 ms, until a session frees or time runs out.
+            let deadline = connection_wait.deadline();
+            let soon = Instant::now() + poll_interval;
+            let Some(mut dedicated) = inner
+                .pool
+                .dedicated(Some(deadline.map_or(soon, |d| d.min(soon))))
+                .await?
             else {
-                return Ok(None);
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    self.trace_busy(started);
+                    return Ok(None);
+                }
+                poll_interval = (poll_interval * 2).min(Duration::from_millis(50));
+                match self.try_on_carrier(deadline).await? {
+                    Attempt::Acquired(carrier) => {
+                        return Ok(Some(self.guard(carrier, permit, started)))
+                    }
+                    Attempt::Busy => continue,
+                    Attempt::NoConnection => return Ok(None),
+                }
             };
             // The server must answer by the end of the wait plus the connect timeout; a
             // dead connection must not hang the caller (the session is then cancelled and
             // closed, since it is still busy).
             let answer_by = match wait {
                 Wait::Forever => None,
-                Wait::Never => Some(Instant::now() + inner.connect_timeout),
-                Wait::Until(deadline) => Some(deadline + inner.connect_timeout),
+                Wait::Never => Instant::now().checked_add(inner.connect_timeout),
+                Wait::Until(deadline) => deadline.checked_add(inner.connect_timeout),
             };
             let waited = match answer_by {
                 None => self.wait_on(&mut dedicated, wait).await,
@@ -233,28 +254,37 @@ impl Lock {
         let carrier = Arc::clone(in_flight.carrier());
         let (key, shared) = (self.key, self.shared);
         let statement = Detached::new(&inner.rt, async move {
-            in_flight.conn().try_lock(key, shared).await
+            let answer = in_flight.conn().try_lock(key, shared).await;
+            if matches!(answer, Ok(true)) {
+                // Counted before the statement stops counting: never idle in between.
+                in_flight.carrier().add_lock();
+            }
+            answer
         })
         .if_abandoned({
             let carrier = Arc::clone(&carrier);
             move |answer| {
                 if matches!(answer, Ok(true)) {
-                    let in_flight = InFlight::new(carrier);
+                    let in_flight = InFlight::new(Arc::clone(&carrier));
                     tokio::spawn(async move {
                         let _ = in_flight.conn().unlock(key, shared).await;
+                        drop(in_flight);
+                        carrier.remove_lock();
                     });
                 }
             }
         });
-        let answer_by = Instant::now() + inner.connect_timeout;
-        let Some(answer) = runtime::until(&inner.rt, answer_by, statement).await else {
+        let Some(answer) = runtime::within(&inner.rt, inner.connect_timeout, statement).await
+        else {
+            // A session that does not answer is as good as dead: close it (freeing anything
+            // it holds on the server) so that nothing else waits on it.
+            carrier.kill("a lock statement went unanswered");
             return Err(Error::no_answer(
                 "the lock statement",
                 inner.connect_timeout,
             ));
         };
         if answer.map_err(Error::Database)? {
-            carrier.add_lock();
             Ok(Attempt::Acquired(carrier))
         } else {
             Ok(Attempt::Busy)
@@ -359,7 +389,7 @@ fn wait_millis(wait: Wait) -> Option<u64> {
         Wait::Until(deadline) => {
             let left = deadline.saturating_duration_since(Instant::now());
             // Round up so that the whole timeout is waited; under a millisecond, try once.
-            let millis = left.as_micros().div_ceil(1000) as u64;
+            let millis = (left.as_micros().div_ceil(1000) as u64).min(i32::MAX as u64);
             (left >= Duration::from_millis(1)).then_some(millis)
         }
     }

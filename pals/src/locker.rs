@@ -278,7 +278,9 @@ impl LockerBuilder {
 
     /// The most database connections to open at once (default 10). Locks taken at once
     /// share connections (thousands fit on a few); a lock wait takes one of its own while
-    /// it waits, and one connection is kept for waits.
+    /// it waits. Instant attempts leave the last connection to waits; when every
+    /// connection carries locks, a wait tries again on a shared one (backing off to 50 ms)
+    /// until one frees or its timeout ends.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self

@@ -48,6 +48,8 @@ struct State {
     carriers: Vec<Arc<Carrier>>,
     /// Carriers being opened.
     opening: usize,
+    /// A slot was freed under the lock: waiters are to be told once it is released.
+    freed_slots: bool,
     /// Where the next search for a carrier starts, to spread the load.
     next: usize,
 }
@@ -59,8 +61,9 @@ pub(crate) struct Carrier {
     locks: AtomicUsize,
     /// Instant statements sent and not yet answered.
     in_flight: AtomicUsize,
-    /// Whether this connection still counts against the pool size.
-    counted: AtomicBool,
+    /// Whether this connection still counts against the pool size (shared with the task
+    /// that gives the slot back when the connection ends).
+    counted: Arc<AtomicBool>,
     pool: Weak<Shared>,
 }
 
@@ -163,11 +166,20 @@ impl Pool {
         loop {
             let mut changed = pin!(shared.changed.notified());
             changed.as_mut().enable();
-            let picked = pick(&mut shared.lock_state());
+            let picked = {
+                let mut state = shared.lock_state();
+                state.drop_closed();
+                let picked = pick(&mut state);
+                if std::mem::take(&mut state.freed_slots) {
+                    drop(state);
+                    shared.changed.notify_waiters();
+                }
+                picked
+            };
             match picked {
                 Pick::Ready(in_flight) => return Ok(Some(in_flight)),
-                Pick::Open => return Ok(Some(InFlight::new(self.open(true).await?))),
-                Pick::OpenDedicated => return Ok(Some(InFlight::new(self.open(false).await?))),
+                Pick::Open => return Ok(Some(self.open(true).await?)),
+                Pick::OpenDedicated => return Ok(Some(self.open(false).await?)),
                 Pick::Wait => match deadline {
                     None => changed.await,
                     Some(deadline) => {
@@ -187,35 +199,55 @@ impl Pool {
     /// in `opening` if it is to be `shared` as a carrier). The bookkeeping happens there
     /// too, so a caller that goes away mid-connect leaks nothing: the new connection then
     /// joins the carriers.
-    async fn open(&self, shared_now: bool) -> Result<Arc<Carrier>, Error> {
+    async fn open(&self, shared_now: bool) -> Result<InFlight, Error> {
         let pool = Arc::clone(&self.shared);
         let (deliver, delivered) = oneshot::channel();
         self.shared.rt.spawn(async move {
             let opened = connection::open(pool.settings.clone()).await.map(|conn| {
-                Arc::new(Carrier {
+                // Counted in flight before anyone else can see it: never idle for a wait.
+                let counted = Arc::new(AtomicBool::new(true));
+                // When the connection ends, however, its slot is free again, even while
+                // guards of the locks it lost still point to it.
+                let mut dead = conn.watch.subscribe();
+                let (slot, weak_pool) = (Arc::clone(&counted), Arc::downgrade(&pool));
+                tokio::spawn(async move {
+                    let _ = dead.wait_for(|dead| *dead).await;
+                    if let Some(pool) = weak_pool.upgrade() {
+                        if slot.swap(false, Ordering::AcqRel) {
+                            let mut state = pool.lock_state();
+                            state.open -= 1;
+                            state.carriers.retain(|c| !c.is_closed());
+                        }
+                        pool.changed.notify_waiters();
+                    }
+                });
+                InFlight::new(Arc::new(Carrier {
                     conn,
                     locks: AtomicUsize::new(0),
                     in_flight: AtomicUsize::new(0),
-                    counted: AtomicBool::new(true),
+                    counted,
                     pool: Arc::downgrade(&pool),
-                })
+                }))
             });
             let mut state = pool.lock_state();
             if shared_now {
                 state.opening -= 1;
             }
             match &opened {
-                Ok(carrier) if shared_now => state.carriers.push(Arc::clone(carrier)),
+                Ok(carrier) if shared_now => state.carriers.push(Arc::clone(carrier.carrier())),
                 Ok(_) => {}
                 Err(_) => state.open -= 1,
             }
             drop(state);
             pool.changed.notify_waiters();
-            if let Err(Ok(carrier)) = deliver.send(opened) {
+            if let Err(Ok(in_flight)) = deliver.send(opened) {
                 if !shared_now {
-                    pool.lock_state().carriers.push(carrier);
+                    pool.lock_state()
+                        .carriers
+                        .push(Arc::clone(in_flight.carrier()));
                     pool.changed.notify_waiters();
                 }
+                drop(in_flight); // idle now: notifies waiters
             }
         });
         delivered
@@ -290,6 +322,7 @@ impl State {
             !closed
         });
         self.open -= freed;
+        self.freed_slots |= freed > 0;
     }
 
     fn least_busy(&mut self) -> Option<Arc<Carrier>> {
@@ -322,6 +355,13 @@ impl Carrier {
 
     fn is_closed(&self) -> bool {
         self.conn.client.is_closed() || self.conn.watch.is_dead()
+    }
+
+    /// Closes a session that stopped answering: it is marked dead (its guards see the loss)
+    /// and its socket is closed, so the server frees what it holds once it notices.
+    pub(crate) fn kill(&self, why: &str) {
+        self.conn.watch.mark_dead(why);
+        self.conn.io_task.abort();
     }
 
     /// A lock was taken on this session.

@@ -12,7 +12,7 @@ use std::pin::{pin, Pin};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
@@ -62,6 +62,15 @@ pub(crate) async fn until<F: Future>(rt: &Handle, deadline: Instant, fut: F) -> 
     .await
 }
 
+/// Runs `fut` to completion, returning `None` if `limit` passes first (a limit too far to
+/// reach is none).
+pub(crate) async fn within<F: Future>(rt: &Handle, limit: Duration, fut: F) -> Option<F::Output> {
+    match Instant::now().checked_add(limit) {
+        Some(deadline) => until(rt, deadline, fut).await,
+        None => Some(fut.await),
+    }
+}
+
 /// Polls `fut` once, with a waker that does nothing: for starting work (sending a request)
 /// before handing the future to a runtime, whose first poll registers its own waker.
 pub(crate) fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
@@ -108,7 +117,6 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn until_times_out_without_a_caller_runtime() {

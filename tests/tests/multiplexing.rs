@@ -241,3 +241,145 @@ async fn try_acquires_cancelled_mid_flight_leave_no_lock_behind() {
         locks_held_by(&app)
     );
 }
+
+// ----- regressions found in review -----------------------------------------------------------
+
+fn pid_of(app: &str) -> i64 {
+    probe_i64(&format!(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
+        application_name(app)
+    ))
+}
+
+/// A session that has just been opened for an instant attempt must not be taken for a wait
+/// before that attempt runs: the wait's timeout clean-up (`pg_advisory_unlock_all`) would
+/// free the attempt's lock while its guard still says it holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_is_never_shared_with_a_wait_before_its_opener_uses_it() {
+    for round in 0..10 {
+        let app = unique_app("fresh-session");
+        let mine = locker_with(&app, |b| b.pool_size(1));
+        let other = locker(&unique_app("fresh-session-other"));
+        let busy = other
+            .lock_key(pals::key(&app, "busy"))
+            .acquire()
+            .await
+            .unwrap();
+        // The only connection carries a lock, so a wait for a busy lock has no session.
+        let carried = mine.lock("carried").try_acquire().await.unwrap().unwrap();
+        let waiter = {
+            let lock = mine.lock("busy");
+            tokio::spawn(async move { lock.acquire_timeout(Duration::from_millis(800)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await; // pacing into the window; the check holds either way
+                                                             // The carrier dies; a try opens a new session in the freed slot.
+        probe_i64(&format!(
+            "SELECT pg_terminate_backend({}, 5000)::int",
+            pid_of(&app)
+        ));
+        assert!(eventually(Duration::from_secs(2), || !carried.is_held()));
+        let fresh = mine
+            .lock("fresh")
+            .try_acquire()
+            .await
+            .unwrap()
+            .expect("free");
+        assert!(waiter.await.unwrap().unwrap().is_none());
+        let stolen = other.lock_key(fresh.key()).try_acquire().await.unwrap();
+        assert!(
+            !(stolen.is_some() && fresh.is_held()),
+            "round {round}: two holders of one lock"
+        );
+        drop((busy, carried, stolen));
+    }
+}
+
+/// Once every session carries locks that were waited for, a wait still gets the lock when
+/// it frees (trying again on a shared session), instead of waiting for a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_still_succeed_when_every_session_carries_locks() {
+    let app = unique_app("starve");
+    let mine = locker_with(&app, |b| b.pool_size(2));
+    let other = locker(&unique_app("starve-other"));
+    let a = other
+        .lock_key(pals::key(&app, "a"))
+        .acquire()
+        .await
+        .unwrap();
+    let b = other
+        .lock_key(pals::key(&app, "b"))
+        .acquire()
+        .await
+        .unwrap();
+    let wait_a = {
+        let lock = mine.lock("a");
+        tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(10)).await })
+    };
+    let wait_b = {
+        let lock = mine.lock("b");
+        tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(10)).await })
+    };
+    assert!(eventually(Duration::from_secs(5), || sessions_of(&app) == 2));
+    drop((a, b));
+    let held_a = wait_a.await.unwrap().unwrap().expect("a");
+    let held_b = wait_b.await.unwrap().unwrap().expect("b");
+    // Both sessions now carry a lock that was waited for. c frees after 100 ms.
+    let c = other
+        .lock_key(pals::key(&app, "c"))
+        .acquire()
+        .await
+        .unwrap();
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await; // the holder's work
+        c.release().await.unwrap()
+    });
+    let started = Instant::now();
+    let got = mine
+        .lock("c")
+        .acquire_timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(got.is_some(), "the wait found no session in 3 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(sessions_of(&app) <= 2);
+    assert!(releaser.await.unwrap());
+    drop((held_a, held_b));
+}
+
+/// A dead session gives its slot back at once, even while guards of the locks it lost are
+/// kept (and after one of them retired it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_session_gives_its_slot_back() {
+    let app = unique_app("dead-slot");
+    let mine = locker_with(&app, |b| {
+        b.pool_size(1).default_timeout(Duration::from_secs(2))
+    });
+    let g1 = mine.lock("g1").try_acquire().await.unwrap().unwrap();
+    let g2 = mine.lock("g2").try_acquire().await.unwrap().unwrap();
+    probe_i64(&format!(
+        "SELECT pg_terminate_backend({}, 5000)::int",
+        pid_of(&app)
+    ));
+    assert!(eventually(Duration::from_secs(2), || !g1.is_held() && !g2.is_held()));
+    assert!(!matches!(g1.release().await, Ok(true)));
+    let started = Instant::now();
+    let free = mine.lock("free").try_acquire().await.unwrap();
+    assert!(
+        free.is_some(),
+        "a free lock reported busy: the dead session kept its slot"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(g2);
+}
+
+#[tokio::test]
+async fn a_huge_connect_timeout_is_no_limit_not_a_panic() {
+    let app = unique_app("huge-timeout");
+    let mine = locker_with(&app, |b| b.connect_timeout(Duration::MAX));
+    let guard = mine.lock("x").try_acquire().await.unwrap().expect("free");
+    assert!(guard.release().await.unwrap());
+}
