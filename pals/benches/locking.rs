@@ -96,8 +96,14 @@ fn spread(rounds: &mut [f64]) -> (f64, f64, f64) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let settings = Settings {
-        url: std::env::var("PALS_DB_URL")
-            .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into()),
+        // Plain TCP for both sides unless the URL says otherwise: the raw client has no
+        // TLS, and pals would otherwise use TLS whenever the server offers it (sslmode
+        // prefer). Row 1t shows what TLS costs.
+        url: with_sslmode(
+            &std::env::var("PALS_DB_URL")
+                .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into()),
+            "disable",
+        ),
         rounds: if quick { 3 } else { 9 },
         cycles: if quick { 400 } else { 2000 },
         window: Duration::from_millis(if quick { 200 } else { 2000 }),
@@ -188,6 +194,32 @@ async fn run(settings: &Settings) -> Vec<Row> {
         pals: figure,
         raw: raw_figure,
     });
+
+    // What TLS costs: the same cycle with pals over TLS (if the server offers it).
+    let tls_url = settings.url.replace("sslmode=disable", "sslmode=require");
+    if let Ok(tls_locker) = Locker::new(format!("{app}-tls"), &tls_url) {
+        let tls_lock = tls_locker.lock("one");
+        let reachable = match tls_lock.try_acquire().await {
+            Ok(Some(guard)) => guard.release().await.is_ok(),
+            _ => false,
+        };
+        if reachable {
+            let (figure, raw_figure) = paired(
+                settings,
+                || async {
+                    let guard = tls_lock.try_acquire().await.unwrap().expect("free");
+                    assert!(guard.release().await.unwrap());
+                },
+                raw_cycle,
+            )
+            .await;
+            rows.push(Row {
+                scenario: "1t try_acquire + release over TLS (raw: plain)".into(),
+                pals: figure,
+                raw: raw_figure,
+            });
+        }
+    }
 
     // Reference: the raw driver as most applications run it (connection spawned on the
     // caller's multi-thread runtime: on the caller's worker or not, as tokio schedules it),
@@ -709,6 +741,17 @@ async fn pipelined(raw: &Arc<Client>, keys: &[i64], function: &str) -> Duration 
         }
     }
     started.elapsed()
+}
+
+/// `url` with `sslmode=mode`, unless it names one already.
+fn with_sslmode(url: &str, mode: &str) -> String {
+    if url.contains("sslmode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&sslmode={mode}")
+    } else {
+        format!("{url}?sslmode={mode}")
+    }
 }
 
 fn print_table(rows: &[Row], quick: bool) {
