@@ -8,6 +8,13 @@ fn main() -> Result<(), pals::Error> {
     let mut args = std::env::args().skip(1);
     let url = args.next().unwrap_or_else(pals_examples::db_url);
     let app = args.next().unwrap_or_else(|| "holders".to_string());
+    // Shows as "pals-inspect" in pg_stat_activity, not as the application it inspects.
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = if url.contains("application_name=") || !url.contains("://") {
+        url
+    } else {
+        format!("{url}{separator}application_name=pals-inspect")
+    };
     let locker = pals::Locker::builder(&app)
         .url(&url)
         .pool_size(1)

@@ -23,8 +23,8 @@ pub struct Holder {
     pub mode: Mode,
     /// True if held; false if the session is waiting for it.
     pub granted: bool,
-    /// The server process id of the session.
-    pub pid: i32,
+    /// The server process id of the session (`None` for a prepared transaction).
+    pub pid: Option<i32>,
     /// The session's `application_name` (pals sets `pals:{app}`).
     pub application_name: String,
     /// The client's address, when it connected over TCP.
@@ -53,13 +53,16 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Advisory locks on bigint keys (`objsubid = 1`), with their sessions. The key is rebuilt
-/// from `classid` (high 32 bits) and `objid` (low 32 bits).
+/// Advisory locks on bigint keys (`objsubid = 1`; two-int4 keys are another key space), with
+/// their sessions. The key is rebuilt from `classid` (high 32 bits) and `objid` (low 32
+/// bits). How long a waiter has waited comes from `pg_locks.waitstart` (PostgreSQL 14+; read
+/// through `to_jsonb` so older servers fall back to the start of its statement).
 pub(crate) const HOLDERS_SQL: &str = "\
 SELECT ((l.classid::int8 << 32) | l.objid::int8) AS key, l.mode, l.granted, l.pid, \
        coalesce(a.application_name, '') AS application_name, a.client_addr::text AS client_addr, \
        extract(epoch FROM a.backend_start)::float8 AS backend_start, \
-       CASE WHEN l.granted THEN NULL ELSE extract(epoch FROM now() - a.query_start)::float8 END AS waiting \
+       CASE WHEN l.granted THEN NULL ELSE extract(epoch FROM now() - \
+         coalesce((to_jsonb(l.*) ->> 'waitstart')::timestamptz, a.query_start))::float8 END AS waiting \
 FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
 WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.database = \
       (SELECT oid FROM pg_database WHERE datname = current_database()) \
@@ -111,7 +114,7 @@ pub fn table(holders: &[Holder]) -> String {
             h.key,
             h.mode,
             if h.granted { "held" } else { "waiting" },
-            h.pid,
+            h.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string()),
             h.application_name,
             h.client_addr.as_deref().unwrap_or("local"),
             waiting,

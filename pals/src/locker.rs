@@ -120,7 +120,8 @@ impl Locker {
         Lock::new(self.clone(), full_name, key)
     }
 
-    /// The advisory locks held or awaited in this locker's database right now, by anyone
+    /// The advisory locks (on bigint keys) held or awaited in this locker's database right
+    /// now, by anyone
     /// (pals, PALs, plain SQL): key, mode, granted or waiting, the session's pid,
     /// application_name, client address and start, and how long it has waited. Keys of
     /// locks this locker has made carry their names.

@@ -9,8 +9,11 @@
 //! | `disable` | no | | |
 //! | `prefer` (default) | if the server offers it | no | no |
 //! | `require` | yes | only if `sslrootcert` is given (as libpq) | no |
-//! | `verify-ca` | yes | against `sslrootcert`, else the Mozilla roots | no |
-//! | `verify-full` | yes | against `sslrootcert`, else the Mozilla roots | yes |
+//! | `verify-ca` | yes | against `sslrootcert`, else the default roots | no |
+//! | `verify-full` | yes | against `sslrootcert`, else the default roots | yes |
+//!
+//! The default roots are the Mozilla roots (webpki-roots) with rustls, and the operating
+//! system's trust store with native-tls.
 
 use std::path::PathBuf;
 
@@ -103,14 +106,18 @@ pub(crate) fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
             }
         }
     } else {
-        let mut kept = Vec::new();
-        for pair in url.split_whitespace() {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !take(key, value.trim_matches('\''))? {
-                kept.push(pair);
+        // key=value form: take out our pairs and leave every other byte as it was (quoted
+        // values keep their spaces).
+        let mut rest = String::with_capacity(url.len());
+        let mut copied = 0;
+        for pair in key_value_pairs(url)? {
+            if take(&pair.key, &pair.value)? {
+                rest.push_str(&url[copied..pair.start]);
+                copied = pair.end;
             }
         }
-        kept.join(" ")
+        rest.push_str(&url[copied..]);
+        rest
     };
     let settings = TlsSettings {
         mode: mode.unwrap_or(SslMode::Prefer),
@@ -121,12 +128,13 @@ pub(crate) fn split_url(url: &str) -> Result<(String, TlsSettings), String> {
 
 fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&value[i + 1..i + 3], 16) {
-                out.push(byte);
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
                 i += 3;
                 continue;
             }
@@ -135,6 +143,80 @@ fn percent_decode(value: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One `key = value` pair of a libpq key=value string, with where it stands.
+struct Pair {
+    key: String,
+    value: String,
+    start: usize,
+    end: usize,
+}
+
+/// The pairs of a libpq key=value string: spaces around `=` allowed, values bare or in
+/// single quotes, a backslash escaping the next character.
+fn key_value_pairs(text: &str) -> Result<Vec<Pair>, String> {
+    let bytes = text.as_bytes();
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    let skip_spaces = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_spaces(&mut i);
+        if i >= bytes.len() {
+            return Ok(pairs);
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = text[start..i].to_string();
+        skip_spaces(&mut i);
+        if i >= bytes.len() || bytes[i] != b'=' {
+            return Err(format!("missing \"=\" after \"{key}\""));
+        }
+        i += 1;
+        skip_spaces(&mut i);
+        let mut value = Vec::new();
+        if i < bytes.len() && bytes[i] == b'\'' {
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return Err(format!("unterminated quoted value for \"{key}\"")),
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') if i + 1 < bytes.len() => {
+                        value.push(bytes[i + 1]);
+                        i += 2;
+                    }
+                    Some(&b) => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                    i += 1;
+                }
+                value.push(bytes[i]);
+                i += 1;
+            }
+        }
+        let value = String::from_utf8_lossy(&value).into_owned();
+        pairs.push(Pair {
+            key,
+            value,
+            start,
+            end: i,
+        });
+    }
 }
 
 /// The TLS side of a connection.
@@ -373,11 +455,24 @@ mod native {
             SslMode::Disable => unreachable!("no connector for sslmode=disable"),
         }
         if let Some(pem) = root_cert {
-            let cert = native_tls::Certificate::from_pem(pem)
-                .map_err(|e| Error::InvalidConfig(format!("sslrootcert: {e}")))?;
-            builder
-                .add_root_certificate(cert)
-                .disable_built_in_roots(true);
+            // Every certificate of the file (bundles such as a cloud provider's list several).
+            let text = String::from_utf8_lossy(pem);
+            let mut found = 0;
+            for block in text
+                .split_inclusive("-----END CERTIFICATE-----")
+                .filter(|b| b.contains("-----BEGIN CERTIFICATE-----"))
+            {
+                let cert = native_tls::Certificate::from_pem(block.trim_start().as_bytes())
+                    .map_err(|e| Error::InvalidConfig(format!("sslrootcert: {e}")))?;
+                builder.add_root_certificate(cert);
+                found += 1;
+            }
+            if found == 0 {
+                return Err(Error::InvalidConfig(
+                    "sslrootcert holds no PEM certificate".into(),
+                ));
+            }
+            builder.disable_built_in_roots(true);
         }
         let connector = builder
             .build()
@@ -398,7 +493,7 @@ mod tests {
         assert_eq!(tls.root_cert, Some(PathBuf::from("/etc/ca.pem")));
         let (rest, tls) = split_url("host=h user=u sslmode=require").unwrap();
         assert_eq!(
-            (rest.as_str(), tls.mode),
+            (rest.trim_end(), tls.mode),
             ("host=h user=u", SslMode::Require)
         );
         let (rest, tls) = split_url("postgresql://u@h/db").unwrap();
@@ -407,5 +502,20 @@ mod tests {
             ("postgresql://u@h/db", SslMode::Prefer)
         );
         assert!(split_url("postgresql://h/db?sslmode=sometimes").is_err());
+        // Quoted values keep their spaces; spaces around '=' are allowed; our pairs go.
+        let (rest, tls) = split_url(
+            "host=h  application_name='a   b' sslmode = 'verify-ca'  sslrootcert='/tmp/a dir/ca.pem' user=u",
+        )
+        .unwrap();
+        assert!(
+            rest.contains("application_name='a   b'") && rest.trim_end().ends_with("user=u"),
+            "{rest}"
+        );
+        assert!(!rest.contains("ssl"), "{rest}");
+        assert_eq!(tls.mode, SslMode::VerifyCa);
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/tmp/a dir/ca.pem")));
+        // Bad percent escapes and multi-byte characters are errors or kept, never a panic.
+        assert!(split_url("postgresql://h/db?sslmode=%a\u{e9}").is_err());
+        assert_eq!(percent_decode("%2Fx%+1%zz%"), "/x%+1%zz%");
     }
 }

@@ -19,7 +19,6 @@
 
 use std::time::Duration;
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{SimpleQueryMessage, Transaction};
 
 use crate::key::{full_name, key_of_full_name};
@@ -79,50 +78,46 @@ async fn lock(
     shared: bool,
     timeout: Duration,
 ) -> Result<(), Error> {
+    let key = key_of_full_name(name);
     if timeout.is_zero() {
-        return if try_lock(tx, key_of_full_name(name), shared).await? {
+        return if try_lock(tx, key, shared).await? {
             Ok(())
         } else {
             Err(Error::Timeout { name: name.into() })
         };
     }
-    let key = key_of_full_name(name);
-    let mode = if shared { "_shared" } else { "" };
-    // lock_timeout must not change for the rest of the caller's transaction, and a timeout
-    // must not abort it: the wait runs in a savepoint, and the setting is put back.
+    let (function, mode) = if shared {
+        ("pg_advisory_xact_lock_shared", "ShareLock")
+    } else {
+        ("pg_advisory_xact_lock", "ExclusiveLock")
+    };
     let millis = if timeout.as_millis() > i32::MAX as u128 {
         0
     } else {
         timeout.as_millis().max(1)
     };
-    let wait = format!(
-        "SAVEPOINT pals_xact_lock; SELECT current_setting('lock_timeout'); \
-         SET LOCAL lock_timeout = {millis}; SELECT pg_advisory_xact_lock{mode}({key})"
+    // One statement that cannot fail on a busy lock: the wait runs in a PL/pgSQL block
+    // whose exception handler catches the lock timeout (rolling back its subtransaction,
+    // which releases a grant that raced the timeout), and lock_timeout is put back in any
+    // case. So neither a timeout nor a dropped future leaves the caller's transaction
+    // aborted, inside a savepoint, or with another lock_timeout. Then: do we hold it?
+    let sql = format!(
+        "DO $pals$ DECLARE previous text := current_setting('lock_timeout'); BEGIN \
+           PERFORM set_config('lock_timeout', '{millis}', true); \
+           BEGIN PERFORM {function}({key}::int8); \
+           EXCEPTION WHEN lock_not_available THEN NULL; END; \
+           PERFORM set_config('lock_timeout', previous, true); \
+         END $pals$; \
+         SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() \
+           AND locktype = 'advisory' AND objsubid = 1 AND granted AND mode = '{mode}' \
+           AND classid = (({key}::int8 >> 32) & 4294967295)::oid \
+           AND objid = ({key}::int8 & 4294967295)::oid)"
     );
-    match tx.simple_query(&wait).await {
-        Ok(messages) => {
-            let previous = first_value(&messages).unwrap_or("0").replace('\'', "''");
-            // The lock moves to the enclosing transaction when the savepoint is released.
-            tx.batch_execute(&format!(
-                "SET LOCAL lock_timeout = '{previous}'; RELEASE SAVEPOINT pals_xact_lock"
-            ))
-            .await
-            .map_err(Error::Database)
-        }
-        Err(error) => {
-            // Rolling back to the savepoint restores lock_timeout and, if the grant raced
-            // the timeout, releases the lock with the subtransaction that took it.
-            tx.batch_execute(
-                "ROLLBACK TO SAVEPOINT pals_xact_lock; RELEASE SAVEPOINT pals_xact_lock",
-            )
-            .await
-            .map_err(Error::Database)?;
-            if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-                Err(Error::Timeout { name: name.into() })
-            } else {
-                Err(Error::Database(error))
-            }
-        }
+    let messages = tx.simple_query(&sql).await.map_err(Error::Database)?;
+    if first_value(&messages) == Some("t") {
+        Ok(())
+    } else {
+        Err(Error::Timeout { name: name.into() })
     }
 }
 

@@ -21,7 +21,12 @@ fn python() -> &'static PathBuf {
         }
         let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pals-venv");
         let python = venv.join("bin/python");
-        if !python.exists() {
+        let ready = Command::new(&python)
+            .args(["-c", "import pals, psycopg"])
+            .status()
+            .is_ok_and(|status| status.success());
+        if !ready {
+            let _ = std::fs::remove_dir_all(&venv); // half-made by an earlier run
             let made = Command::new("python3")
                 .arg("-m")
                 .arg("venv")
@@ -34,7 +39,14 @@ fn python() -> &'static PathBuf {
                  `PALs` and `psycopg` installed"
             );
             let installed = Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "PALs", "psycopg[binary]"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "PALs==0.4.0",
+                    "psycopg[binary]>=3.1",
+                ])
                 .status();
             assert!(
                 matches!(installed, Ok(status) if status.success()),

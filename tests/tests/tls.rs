@@ -101,6 +101,30 @@ fn verify_full_checks_the_certificate_and_the_host_name() {
             eprintln!("note: the server certificate is not for localhost; verify-full success not checked");
         }
 
+        // A bundle holding another CA first, then the right one, works too.
+        let bundle = std::env::temp_dir().join(format!("pals-bundle-{}.pem", std::process::id()));
+        let other_ca = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
+            .ok()
+            .and_then(|all| {
+                all.split_inclusive("-----END CERTIFICATE-----")
+                    .next()
+                    .map(String::from)
+            })
+            .unwrap_or_default();
+        std::fs::write(
+            &bundle,
+            other_ca + "\n" + &std::fs::read_to_string(&ca).unwrap(),
+        )
+        .unwrap();
+        let from_bundle = url_with(
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&sslrootcert={}", bundle.display()),
+        );
+        assert!(
+            connect(&from_bundle, backend).unwrap(),
+            "{backend:?}: a CA bundle"
+        );
+
         // The right CA, but the certificate is for localhost, not 127.0.0.1.
         let wrong_host = url_with(
             "127.0.0.1",
@@ -110,6 +134,11 @@ fn verify_full_checks_the_certificate_and_the_host_name() {
         assert!(
             matches!(err, pals::Error::Connect { .. }),
             "{backend:?}: {err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("name") || message.contains("mismatch"),
+            "{backend:?}: {message}"
         );
 
         // verify-ca checks the chain only.
@@ -142,6 +171,20 @@ fn verify_full_with_the_wrong_ca_fails_clearly() {
                 &format!("sslmode=verify-full&sslrootcert={bundle}"),
             );
             let err = connect(&wrong_ca, backend).unwrap_err();
+            assert!(
+                err.to_string().to_lowercase().contains("certificate"),
+                "{backend:?}: {err}"
+            );
+        }
+    }
+    // As libpq: require with a root certificate checks the chain.
+    if std::path::Path::new(bundle).exists() {
+        for backend in BACKENDS {
+            let require_wrong_ca = url_with(
+                "127.0.0.1",
+                &format!("sslmode=require&sslrootcert={bundle}"),
+            );
+            let err = connect(&require_wrong_ca, backend).unwrap_err();
             assert!(
                 err.to_string().to_lowercase().contains("certificate"),
                 "{backend:?}: {err}"

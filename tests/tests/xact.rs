@@ -123,3 +123,70 @@ async fn shared_transaction_locks_share() {
     tx_b.commit().await.unwrap();
     assert!(writer.lock("table").try_acquire().await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_dropped_wait_leaves_the_transaction_as_it_was() {
+    let app = unique_app("xact-dropped");
+    let mut a = client().await;
+    let holder = locker(&app);
+    let held = holder.lock("migrations").acquire().await.unwrap();
+    let tx = a.transaction().await.unwrap();
+    tx.batch_execute("SET LOCAL lock_timeout = '7s'")
+        .await
+        .unwrap();
+    let wait = pals::xact::acquire(&tx, &app, "migrations", Duration::from_millis(600));
+    assert!(tokio::time::timeout(Duration::from_millis(100), wait)
+        .await
+        .is_err());
+    // The abandoned wait ends on the server (timing out); then the transaction goes on
+    // with its own setting, no savepoint of pals' open, and not aborted.
+    let row = tx
+        .query_one("SELECT current_setting('lock_timeout')", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "7s");
+    assert!(tx
+        .batch_execute("RELEASE SAVEPOINT pals_xact_lock")
+        .await
+        .is_err());
+    drop(tx);
+    drop(held);
+}
+
+#[tokio::test]
+async fn an_aborted_transaction_reports_its_own_error() {
+    let app = unique_app("xact-aborted");
+    let mut a = client().await;
+    let tx = a.transaction().await.unwrap();
+    assert!(tx.batch_execute("SELECT 1/0").await.is_err());
+    let err = pals::xact::acquire(&tx, &app, "x", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    match err {
+        pals::Error::Database(e) => assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+        ),
+        other => panic!("expected the transaction's own error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn forever_waits_until_the_lock_frees() {
+    let app = unique_app("xact-forever");
+    let mut a = client().await;
+    let holder = locker(&app);
+    let held = holder.lock("migrations").acquire().await.unwrap();
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await; // the holder's work
+        held.release().await.unwrap()
+    });
+    let tx = a.transaction().await.unwrap();
+    let started = Instant::now();
+    pals::xact::acquire(&tx, &app, "migrations", Duration::MAX)
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(releaser.await.unwrap());
+    tx.commit().await.unwrap();
+}
