@@ -1,6 +1,7 @@
 //! [`LockGuard`]: a held lock that is always released.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,38 +42,18 @@ pub struct LockGuard {
 
 /// What a guard owns while the lock is held.
 pub(crate) struct Held {
-    carrier: Arc<Carrier>,
-    permit: InProcessPermit,
+    pub(crate) carrier: Arc<Carrier>,
+    pub(crate) permit: InProcessPermit,
     /// This guard's entry in its carrier's list of held locks.
-    id: u64,
-    key: i64,
-    shared: bool,
-    rt: Handle,
+    pub(crate) id: u64,
+    pub(crate) key: i64,
+    pub(crate) shared: bool,
+    pub(crate) rt: Handle,
     /// How long the server may take to answer the unlock: the connect timeout.
-    answer_within: Duration,
+    pub(crate) answer_within: Duration,
 }
 
 impl Held {
-    pub(crate) fn new(
-        carrier: Arc<Carrier>,
-        permit: InProcessPermit,
-        id: u64,
-        key: i64,
-        shared: bool,
-        rt: Handle,
-        answer_within: Duration,
-    ) -> Held {
-        Held {
-            carrier,
-            permit,
-            id,
-            key,
-            shared,
-            rt,
-            answer_within,
-        }
-    }
-
     /// Unlocks on the session that holds the lock. The unlock completes even if this future
     /// is dropped mid-way (the session is shared: it must neither be cut off nor unlocked
     /// twice, which on a re-entrant session could release another guard's hold).
@@ -86,7 +67,7 @@ impl Held {
             rt,
             answer_within,
         } = self;
-        let killer = Arc::clone(&carrier);
+        let on = Arc::clone(&carrier);
         let in_flight = InFlight::new(carrier);
         let unlock = Detached::new(&rt, async move {
             let answer = in_flight.conn().unlock(key, shared).await;
@@ -104,14 +85,7 @@ impl Held {
             drop(permit);
             answer.map_err(Error::Database)
         });
-        match runtime::within(&rt, answer_within, unlock).await {
-            Some(result) => result,
-            None => {
-                // Unanswered: close the session, which makes the server free its locks.
-                killer.kill("an unlock went unanswered");
-                Err(Error::no_answer("the unlock", answer_within))
-            }
-        }
+        on.answer(&rt, answer_within, "the unlock", unlock).await?
     }
 }
 
@@ -215,15 +189,37 @@ impl LockGuard {
     /// # Ok(()) }
     /// ```
     pub fn release_at(mut self, deadline: Instant) {
-        let Some(held) = self.held.take() else { return };
-        let rt = held.rt.clone();
-        let name = self.name.clone();
-        let key = self.key;
-        let acquired_at = self.acquired_at;
+        let Some((rt, release)) = self.background_release() else {
+            return;
+        };
         rt.spawn(async move {
             tokio::time::sleep_until(deadline.into()).await;
-            log_background_release(&name, key, acquired_at, held.release().await);
+            release.await;
         });
+    }
+
+    /// The release of a guard nobody awaits: run on the library's runtime, and logged.
+    fn background_release(
+        &mut self,
+    ) -> Option<(Handle, impl Future<Output = ()> + Send + 'static)> {
+        let held = self.held.take()?;
+        let rt = held.rt.clone();
+        let (name, key, acquired_at) = (self.name.clone(), self.key, self.acquired_at);
+        let release = async move {
+            let held_for = acquired_at.elapsed();
+            match held.release().await {
+                Ok(true) => {
+                    tracing::debug!(lock = %name, key, held = ?held_for, "pals: lock released in the background")
+                }
+                Ok(false) => {
+                    tracing::warn!(lock = %name, key, held = ?held_for, "pals: lock was no longer held at release")
+                }
+                Err(error) => {
+                    tracing::warn!(lock = %name, key, held = ?held_for, %error, "pals: background release failed; its session was closed")
+                }
+            }
+        };
+        Some((rt, release))
     }
 
     /// [`release`](LockGuard::release) for synchronous code: blocks the calling thread.
@@ -234,36 +230,17 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let Some(held) = self.held.take() else { return };
         // Released on the library's runtime: no runtime is needed on this thread, and this
         // works during a panic's unwinding too.
-        let rt = held.rt.clone();
-        let name = self.name.clone();
-        let key = self.key;
-        let acquired_at = self.acquired_at;
-        let mut release = Box::pin(async move {
-            log_background_release(&name, key, acquired_at, held.release().await)
-        });
+        let Some((rt, release)) = self.background_release() else {
+            return;
+        };
+        let mut release = Box::pin(release);
         // One poll here sends the unlock at once (it only queues the request for the
         // connection); the runtime then waits for the answer. The next caller for this lock
         // is let in when the answer is in.
         if runtime::poll_once(release.as_mut()).is_pending() {
             rt.spawn(release);
-        }
-    }
-}
-
-fn log_background_release(name: &str, key: i64, acquired_at: Instant, result: Result<bool, Error>) {
-    let held = acquired_at.elapsed();
-    match result {
-        Ok(true) => {
-            tracing::debug!(lock = %name, key, ?held, "pals: lock released in the background")
-        }
-        Ok(false) => {
-            tracing::warn!(lock = %name, key, ?held, "pals: lock was no longer held at release")
-        }
-        Err(error) => {
-            tracing::warn!(lock = %name, key, ?held, %error, "pals: background release failed; its session was closed")
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use crate::guard::{Held, LockGuard};
 use crate::pool::{Carrier, Dedicated, InFlight};
 use crate::queue::{InProcessPermit, Wait};
-use crate::statement::{self, answered_true, Detached};
+use crate::statement::{self, Detached};
 use crate::{runtime, Error, Locker};
 
 /// One named lock of a [`Locker`]: a handle that takes [`LockGuard`]s.
@@ -274,16 +274,14 @@ impl Lock {
                 }
             }
         });
-        let Some(answer) = runtime::within(&inner.rt, inner.connect_timeout, statement).await
-        else {
-            // A session that does not answer is as good as dead: close it (freeing anything
-            // it holds on the server) so that nothing else waits on it.
-            carrier.kill("a lock statement went unanswered");
-            return Err(Error::no_answer(
-                "the lock statement",
+        let answer = carrier
+            .answer(
+                &inner.rt,
                 inner.connect_timeout,
-            ));
-        };
+                "the lock statement",
+                statement,
+            )
+            .await?;
         if answer.map_err(Error::Database)? {
             Ok(Attempt::Acquired(carrier))
         } else {
@@ -300,9 +298,9 @@ impl Lock {
         let carrier = Arc::clone(dedicated.carrier());
         let Some(millis) = wait_millis(wait) else {
             // Less than a millisecond left: one more try.
-            let sql = statement::try_lock(self.key, self.shared);
-            let answer = dedicated.run(carrier.client().simple_query(&sql)).await?;
-            return Ok(answered_true(&answer));
+            return dedicated
+                .run(carrier.conn().try_lock(self.key, self.shared))
+                .await;
         };
         let sql = statement::wait_lock(self.key, self.shared, millis);
         match dedicated.run(carrier.client().simple_query(&sql)).await {
@@ -325,15 +323,15 @@ impl Lock {
         tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
         let id = next_guard_id();
         carrier.watch().hold(id, self.name.clone(), self.key);
-        let held = Held::new(
+        let held = Held {
             carrier,
             permit,
             id,
-            self.key,
-            self.shared,
-            inner.rt.clone(),
-            inner.connect_timeout,
-        );
+            key: self.key,
+            shared: self.shared,
+            rt: inner.rt.clone(),
+            answer_within: inner.connect_timeout,
+        };
         LockGuard::new(held, self.name.clone())
     }
 

@@ -6,12 +6,12 @@
 //! that nothing else uses meanwhile: a statement queued behind a wait (say, another lock's
 //! release) would wait too. Once granted, the dedicated session becomes a carrier.
 //!
-//! Every open connection counts against the pool size until it is closed, including one
-//! that is closing.
+//! Every open connection counts against the pool size until its connection task has ended,
+//! including one that is closing.
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio_postgres::Client;
 
 use crate::connection::{self, ConnWatch, ConnectionSettings, PgConn};
 use crate::runtime;
+use crate::statement::Detached;
 use crate::Error;
 
 /// More connections than any PostgreSQL server accepts from one client in practice.
@@ -48,8 +49,6 @@ struct State {
     carriers: Vec<Arc<Carrier>>,
     /// Carriers being opened.
     opening: usize,
-    /// A slot was freed under the lock: waiters are to be told once it is released.
-    freed_slots: bool,
     /// Where the next search for a carrier starts, to spread the load.
     next: usize,
 }
@@ -61,9 +60,6 @@ pub(crate) struct Carrier {
     locks: AtomicUsize,
     /// Instant statements sent and not yet answered.
     in_flight: AtomicUsize,
-    /// Whether this connection still counts against the pool size (shared with the task
-    /// that gives the slot back when the connection ends).
-    counted: Arc<AtomicBool>,
     pool: Weak<Shared>,
 }
 
@@ -138,7 +134,7 @@ impl Pool {
                 if let Some(index) = state
                     .carriers
                     .iter()
-                    .position(|c| c.locks() == 0 && c.in_flight() == 0 && !c.is_closed())
+                    .position(|c| c.locks() == 0 && c.in_flight() == 0)
                 {
                     return Pick::Ready(InFlight::new(state.carriers.swap_remove(index)));
                 }
@@ -167,14 +163,10 @@ impl Pool {
             let mut changed = pin!(shared.changed.notified());
             changed.as_mut().enable();
             let picked = {
+                // Closed carriers go first: no pick ever lands on one.
                 let mut state = shared.lock_state();
                 state.drop_closed();
-                let picked = pick(&mut state);
-                if std::mem::take(&mut state.freed_slots) {
-                    drop(state);
-                    shared.changed.notify_waiters();
-                }
-                picked
+                pick(&mut state)
             };
             match picked {
                 Pick::Ready(in_flight) => return Ok(Some(in_flight)),
@@ -204,50 +196,47 @@ impl Pool {
         let (deliver, delivered) = oneshot::channel();
         self.shared.rt.spawn(async move {
             let opened = connection::open(pool.settings.clone()).await.map(|conn| {
-                // Counted in flight before anyone else can see it: never idle for a wait.
-                let counted = Arc::new(AtomicBool::new(true));
-                // When the connection ends, however, its slot is free again, even while
-                // guards of the locks it lost still point to it.
+                // The slot is free again when the connection ends, however it ends, even
+                // while guards of the locks it lost still point to it: the one place where
+                // an open connection stops counting.
                 let mut dead = conn.watch.subscribe();
-                let (slot, weak_pool) = (Arc::clone(&counted), Arc::downgrade(&pool));
+                let weak_pool = Arc::downgrade(&pool);
                 tokio::spawn(async move {
                     let _ = dead.wait_for(|dead| *dead).await;
                     if let Some(pool) = weak_pool.upgrade() {
-                        if slot.swap(false, Ordering::AcqRel) {
-                            let mut state = pool.lock_state();
-                            state.open -= 1;
-                            state.carriers.retain(|c| !c.is_closed());
-                        }
+                        let mut state = pool.lock_state();
+                        state.open -= 1;
+                        state.drop_closed();
+                        drop(state);
                         pool.changed.notify_waiters();
                     }
                 });
+                // Counted in flight before anyone else can see it: never idle for a wait.
                 InFlight::new(Arc::new(Carrier {
                     conn,
                     locks: AtomicUsize::new(0),
                     in_flight: AtomicUsize::new(0),
-                    counted,
                     pool: Arc::downgrade(&pool),
                 }))
             });
-            let mut state = pool.lock_state();
-            if shared_now {
-                state.opening -= 1;
+            {
+                let mut state = pool.lock_state();
+                if shared_now {
+                    state.opening -= 1;
+                }
+                if opened.is_err() {
+                    state.open -= 1;
+                }
             }
             match &opened {
-                Ok(carrier) if shared_now => state.carriers.push(Arc::clone(carrier.carrier())),
-                Ok(_) => {}
-                Err(_) => state.open -= 1,
+                Ok(in_flight) if shared_now => pool.add_carrier(Arc::clone(in_flight.carrier())),
+                _ => pool.changed.notify_waiters(),
             }
-            drop(state);
-            pool.changed.notify_waiters();
             if let Err(Ok(in_flight)) = deliver.send(opened) {
+                // The opener went away mid-connect: the connection is shared all the same.
                 if !shared_now {
-                    pool.lock_state()
-                        .carriers
-                        .push(Arc::clone(in_flight.carrier()));
-                    pool.changed.notify_waiters();
+                    pool.add_carrier(Arc::clone(in_flight.carrier()));
                 }
-                drop(in_flight); // idle now: notifies waiters
             }
         });
         delivered
@@ -292,13 +281,17 @@ impl Shared {
     fn lock_state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Shares `carrier` for instant statements (and, when idle, for waits).
+    fn add_carrier(&self, carrier: Arc<Carrier>) {
+        self.lock_state().carriers.push(carrier);
+        self.changed.notify_waiters();
+    }
 }
 
 impl State {
-    /// The first carrier from the rotating start that `wanted` accepts; closed carriers are
-    /// dropped on the way.
+    /// The first carrier from the rotating start that `wanted` accepts.
     fn pick(&mut self, wanted: impl Fn(&Carrier) -> bool) -> Option<Arc<Carrier>> {
-        self.drop_closed();
         let count = self.carriers.len();
         for offset in 0..count {
             let index = (self.next + offset) % count;
@@ -310,23 +303,13 @@ impl State {
         None
     }
 
-    /// Forgets carriers whose connection ended; a dead connection no longer counts against
-    /// the pool size, even while guards of the locks it lost still point to it.
+    /// Forgets carriers whose connection ended (their slots are given back when their
+    /// connection task ends; see `Pool::open`).
     fn drop_closed(&mut self) {
-        let mut freed = 0;
-        self.carriers.retain(|c| {
-            let closed = c.is_closed();
-            if closed && c.counted.swap(false, Ordering::AcqRel) {
-                freed += 1;
-            }
-            !closed
-        });
-        self.open -= freed;
-        self.freed_slots |= freed > 0;
+        self.carriers.retain(|c| !c.is_closed());
     }
 
-    fn least_busy(&mut self) -> Option<Arc<Carrier>> {
-        self.drop_closed();
+    fn least_busy(&self) -> Option<Arc<Carrier>> {
         self.carriers.iter().min_by_key(|c| c.in_flight()).cloned()
     }
 }
@@ -357,11 +340,26 @@ impl Carrier {
         self.conn.client.is_closed() || self.conn.watch.is_dead()
     }
 
-    /// Closes a session that stopped answering: it is marked dead (its guards see the loss)
-    /// and its socket is closed, so the server frees what it holds once it notices.
-    pub(crate) fn kill(&self, why: &str) {
-        self.conn.watch.mark_dead(why);
-        self.conn.io_task.abort();
+    /// Awaits a statement on this session, for at most `limit`. A session that does not
+    /// answer in time is as good as dead: it is closed (its guards see the loss, and the
+    /// server frees what it holds once it notices), and the statement goes on detached.
+    pub(crate) async fn answer<T: Send + 'static>(
+        &self,
+        rt: &Handle,
+        limit: Duration,
+        what: &str,
+        statement: Detached<T>,
+    ) -> Result<T, Error> {
+        match runtime::within(rt, limit, statement).await {
+            Some(answer) => Ok(answer),
+            None => {
+                self.conn
+                    .watch
+                    .mark_dead(&format!("{what} went unanswered"));
+                self.conn.io_task.abort();
+                Err(Error::no_answer(what, limit))
+            }
+        }
     }
 
     /// A lock was taken on this session.
@@ -391,33 +389,6 @@ impl Carrier {
                 pool.changed.notify_waiters();
             }
         }
-    }
-}
-
-impl Drop for Carrier {
-    fn drop(&mut self) {
-        // The last user is gone: the connection closes (dropping the client sends
-        // Terminate), and its slot is free once it has.
-        let Some(pool) = self.pool.upgrade() else {
-            return;
-        };
-        self.conn.watch.let_go_all();
-        let mut dead = self.conn.watch.subscribe();
-        let io_task = self.conn.io_task.clone();
-        let counted = self.counted.swap(false, Ordering::AcqRel);
-        let rt = pool.rt.clone();
-        rt.spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(5), dead.wait_for(|d| *d))
-                .await
-                .is_err()
-            {
-                io_task.abort();
-            }
-            if counted {
-                pool.lock_state().open -= 1;
-            }
-            pool.changed.notify_waiters();
-        });
     }
 }
 
@@ -486,8 +457,7 @@ impl Dedicated {
     pub(crate) fn share(mut self) -> Arc<Carrier> {
         let carrier = self.carrier.take().expect("shared once");
         if let Some(pool) = carrier.pool.upgrade() {
-            pool.lock_state().carriers.push(Arc::clone(&carrier));
-            pool.changed.notify_waiters();
+            pool.add_carrier(Arc::clone(&carrier));
         }
         carrier
     }
@@ -509,8 +479,7 @@ impl Drop for Dedicated {
         if !self.busy {
             // Not mid-statement: nothing unknown happened; share it again.
             if let Some(pool) = carrier.pool.upgrade() {
-                pool.lock_state().carriers.push(carrier);
-                pool.changed.notify_waiters();
+                pool.add_carrier(carrier);
             }
             return;
         }

@@ -1,13 +1,12 @@
-//! The text statements pals sends (the instant ones are prepared per connection: see
-//! `connection`), and a way to run one on a shared session so that a caller who goes away
-//! mid-statement cannot leave a lock behind.
+//! The lock wait, the one statement pals sends as text (the instant ones are prepared per
+//! connection: see `connection`), and a way to run a statement on a shared session so that
+//! a caller who goes away mid-statement cannot leave a lock behind.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
-use tokio_postgres::SimpleQueryMessage;
 
 fn mode(shared: bool) -> &'static str {
     if shared {
@@ -15,11 +14,6 @@ fn mode(shared: bool) -> &'static str {
     } else {
         ""
     }
-}
-
-/// Takes the lock if it is free; answers `t` or `f`.
-pub(crate) fn try_lock(key: i64, shared: bool) -> String {
-    format!("SELECT pg_try_advisory_lock{}({key})", mode(shared))
 }
 
 /// Waits for the lock, `lock_timeout_ms` at most (0: no limit), in one round trip. SET
@@ -32,14 +26,6 @@ pub(crate) fn wait_lock(key: i64, shared: bool, lock_timeout_ms: u64) -> String 
          SELECT pg_advisory_lock{}({key})",
         mode(shared)
     )
-}
-
-/// The first column of the first row is `t`.
-pub(crate) fn answered_true(messages: &[SimpleQueryMessage]) -> bool {
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0),
-        _ => None,
-    }) == Some("t")
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -15,6 +15,46 @@ pub fn db_url() -> String {
     std::env::var("PALS_DB_URL").unwrap_or_else(|_| DEFAULT_DB_URL.to_string())
 }
 
+/// The test database's configuration, parsed from [`db_url`].
+pub fn db_config() -> tokio_postgres::Config {
+    db_url().parse().expect("PALS_DB_URL parses")
+}
+
+/// The test database's URL with another host, port or user (each `None`: as in
+/// [`db_url`]), and `query` (`key=value&...`, may be empty).
+pub fn db_url_with(
+    host: Option<&str>,
+    port: Option<u16>,
+    user: Option<&str>,
+    query: &str,
+) -> String {
+    let config = db_config();
+    let host = host
+        .map(String::from)
+        .unwrap_or_else(|| match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_string(),
+        });
+    let port = port.or(config.get_ports().first().copied()).unwrap_or(5432);
+    let user = user.or(config.get_user()).unwrap_or("postgres");
+    let dbname = config.get_dbname().unwrap_or("postgres");
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("postgresql://{user}@{host}:{port}/{dbname}{query}")
+}
+
+/// A URL where nothing listens (a port that was free a moment ago).
+pub fn unreachable_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    format!("postgresql://postgres@127.0.0.1:{port}/postgres")
+}
+
 /// An application name no other test (in this or another process) uses, so tests never
 /// see each other's locks and can find their own sessions by `application_name`.
 pub fn unique_app(tag: &str) -> String {

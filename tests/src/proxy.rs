@@ -107,19 +107,14 @@ async fn pump(
 
 /// The host:port of the test database, for putting a proxy in front of it.
 pub fn db_host_port() -> String {
-    let config: tokio_postgres::Config = crate::db_url().parse().expect("PALS_DB_URL parses");
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "127.0.0.1".to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
+    let url: tokio_postgres::Config = crate::db_url_with(None, None, None, "").parse().unwrap();
+    match (url.get_hosts().first(), url.get_ports().first()) {
+        (Some(tokio_postgres::config::Host::Tcp(host)), Some(port)) => format!("{host}:{port}"),
+        _ => unreachable!("db_url_with names a TCP host and a port"),
+    }
 }
 
-/// The test database's URL with its host and port replaced by `127.0.0.1:{port}`.
+/// The test database's URL through the proxy on `port`.
 pub fn url_via(port: u16) -> String {
-    let config: tokio_postgres::Config = crate::db_url().parse().expect("PALS_DB_URL parses");
-    let user = config.get_user().unwrap_or("postgres");
-    let dbname = config.get_dbname().unwrap_or("postgres");
-    format!("postgresql://{user}@127.0.0.1:{port}/{dbname}")
+    crate::db_url_with(Some("127.0.0.1"), Some(port), None, "")
 }

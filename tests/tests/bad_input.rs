@@ -26,13 +26,9 @@ fn an_unparsable_url_fails_at_build_time() {
 
 #[tokio::test]
 async fn a_server_that_is_not_listening_fails_within_the_connect_timeout() {
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }; // closed again: nothing listens there now
     let connect_timeout = Duration::from_secs(2);
     let locker = pals::Locker::builder("app")
-        .url(&format!("postgresql://postgres@127.0.0.1:{port}/postgres"))
+        .url(&pals_tests::unreachable_url())
         .connect_timeout(connect_timeout)
         .build()
         .unwrap();

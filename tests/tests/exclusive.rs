@@ -131,16 +131,7 @@ fn skip_mode_option_on_failure(locker: &Locker) -> Option<u32> {
 
 #[tokio::test]
 async fn a_failing_database_is_an_error_or_a_logged_skip() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let down = pals::Locker::new(
-        "down",
-        &format!("postgresql://postgres@127.0.0.1:{port}/db"),
-    )
-    .unwrap();
+    let down = pals::Locker::new("down", &pals_tests::unreachable_url()).unwrap();
     assert!(matches!(
         error_mode_on_failure(&down).await,
         Err(pals::Error::Connect { .. })
@@ -577,16 +568,7 @@ impl tracing::Subscriber for Recorder {
 
 #[test]
 fn a_failure_that_the_return_type_cannot_carry_is_logged() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let down = pals::Locker::new(
-        "down",
-        &format!("postgresql://postgres@127.0.0.1:{port}/db"),
-    )
-    .unwrap();
+    let down = pals::Locker::new("down", &pals_tests::unreachable_url()).unwrap();
     let recorder = Arc::new(Recorder(std::sync::Mutex::new(Vec::new())));
     let skipped =
         tracing::subscriber::with_default(recorder.clone(), || skip_mode_option_on_failure(&down));

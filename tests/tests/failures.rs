@@ -139,9 +139,8 @@ async fn on_lost_cancel_stops_the_body() {
         Err(pals::Error::LockLost { name }) => assert_eq!(name, format!("{app}.leader")),
         other => panic!("expected LockLost, got {other:?}"),
     }
-    let after = steps.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(50)).await; // would be ten more steps
-    assert_eq!(steps.load(Ordering::SeqCst), after, "the body still runs");
+    // (The body loops for ever: that the function returned at all means it was dropped.)
+    assert!(steps.load(Ordering::SeqCst) > 0, "the body never ran");
 
     // With on_busy = "skip", a lost lock returns the skipped value.
     let running = {
@@ -275,7 +274,7 @@ async fn an_idle_session_killer_on_the_role_does_not_lose_a_lock_silently() {
         "ALTER ROLE {role} SET idle_session_timeout = '200ms'"
     ))
     .unwrap();
-    let url = url_via_role(&role);
+    let url = pals_tests::db_url_with(None, None, Some(&role), "");
     let holder = locker_with(&app, |b| b.url(&url));
     let guard = holder.lock("x").acquire().await.unwrap();
     // The behaviour under test is a time: stay idle well past the role's limit.
@@ -297,10 +296,4 @@ async fn an_idle_session_killer_on_the_role_does_not_lose_a_lock_silently() {
     assert!(guard.release().await.unwrap());
     drop((holder, other));
     let _ = probe_query(&format!("DROP ROLE IF EXISTS {role}"));
-}
-
-fn url_via_role(role: &str) -> String {
-    let config: tokio_postgres::Config = db_url().parse().unwrap();
-    let dbname = config.get_dbname().unwrap_or("postgres");
-    format!("postgresql://{role}@{}/{dbname}", db_host_port())
 }

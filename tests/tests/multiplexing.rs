@@ -56,7 +56,7 @@ async fn a_wait_never_sits_on_a_session_that_carries_other_locks() {
         .acquire()
         .await
         .unwrap();
-    let carried: Vec<_> = futures(&mine, 5).await;
+    let carried: Vec<_> = take_many(&mine, 5).await;
 
     let waiter = {
         let lock = mine.lock("busy");
@@ -92,7 +92,8 @@ async fn a_wait_never_sits_on_a_session_that_carries_other_locks() {
     assert!(waiter.await.unwrap().unwrap().is_some());
 }
 
-async fn futures(locker: &pals::Locker, count: usize) -> Vec<pals::LockGuard> {
+/// `count` locks taken at once by `locker` (`carried-0`, `carried-1`, ...).
+async fn take_many(locker: &pals::Locker, count: usize) -> Vec<pals::LockGuard> {
     let mut guards = Vec::new();
     for n in 0..count {
         guards.push(
@@ -112,7 +113,7 @@ async fn waits_are_bounded_by_the_pool_too() {
     let app = unique_app("wait-pool");
     let mine = locker_with(&app, |b| b.pool_size(2));
     let holder = locker(&unique_app("wait-pool-holder"));
-    let held: Vec<_> = futures_of(&holder, &app, &["a", "b", "c"]).await;
+    let held: Vec<_> = hold_for(&holder, &app, &["a", "b", "c"]).await;
     let waiters: Vec<_> = ["a", "b"]
         .into_iter()
         .map(|name| {
@@ -137,7 +138,8 @@ async fn waits_are_bounded_by_the_pool_too() {
     }
 }
 
-async fn futures_of(holder: &pals::Locker, app: &str, names: &[&str]) -> Vec<pals::LockGuard> {
+/// The locks `names` of `app`, taken (waiting if need be) by `holder`, another app.
+async fn hold_for(holder: &pals::Locker, app: &str, names: &[&str]) -> Vec<pals::LockGuard> {
     let mut guards = Vec::new();
     for name in names {
         guards.push(
@@ -178,7 +180,7 @@ async fn one_exclusive_lock_has_one_guard_per_process() {
 async fn a_lost_session_reports_loss_on_every_guard_it_carried() {
     let app = unique_app("lost-all");
     let locker = locker_with(&app, |b| b.pool_size(1));
-    let guards = futures(&locker, 10).await;
+    let guards = take_many(&locker, 10).await;
     let pid = probe_i64(&format!(
         "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
         application_name(&app)
@@ -199,7 +201,7 @@ async fn releasing_one_lock_never_disturbs_the_others() {
     let app = unique_app("independent");
     let locker = locker_with(&app, |b| b.pool_size(1));
     let other = locker_with(&unique_app("independent-other"), |b| b);
-    let mut guards = futures(&locker, 10).await;
+    let mut guards = take_many(&locker, 10).await;
     let kept = guards.split_off(5);
     for guard in guards {
         assert!(guard.release().await.unwrap());

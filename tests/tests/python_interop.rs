@@ -104,16 +104,19 @@ impl Drop for PythonHolder {
     }
 }
 
-fn python_try(app: &str, name: &str, mode: &str) -> bool {
-    let output = peer(&[app, name, "try", mode])
-        .output()
-        .expect("run the Python peer");
+/// Runs the Python peer to completion; what it printed.
+fn peer_output(args: &[&str]) -> String {
+    let output = peer(args).output().expect("run the Python peer");
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    match String::from_utf8_lossy(&output.stdout).trim() {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn python_try(app: &str, name: &str, mode: &str) -> bool {
+    match peer_output(&[app, name, "try", mode]).as_str() {
         "True" => true,
         "False" => false,
         other => panic!("unexpected answer from PALs: {other}"),
@@ -122,16 +125,8 @@ fn python_try(app: &str, name: &str, mode: &str) -> bool {
 
 #[test]
 fn the_keys_are_the_same() {
-    let output = peer(&["bench", "x", "key"])
-        .output()
-        .expect("run the Python peer");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
+        peer_output(&["bench", "x", "key"]),
         pals::key("bench", "x").to_string()
     );
 }

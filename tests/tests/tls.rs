@@ -5,15 +5,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use pals::TlsBackend;
-use pals_tests::{db_url, probe_query, unique_app};
+use pals_tests::{probe_query, unique_app};
 
-/// host:port and user/dbname of the test server, to build URLs with other hosts and modes.
+/// The test server's URL at `host`, with `query`.
 fn url_with(host: &str, query: &str) -> String {
-    let config: tokio_postgres::Config = db_url().parse().unwrap();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let dbname = config.get_dbname().unwrap_or("postgres");
-    format!("postgresql://{user}@{host}:{port}/{dbname}?{query}")
+    pals_tests::db_url_with(Some(host), None, None, query)
 }
 
 /// The server's own certificate (self-signed: its own CA), read through the server.
