@@ -1,136 +1,231 @@
-//! One database connection: opened on the library's runtime, and watched while it holds a
-//! lock, so that a lost lock is known at once instead of silently.
+//! One database connection: opened on the library's runtime, its statements, and whether it
+//! is still alive.
 //!
 //! PostgreSQL frees a session's locks when the session ends. The holder learns of it when
 //! the connection task ends (the server closed the socket: a terminated backend, a
-//! restart) or when a heartbeat goes unanswered (a dead server or a black-holed network,
-//! where no close ever arrives). Either way the connection is marked dead, and every guard
-//! of it sees `is_held() == false` and its `lost()` future completes.
+//! restart), when a heartbeat goes unanswered (a dead server or a black-holed network,
+//! where no close ever arrives), or when pals closes the session itself. Each way, the
+//! connection is marked dead, once, with the reason; `session` tells the guards.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::tls::Connector;
-use crate::Error;
+use crate::{statement, Error, Mode};
 
 /// How a connection is opened and watched.
 #[derive(Clone)]
 pub(crate) struct ConnectionSettings {
     pub(crate) config: tokio_postgres::Config,
     pub(crate) connect_timeout: Duration,
-    /// Ping a connection that holds a lock this often; `None`: never.
+    /// Ping a session that holds a lock this often; `None`: never.
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) tls: Connector,
 }
 
+/// A driver error, as the statements below return it.
+pub(crate) type PgError = tokio_postgres::Error;
+
 /// One open database connection. Dropping it closes the connection.
 pub(crate) struct PgConn {
-    pub(crate) client: Arc<Client>,
-    pub(crate) watch: Arc<ConnWatch>,
-    pub(crate) io_task: AbortHandle,
+    client: Arc<Client>,
+    watch: Arc<ConnWatch>,
+    io_task: AbortHandle,
     /// For cancel requests, which open a connection of their own.
-    pub(crate) tls: Connector,
+    tls: Connector,
     prepared: Prepared,
+    /// The server process of this session, for logs.
+    pub(crate) pid: i32,
+    /// `server_version_num`, for the settings a statement may use.
+    pub(crate) server_version: i32,
 }
 
 /// The instant statements, prepared once per connection: each use is then one Bind and
-/// Execute, with nothing for the server to parse or plan. Indexed by `shared as usize`.
+/// Execute, with nothing for the server to parse or plan. Indexed by `Mode::index`.
 struct Prepared {
     try_lock: [Statement; 2],
     unlock: [Statement; 2],
 }
 
 impl PgConn {
-    /// `pg_try_advisory_lock(key)` (or `_shared`): whether the lock was taken.
-    pub(crate) async fn try_lock(
-        &self,
-        key: i64,
-        shared: bool,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let statement = &self.prepared.try_lock[usize::from(shared)];
+    /// `pg_try_advisory_lock(key)` in `mode`: whether the lock was taken.
+    pub(crate) async fn try_lock(&self, key: i64, mode: Mode) -> Result<bool, PgError> {
+        let statement = &self.prepared.try_lock[mode.index()];
         self.client.query_one(statement, &[&key]).await?.try_get(0)
     }
 
-    /// `pg_advisory_unlock(key)` (or `_shared`): whether the session held the lock.
-    pub(crate) async fn unlock(
+    /// `pg_advisory_unlock(key)` in `mode`: whether the session held the lock.
+    pub(crate) async fn unlock(&self, key: i64, mode: Mode) -> Result<bool, PgError> {
+        let statement = &self.prepared.unlock[mode.index()];
+        self.client.query_one(statement, &[&key]).await?.try_get(0)
+    }
+
+    /// Waits for the lock in one statement, `lock_timeout_ms` at most (0: no limit).
+    /// `Ok(())`: granted.
+    pub(crate) async fn wait_lock(
         &self,
         key: i64,
-        shared: bool,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let statement = &self.prepared.unlock[usize::from(shared)];
-        self.client.query_one(statement, &[&key]).await?.try_get(0)
+        mode: Mode,
+        lock_timeout_ms: u64,
+    ) -> Result<(), PgError> {
+        let sql = statement::wait_lock(key, mode, lock_timeout_ms, self.server_version);
+        self.client.simple_query(&sql).await.map(drop)
+    }
+
+    /// The advisory locks the server holds for this session, by key and mode; `Ok(None)`
+    /// if the answer cannot be read (which cannot happen with a PostgreSQL server).
+    pub(crate) async fn held(&self) -> Result<Option<Vec<(i64, Mode)>>, PgError> {
+        let messages = self.client.simple_query(statement::HELD).await?;
+        let rows = messages.iter().filter_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        });
+        Ok(rows
+            .map(|row| {
+                let key = row.get(0)?.parse().ok()?;
+                let mode = if row.get(1)? == "t" {
+                    Mode::Shared
+                } else {
+                    Mode::Exclusive
+                };
+                Some((key, mode))
+            })
+            .collect())
+    }
+
+    /// Unlocks each of `locks` once; how many of those unlocks found nothing held
+    /// (`Ok(None)`: an unreadable answer).
+    pub(crate) async fn unlock_each(&self, locks: &[(i64, Mode)]) -> Result<Option<u64>, PgError> {
+        let messages = self
+            .client
+            .simple_query(&statement::unlock_each(locks))
+            .await?;
+        Ok(messages.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).and_then(|n| n.parse().ok()),
+            _ => None,
+        }))
+    }
+
+    /// Runs a query that neither takes nor releases a lock.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Asks the server to cancel the statement this session is running, on a connection of
+    /// its own.
+    pub(crate) async fn cancel(&self) -> Result<(), PgError> {
+        let token = self.client.cancel_token();
+        match &self.tls {
+            Connector::Plain => token.cancel_query(NoTls).await,
+            #[cfg(feature = "rustls")]
+            Connector::Rustls(tls) => token.cancel_query(tls.clone()).await,
+            #[cfg(feature = "native-tls")]
+            Connector::Native(tls) => token.cancel_query(tls.clone()).await,
+        }
+    }
+
+    /// Closes the connection now: marks it dead (with `why`) and drops its socket, which
+    /// makes the server end the session and free its locks.
+    pub(crate) fn close(&self, why: &str) {
+        self.watch.mark_dead(why);
+        self.io_task.abort();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed() || self.watch.is_dead()
+    }
+
+    pub(crate) fn watch(&self) -> &Arc<ConnWatch> {
+        &self.watch
+    }
+
+    /// Pings the connection every `interval` while `holding()` says it holds a lock; one
+    /// that does not answer within `interval` is closed. Ends when the connection dies or
+    /// `holding()` returns `None` (its session is gone). Spawn it on the library's runtime.
+    pub(crate) fn heartbeat(
+        &self,
+        interval: Duration,
+        holding: impl Fn() -> Option<bool> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        heartbeat(
+            Arc::downgrade(&self.client),
+            Arc::clone(&self.watch),
+            self.io_task.clone(),
+            interval,
+            holding,
+        )
     }
 }
 
-/// Whether the connection is alive, and which locks it holds (by guard id).
+/// Whether a connection is dead, and why.
 pub(crate) struct ConnWatch {
     dead: watch::Sender<bool>,
-    holding: Mutex<HashMap<u64, Holding>>,
-}
-
-struct Holding {
-    name: Arc<str>,
-    key: i64,
-    since: Instant,
+    why: OnceLock<String>,
 }
 
 impl ConnWatch {
+    fn new() -> ConnWatch {
+        ConnWatch {
+            dead: watch::Sender::new(false),
+            why: OnceLock::new(),
+        }
+    }
+
     /// A receiver that reads `true` once the connection is dead.
     pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.dead.subscribe()
-    }
-
-    /// Records that the connection now holds the lock `name` (`key`) for guard `id`.
-    pub(crate) fn hold(&self, id: u64, name: Arc<str>, key: i64) {
-        let since = Instant::now();
-        self.holding().insert(id, Holding { name, key, since });
-    }
-
-    /// Records that guard `id` gave its lock up (released, or closing on purpose).
-    pub(crate) fn let_go(&self, id: u64) {
-        self.holding().remove(&id);
-    }
-
-    /// Records that the connection is being closed on purpose: nothing it held is lost.
-    pub(crate) fn let_go_all(&self) {
-        self.holding().clear();
     }
 
     pub(crate) fn is_dead(&self) -> bool {
         *self.dead.borrow()
     }
 
-    fn is_holding(&self) -> bool {
-        !self.holding().is_empty()
-    }
-
-    fn holding(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Holding>> {
-        self.holding.lock().unwrap_or_else(|e| e.into_inner())
+    /// Why the connection died (the first reason given), once it has.
+    pub(crate) fn why(&self) -> &str {
+        self.why.get().map_or("", String::as_str)
     }
 
     pub(crate) fn mark_dead(&self, why: &str) {
-        if self.dead.send_replace(true) {
-            return; // already dead
-        }
-        for (_, lost) in self.holding().drain() {
-            tracing::error!(
-                lock = %lost.name,
-                key = lost.key,
-                held = ?lost.since.elapsed(),
-                why,
-                "pals: lock lost: its database session ended while the lock was held"
-            );
-        }
+        let _ = self.why.set(why.to_string());
+        self.dead.send_replace(true);
     }
 }
 
+/// True if `error` means the session is over: the connection closed, or the server sent a
+/// FATAL error (`pg_terminate_backend`, a shutdown), after which it closes the connection.
+/// Every lock of the session is then gone.
+pub(crate) fn ends_session(error: &PgError) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    error.as_db_error().is_some_and(|db| {
+        matches!(db.severity(), "FATAL" | "PANIC")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(db.code())
+    })
+}
+
+/// True if `error` is a cancel: `pg_cancel_backend`, a cancel request, `statement_timeout`.
+pub(crate) fn is_cancel(error: &PgError) -> bool {
+    error.code() == Some(&SqlState::QUERY_CANCELED)
+}
+
+/// True if `error` is `lock_timeout` firing.
+pub(crate) fn is_lock_timeout(error: &PgError) -> bool {
+    error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+}
+
 /// Marks the connection dead when the task that drives it ends, however it ends (the
-/// server closed it, an I/O error, or the task was aborted after a failed heartbeat).
+/// server closed it, an I/O error, or pals aborted it).
 struct MarkDeadOnDrop(Arc<ConnWatch>);
 
 impl Drop for MarkDeadOnDrop {
@@ -139,67 +234,84 @@ impl Drop for MarkDeadOnDrop {
     }
 }
 
+/// How many times a setup cut short by a cancel (a role's tiny `statement_timeout`, an
+/// operator's `pg_cancel_backend`) is tried again before the connect fails.
+const SETUP_TRIES: usize = 3;
+
 /// Opens a connection; call it on the library's runtime, which will drive it.
 pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> {
     let timeout = settings.connect_timeout;
-    // The timeout covers the whole startup (TCP, TLS, authentication), not only the TCP
-    // connect that tokio-postgres' own connect_timeout bounds: a server that accepts and
+    // The timeout covers the whole startup (TCP, TLS, authentication, setup), not only the
+    // TCP connect that tokio-postgres' own connect_timeout bounds: a server that accepts and
     // then says nothing must not hang us.
-    let watch = Arc::new(ConnWatch {
-        dead: watch::Sender::new(false),
-        holding: Mutex::new(HashMap::new()),
-    });
+    let watch = Arc::new(ConnWatch::new());
     let marker = MarkDeadOnDrop(Arc::clone(&watch));
-    let (client, io_task) = tokio::time::timeout(timeout, connect(&settings, marker))
-        .await
-        .map_err(|_| Error::connect_timeout(timeout))?
-        .map_err(Error::connect_failed)?;
-    // A session that holds a lock sits idle: a server-wide idle_session_timeout
-    // (PostgreSQL 14+) would end it and free the lock behind the holder's back.
-    // All in one round trip: tokio-postgres pipelines requests polled together.
-    let setup = async {
-        let (settings, try_lock, try_lock_shared, unlock, unlock_shared) = tokio::join!(
-            client.simple_query(
-                "SELECT set_config('idle_session_timeout', '0', false) \
-                 WHERE current_setting('server_version_num')::int >= 140000",
-            ),
-            client.prepare("SELECT pg_try_advisory_lock($1)"),
-            client.prepare("SELECT pg_try_advisory_lock_shared($1)"),
-            client.prepare("SELECT pg_advisory_unlock($1)"),
-            client.prepare("SELECT pg_advisory_unlock_shared($1)"),
-        );
-        settings?;
-        Ok(Prepared {
-            try_lock: [try_lock?, try_lock_shared?],
-            unlock: [unlock?, unlock_shared?],
-        })
-    };
-    let prepared = match tokio::time::timeout(timeout, setup).await {
-        Ok(Ok(prepared)) => prepared,
+    let mut io_task = None;
+    let opened = tokio::time::timeout(timeout, async {
+        let (client, task) = connect(&settings, marker)
+            .await
+            .map_err(Error::connect_failed)?;
+        io_task = Some(task);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match setup(&client).await {
+                Ok(setup) => return Ok((client, setup)),
+                Err(error) if is_cancel(&error) && tries < SETUP_TRIES => continue,
+                Err(error) => return Err(Error::connect_failed(error)),
+            }
+        }
+    })
+    .await;
+    let (client, (prepared, pid, server_version)) = match opened {
+        Ok(Ok(opened)) => opened,
         failed => {
-            io_task.abort();
+            if let Some(io_task) = io_task {
+                io_task.abort();
+            }
             return Err(match failed {
-                Ok(Err(error)) => Error::connect_failed(error),
+                Ok(Err(error)) => error,
                 _ => Error::connect_timeout(timeout),
             });
         }
     };
-    let client = Arc::new(client);
-    if let Some(interval) = settings.heartbeat {
-        tokio::spawn(heartbeat(
-            Arc::downgrade(&client),
-            Arc::clone(&watch),
-            io_task.clone(),
-            interval,
-        ));
-    }
+    let io_task = io_task.expect("set once connected");
     Ok(PgConn {
-        client,
+        client: Arc::new(client),
         watch,
         io_task,
         tls: settings.tls,
         prepared,
+        pid,
+        server_version,
     })
+}
+
+/// The session's setup and prepared statements, in one round trip (tokio-postgres
+/// pipelines requests polled together).
+async fn setup(client: &Client) -> Result<(Prepared, i32, i32), PgError> {
+    let (setup, try_lock, try_lock_shared, unlock, unlock_shared) = tokio::join!(
+        client.simple_query(statement::SETUP),
+        client.prepare(statement::try_lock(Mode::Exclusive)),
+        client.prepare(statement::try_lock(Mode::Shared)),
+        client.prepare(statement::unlock(Mode::Exclusive)),
+        client.prepare(statement::unlock(Mode::Shared)),
+    );
+    let (pid, server_version) = setup?
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some((
+                row.get(0).and_then(|pid| pid.parse().ok()).unwrap_or(0),
+                row.get(1).and_then(|v| v.parse().ok()).unwrap_or(0),
+            )),
+            _ => None,
+        })
+        .unwrap_or((0, 0));
+    let prepared = Prepared {
+        try_lock: [try_lock?, try_lock_shared?],
+        unlock: [unlock?, unlock_shared?],
+    };
+    Ok((prepared, pid, server_version))
 }
 
 /// Connects with the TLS the settings ask for, and drives the connection in a task of the
@@ -207,8 +319,8 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
 async fn connect(
     settings: &ConnectionSettings,
     marker: MarkDeadOnDrop,
-) -> Result<(Client, AbortHandle), tokio_postgres::Error> {
-    async fn drive<S, T>(
+) -> Result<(Client, AbortHandle), PgError> {
+    fn drive<S, T>(
         connection: tokio_postgres::Connection<S, T>,
         marker: MarkDeadOnDrop,
     ) -> AbortHandle
@@ -228,41 +340,30 @@ async fn connect(
     Ok(match &settings.tls {
         Connector::Plain => {
             let (client, connection) = config.connect(NoTls).await?;
-            (client, drive(connection, marker).await)
+            (client, drive(connection, marker))
         }
         #[cfg(feature = "rustls")]
         Connector::Rustls(tls) => {
             let (client, connection) = config.connect(tls.clone()).await?;
-            (client, drive(connection, marker).await)
+            (client, drive(connection, marker))
         }
         #[cfg(feature = "native-tls")]
         Connector::Native(tls) => {
             let (client, connection) = config.connect(tls.clone()).await?;
-            (client, drive(connection, marker).await)
+            (client, drive(connection, marker))
         }
     })
 }
 
-/// Asks the server to cancel the statement `client` is running (on a connection of its own).
-pub(crate) async fn cancel(client: &Client, tls: &Connector) -> Result<(), tokio_postgres::Error> {
-    let token = client.cancel_token();
-    match tls {
-        Connector::Plain => token.cancel_query(NoTls).await,
-        #[cfg(feature = "rustls")]
-        Connector::Rustls(tls) => token.cancel_query(tls.clone()).await,
-        #[cfg(feature = "native-tls")]
-        Connector::Native(tls) => token.cancel_query(tls.clone()).await,
-    }
-}
-
-/// Pings the connection every `interval` while it holds a lock; one that does not answer
-/// within `interval` is closed and so marked dead. The ping is an empty query: nothing to
-/// parse or plan, and it never shows as a running query.
+/// See [`PgConn::heartbeat`]. The ping is an empty query: nothing to parse or plan, and it
+/// never shows as a running query. Any answer, an error included (a cancel, say), shows the
+/// server is there; only silence or a closed connection does not.
 async fn heartbeat(
-    client: std::sync::Weak<Client>,
+    client: Weak<Client>,
     watch: Arc<ConnWatch>,
     io_task: AbortHandle,
     interval: Duration,
+    holding: impl Fn() -> Option<bool>,
 ) {
     let mut dead = watch.subscribe();
     loop {
@@ -270,14 +371,21 @@ async fn heartbeat(
             _ = tokio::time::sleep(interval) => {}
             _ = dead.wait_for(|dead| *dead) => return,
         }
+        match holding() {
+            None => return, // the session is gone
+            Some(false) => continue,
+            Some(true) => {}
+        }
         let Some(client) = client.upgrade() else {
             return;
-        }; // the connection was dropped
-        if !watch.is_holding() {
-            continue;
-        }
+        };
         let answered = tokio::time::timeout(interval, client.simple_query("")).await;
-        if !matches!(answered, Ok(Ok(_))) {
+        let alive = match answered {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => !ends_session(&error),
+            Err(_) => false,
+        };
+        if !alive {
             tracing::warn!(
                 ?interval,
                 "pals: heartbeat unanswered; closing the lock's connection"

@@ -3,16 +3,14 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tokio::sync::watch;
+use std::time::Instant;
 
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 
-use crate::pool::{Carrier, InFlight};
 use crate::queue::InProcessPermit;
-use crate::statement::Detached;
-use crate::{runtime, Error};
+use crate::session::Hold;
+use crate::{runtime, Error, Lock, Mode};
 
 /// A held lock. Release it with [`release`](LockGuard::release); if it is dropped instead
 /// (scope end, `?`, panic, cancellation), the lock is released promptly in the background.
@@ -34,76 +32,48 @@ pub struct LockGuard {
     held: Option<Held>,
     name: Arc<str>,
     key: i64,
-    shared: bool,
+    mode: Mode,
     acquired_at: Instant,
-    /// Reads `true` once the lock's connection is known dead.
+    /// Reads `true` once the lock's session is known to be over.
     dead: watch::Receiver<bool>,
+    rt: Handle,
 }
 
 /// What a guard owns while the lock is held.
 pub(crate) struct Held {
-    pub(crate) carrier: Arc<Carrier>,
+    /// The lock on its session.
+    pub(crate) hold: Hold,
+    /// This process's turn at the key, given up once the unlock is settled.
     pub(crate) permit: InProcessPermit,
-    /// This guard's entry in its carrier's list of held locks.
-    pub(crate) id: u64,
-    pub(crate) key: i64,
-    pub(crate) shared: bool,
-    pub(crate) rt: Handle,
-    /// How long the server may take to answer the unlock: the connect timeout.
-    pub(crate) answer_within: Duration,
 }
 
 impl Held {
-    /// Unlocks on the session that holds the lock. The unlock completes even if this future
-    /// is dropped mid-way (the session is shared: it must neither be cut off nor unlocked
-    /// twice, which on a re-entrant session could release another guard's hold).
     async fn release(self) -> Result<bool, Error> {
-        let Held {
-            carrier,
-            permit,
-            id,
-            key,
-            shared,
-            rt,
-            answer_within,
-        } = self;
-        let on = Arc::clone(&carrier);
-        let in_flight = InFlight::new(carrier);
-        let unlock = Detached::new(&rt, async move {
-            let answer = in_flight.conn().unlock(key, shared).await;
-            let carrier = Arc::clone(in_flight.carrier());
-            drop(in_flight);
-            carrier.watch().let_go(id);
-            let released = matches!(answer, Ok(true));
-            if !released {
-                // The session did not hold what it should have: take it out of use; it
-                // closes (freeing whatever it holds) once its other locks are released.
-                carrier.retire();
-            }
-            carrier.remove_lock();
-            // Only now may the next caller of this process go to the database.
-            drop(permit);
-            answer.map_err(Error::Database)
-        });
-        on.answer(&rt, answer_within, "the unlock", unlock).await?
+        let Held { hold, permit } = self;
+        let released = hold.release().await;
+        // Only now may the next caller of this process go to the database.
+        drop(permit);
+        released
     }
 }
 
 impl LockGuard {
-    pub(crate) fn new(held: Held, name: Arc<str>) -> LockGuard {
+    pub(crate) fn new(held: Held, lock: &Lock) -> LockGuard {
         LockGuard {
-            key: held.key,
-            shared: held.shared,
+            key: lock.key(),
+            mode: lock.mode(),
             acquired_at: Instant::now(),
-            dead: held.carrier.watch().subscribe(),
+            dead: held.hold.dead(),
+            rt: lock.locker().rt().clone(),
             held: Some(held),
-            name,
+            name: Arc::from(lock.name()),
         }
     }
 
     /// False once the lock is known to be lost: its database session ended (the server
-    /// closed it, a restart, `pg_terminate_backend`) or stopped answering the heartbeat.
-    /// Cheap: no round trip.
+    /// closed it, a restart, `pg_terminate_backend`), stopped answering the heartbeat, or
+    /// was closed by pals because what it holds could not be confirmed after a statement
+    /// with an unknown outcome (see [`release`](LockGuard::release)). Cheap: no round trip.
     ///
     /// PostgreSQL frees a lock when its session ends, and another holder may take it at
     /// once: work guarded by a lost lock is no longer exclusive.
@@ -154,14 +124,24 @@ impl LockGuard {
 
     /// True if this is a shared (reader) lock.
     pub fn is_shared(&self) -> bool {
-        self.shared
+        self.mode == Mode::Shared
     }
 
     /// Releases the lock and waits for the database to confirm it.
     ///
-    /// `Ok(true)`: it was held and is now released. `Ok(false)`: the session no longer held
-    /// it (it was lost); the session is closed. `Err`: the connection failed; it is closed,
-    /// which releases the lock on the server.
+    /// - `Ok(true)`: it was held until now, and is released.
+    /// - `Ok(false)`: it was no longer held: it was lost with its session (see
+    ///   [`is_held`](LockGuard::is_held)), and another holder may have had it meanwhile.
+    /// - `Err`: the server did not confirm the release (it did not answer, or the unlock
+    ///   failed and what the session holds could not be read back). The session is then
+    ///   closed, which frees the lock on the server: either way, no lock is left held for
+    ///   nobody.
+    ///
+    /// An unlock whose outcome is unknown (cut short by a query cancel, which PostgreSQL
+    /// may act on after the lock was released) is settled before this returns: pals asks
+    /// the server what the session holds and unlocks what no guard owns, then answers
+    /// `Ok(true)`. Dropping this future mid-way loses nothing either: the same check runs
+    /// in the background.
     pub async fn release(mut self) -> Result<bool, Error> {
         let held = self
             .held
@@ -203,7 +183,7 @@ impl LockGuard {
         &mut self,
     ) -> Option<(Handle, impl Future<Output = ()> + Send + 'static)> {
         let held = self.held.take()?;
-        let rt = held.rt.clone();
+        let rt = self.rt.clone();
         let (name, key, acquired_at) = (self.name.clone(), self.key, self.acquired_at);
         let release = async move {
             let held_for = acquired_at.elapsed();
@@ -250,7 +230,7 @@ impl fmt::Debug for LockGuard {
         f.debug_struct("LockGuard")
             .field("name", &self.name)
             .field("key", &self.key)
-            .field("shared", &self.shared)
+            .field("mode", &self.mode)
             .finish()
     }
 }

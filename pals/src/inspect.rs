@@ -1,12 +1,12 @@
 //! Who holds which advisory lock: the answer an operator needs at 3 a.m.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::Row;
 
+pub use crate::lock::Mode;
 use crate::Error;
 
 /// One advisory lock held or awaited in the database, as [`Locker::holders`] reports it.
@@ -34,39 +34,6 @@ pub struct Holder {
     /// How long the session has been waiting for the lock (only when not granted).
     pub waiting_for: Option<Duration>,
 }
-
-/// A lock mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// `pg_advisory_lock` and friends.
-    Exclusive,
-    /// `pg_advisory_lock_shared` and friends.
-    Shared,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Exclusive => "exclusive",
-            Mode::Shared => "shared",
-        })
-    }
-}
-
-/// Advisory locks on bigint keys (`objsubid = 1`; two-int4 keys are another key space), with
-/// their sessions. The key is rebuilt from `classid` (high 32 bits) and `objid` (low 32
-/// bits). How long a waiter has waited comes from `pg_locks.waitstart` (PostgreSQL 14+; read
-/// through `to_jsonb` so older servers fall back to the start of its statement).
-pub(crate) const HOLDERS_SQL: &str = "\
-SELECT ((l.classid::int8 << 32) | l.objid::int8) AS key, l.mode, l.granted, l.pid, \
-       coalesce(a.application_name, '') AS application_name, a.client_addr::text AS client_addr, \
-       extract(epoch FROM a.backend_start)::float8 AS backend_start, \
-       CASE WHEN l.granted THEN NULL ELSE extract(epoch FROM now() - \
-         coalesce((to_jsonb(l.*) ->> 'waitstart')::timestamptz, a.query_start))::float8 END AS waiting \
-FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.database = \
-      (SELECT oid FROM pg_database WHERE datname = current_database()) \
-ORDER BY l.granted DESC, key, l.pid";
 
 pub(crate) fn holder(row: &Row, names: &HashMap<i64, Arc<str>>) -> Result<Holder, Error> {
     let get_err = Error::Database;

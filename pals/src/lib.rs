@@ -39,6 +39,7 @@ mod locker;
 mod pool;
 mod queue;
 mod runtime;
+mod session;
 mod statement;
 mod tls;
 pub mod xact;
@@ -47,9 +48,9 @@ pub use error::Error;
 pub use exclusive::{LockErrorReturn, Skippable};
 pub use global::{global, init, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
-pub use inspect::{Holder, Mode};
+pub use inspect::Holder;
 pub use key::key;
-pub use lock::Lock;
+pub use lock::{Lock, Mode};
 /// Makes a sync or async function fleet-exclusive: it takes a lock before its body runs and
 /// releases it however the body ends (return, `?`, panic, or, for async functions, the
 /// future being dropped).

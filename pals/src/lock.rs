@@ -1,17 +1,43 @@
 //! [`Lock`]: one named lock, and how it is acquired.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::error::SqlState;
-
 use crate::guard::{Held, LockGuard};
-use crate::pool::{Carrier, Dedicated, InFlight};
-use crate::queue::{InProcessPermit, Wait};
-use crate::statement::{self, Detached};
+use crate::pool::Want;
+use crate::queue::Wait;
+use crate::session::{Failure, Hold};
 use crate::{runtime, Error, Locker};
+
+/// A lock mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One holder at a time: `pg_advisory_lock` and friends.
+    Exclusive,
+    /// Any number of shared holders, and no exclusive one: `pg_advisory_lock_shared` and
+    /// friends.
+    Shared,
+}
+
+impl Mode {
+    /// 0 for exclusive, 1 for shared: an index into per-mode tables.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Mode::Exclusive => 0,
+            Mode::Shared => 1,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        })
+    }
+}
 
 /// One named lock of a [`Locker`]: a handle that takes [`LockGuard`]s.
 ///
@@ -38,7 +64,7 @@ pub struct Lock {
     locker: Locker,
     name: Arc<str>,
     key: i64,
-    shared: bool,
+    mode: Mode,
     timeout: Option<Duration>,
 }
 
@@ -48,7 +74,7 @@ impl Lock {
             locker,
             name,
             key,
-            shared: false,
+            mode: Mode::Exclusive,
             timeout: None,
         }
     }
@@ -57,7 +83,7 @@ impl Lock {
     /// excludes them all.
     #[must_use]
     pub fn shared(mut self) -> Lock {
-        self.shared = true;
+        self.mode = Mode::Shared;
         self
     }
 
@@ -81,12 +107,17 @@ impl Lock {
 
     /// True for a shared (reader) lock.
     pub fn is_shared(&self) -> bool {
-        self.shared
+        self.mode == Mode::Shared
+    }
+
+    /// Exclusive, or shared (see [`shared`](Lock::shared)).
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// How long [`acquire`](Lock::acquire) waits: the lock's own timeout or the locker's default.
     pub fn acquire_timeout_value(&self) -> Duration {
-        self.timeout.unwrap_or(self.locker.inner.default_timeout)
+        self.timeout.unwrap_or(self.locker.default_timeout())
     }
 
     /// The locker this lock belongs to.
@@ -141,198 +172,103 @@ impl Lock {
 
     async fn acquire_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
         let started = Instant::now();
-        let inner = &self.locker.inner;
+        let locker = &self.locker;
         // Queue behind this process's other callers for the same lock before taking a
-        // connection: only the first in line goes to the database. This also keeps two
-        // guards of one exclusive lock apart, which PostgreSQL would not do on a shared
-        // session (its session locks are re-entrant).
-        let Some(permit) = inner
-            .queues
-            .enter(self.key, self.shared, wait, &inner.rt)
+        // session: only the first in line goes to the database.
+        let Some(permit) = locker
+            .queues()
+            .enter(self.key, self.mode, wait, locker.rt())
             .await
         else {
             self.trace_busy(started);
             return Ok(None);
         };
-        // Waiting for a connection is bounded by the lock's timeout even for a try.
-        let connection_wait = match wait {
-            Wait::Never => wait_for(self.acquire_timeout_value()),
-            other => other,
+        // Waiting for a session is bounded by the lock's timeout even for a try.
+        let session_deadline = match wait {
+            Wait::Never => wait_for(self.acquire_timeout_value()).deadline(),
+            other => other.deadline(),
         };
-        // First at once, on a shared session: one round trip when the lock is free. A
-        // connection the server closed while idle fails its statement; one more attempt
-        // then runs on another connection.
-        let mut retry = true;
-        let carrier = loop {
-            match self.try_on_carrier(connection_wait.deadline()).await {
-                Ok(Attempt::Acquired(carrier)) => break Some(carrier),
-                Ok(Attempt::Busy) => break None,
-                Ok(Attempt::NoConnection) => return Ok(None),
-                Err(Error::Database(error)) if retry && error.is_closed() => retry = false,
-                Err(error) => return Err(error),
+        // First at once, on a shared session: one round trip when the lock is free.
+        let now = retrying(NOW_TRIES, || self.take_now(session_deadline)).await?;
+        let hold = match now {
+            Now::Taken(hold) => Some(hold),
+            Now::Busy if wait != Wait::Never => {
+                // Busy: wait for it on a session of its own.
+                retrying(WAIT_TRIES, || self.wait_once(wait)).await?
             }
+            Now::Busy | Now::NoSession => None,
         };
-        if let Some(carrier) = carrier {
-            return Ok(Some(self.guard(carrier, permit, started)));
-        }
-        if wait == Wait::Never {
+        let Some(hold) = hold else {
             self.trace_busy(started);
             return Ok(None);
-        }
-        // Busy: wait for it on a session of its own.
-        let mut retry = true;
-        let mut poll_interval = Duration::from_millis(1);
-        loop {
-            // Every session may carry locks that were waited for (a session is never taken
-            // for a wait while it carries any); then no wait can have one until some are
-            // released. Rather than wait for a session, try the lock again at once on a
-            // shared one, backing off up to 50 ms, until a session frees or time runs out.
-            let deadline = connection_wait.deadline();
-            let soon = Instant::now() + poll_interval;
-            let Some(mut dedicated) = inner
-                .pool
-                .dedicated(Some(deadline.map_or(soon, |d| d.min(soon))))
-                .await?
-            else {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    self.trace_busy(started);
-                    return Ok(None);
-                }
-                poll_interval = (poll_interval * 2).min(Duration::from_millis(50));
-                match self.try_on_carrier(deadline).await? {
-                    Attempt::Acquired(carrier) => {
-                        return Ok(Some(self.guard(carrier, permit, started)))
-                    }
-                    Attempt::Busy => continue,
-                    Attempt::NoConnection => return Ok(None),
-                }
-            };
-            // The server must answer by the end of the wait plus the connect timeout; a
-            // dead connection must not hang the caller (the session is then cancelled and
-            // closed, since it is still busy).
-            let answer_by = match wait {
-                Wait::Forever => None,
-                Wait::Never => Instant::now().checked_add(inner.connect_timeout),
-                Wait::Until(deadline) => deadline.checked_add(inner.connect_timeout),
-            };
-            let waited = match answer_by {
-                None => self.wait_on(&mut dedicated, wait).await,
-                Some(by) => runtime::until(&inner.rt, by, self.wait_on(&mut dedicated, wait))
-                    .await
-                    .ok_or_else(|| Error::no_answer("the lock statement", inner.connect_timeout))?,
-            };
-            match waited {
-                Ok(true) => {
-                    // Counted before it is shared, so it is never taken for another wait.
-                    dedicated.carrier().add_lock();
-                    let carrier = dedicated.share();
-                    return Ok(Some(self.guard(carrier, permit, started)));
-                }
-                Ok(false) => {
-                    self.trace_busy(started);
-                    return Ok(None); // the session holds nothing: shared again on drop
-                }
-                Err(error) => {
-                    // Whatever went wrong, the session's state is unknown: close it.
-                    dedicated.close();
-                    if !(retry && error.is_closed()) {
-                        return Err(Error::Database(error));
-                    }
-                    retry = false;
-                }
-            }
-        }
-    }
-
-    /// `pg_try_advisory_lock` on a shared session. If this future is dropped mid-way, the
-    /// statement still completes, and a lock it took for nobody is given back.
-    async fn try_on_carrier(&self, deadline: Option<Instant>) -> Result<Attempt, Error> {
-        let inner = &self.locker.inner;
-        let Some(in_flight) = inner.pool.carrier(deadline).await? else {
-            return Ok(Attempt::NoConnection);
         };
-        let carrier = Arc::clone(in_flight.carrier());
-        let (key, shared) = (self.key, self.shared);
-        let statement = Detached::new(&inner.rt, async move {
-            let answer = in_flight.conn().try_lock(key, shared).await;
-            if matches!(answer, Ok(true)) {
-                // Counted before the statement stops counting: never idle in between.
-                in_flight.carrier().add_lock();
-            }
-            answer
-        })
-        .if_abandoned({
-            let carrier = Arc::clone(&carrier);
-            move |answer| {
-                if matches!(answer, Ok(true)) {
-                    let in_flight = InFlight::new(Arc::clone(&carrier));
-                    tokio::spawn(async move {
-                        let _ = in_flight.conn().unlock(key, shared).await;
-                        drop(in_flight);
-                        carrier.remove_lock();
-                    });
-                }
-            }
-        });
-        let answer = carrier
-            .answer(
-                &inner.rt,
-                inner.connect_timeout,
-                "the lock statement",
-                statement,
-            )
-            .await?;
-        if answer.map_err(Error::Database)? {
-            Ok(Attempt::Acquired(carrier))
-        } else {
-            Ok(Attempt::Busy)
-        }
-    }
-
-    /// Waits for the lock on a dedicated session. `Ok(false)`: busy until the wait ended.
-    async fn wait_on(
-        &self,
-        dedicated: &mut Dedicated,
-        wait: Wait,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let carrier = Arc::clone(dedicated.carrier());
-        let Some(millis) = wait_millis(wait) else {
-            // Less than a millisecond left: one more try.
-            return dedicated
-                .run(carrier.conn().try_lock(self.key, self.shared))
-                .await;
-        };
-        let sql = statement::wait_lock(self.key, self.shared, millis);
-        match dedicated.run(carrier.client().simple_query(&sql)).await {
-            Ok(_) => Ok(true),
-            Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                // lock_timeout fired, but the grant can race the timeout: the session may
-                // hold the lock after all. It holds nothing else: clear it before reuse.
-                let clear = carrier
-                    .client()
-                    .simple_query("SELECT pg_advisory_unlock_all()");
-                dedicated.run(clear).await?;
-                Ok(false)
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    fn guard(&self, carrier: Arc<Carrier>, permit: InProcessPermit, started: Instant) -> LockGuard {
-        let inner = &self.locker.inner;
         tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
-        let id = next_guard_id();
-        carrier.watch().hold(id, self.name.clone(), self.key);
-        let held = Held {
-            carrier,
-            permit,
-            id,
+        Ok(Some(LockGuard::new(Held { hold, permit }, self)))
+    }
+
+    fn want(&self) -> Want<'_> {
+        Want {
             key: self.key,
-            shared: self.shared,
-            rt: inner.rt.clone(),
-            answer_within: inner.connect_timeout,
+            mode: self.mode,
+            name: &self.name,
+        }
+    }
+
+    /// `pg_try_advisory_lock` on a shared session, waiting for one until `deadline`.
+    async fn take_now(&self, deadline: Option<Instant>) -> Result<Now, Failure> {
+        let pool = self.locker.pool();
+        let ticket = pool
+            .for_now(self.want(), deadline)
+            .await
+            .map_err(Failure::fatal)?;
+        let Some(ticket) = ticket else {
+            return Ok(Now::NoSession);
         };
-        LockGuard::new(held, self.name.clone())
+        Ok(match ticket.try_lock().await? {
+            Some(hold) => Now::Taken(hold),
+            None => Now::Busy,
+        })
+    }
+
+    /// One wait for the lock, on a session of its own. `Ok(None)`: busy until the end.
+    ///
+    /// When no session is free for a wait (every one carries locks), the lock is tried
+    /// again at once on a shared one, backing off up to 50 ms, until a session frees or
+    /// time runs out; failures of those tries count as busy.
+    async fn wait_once(&self, wait: Wait) -> Result<Option<Hold>, Failure> {
+        let locker = &self.locker;
+        let deadline = wait.deadline();
+        let mut poll_interval = Duration::from_millis(1);
+        let ticket = loop {
+            let soon = Instant::now() + poll_interval;
+            let pick_by = deadline.map_or(soon, |d| d.min(soon));
+            let ticket = locker
+                .pool()
+                .for_wait(self.want(), Some(pick_by))
+                .await
+                .map_err(Failure::fatal)?;
+            if let Some(ticket) = ticket {
+                break ticket;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            poll_interval = (poll_interval * 2).min(Duration::from_millis(50));
+            match self.take_now(deadline).await {
+                Ok(Now::Taken(hold)) => return Ok(Some(hold)),
+                Ok(Now::Busy | Now::NoSession) => {}
+                Err(failure) if failure.retryable => {}
+                Err(failure) => return Err(failure),
+            }
+        };
+        // The server must answer by the end of the wait plus the connect timeout: a dead
+        // connection must not hang the caller.
+        let answer_by = deadline.and_then(|d| d.checked_add(locker.connect_timeout()));
+        match wait_millis(wait) {
+            Some(millis) => ticket.wait_lock(millis, answer_by).await,
+            // Less than a millisecond left: one more try.
+            None => ticket.try_lock().await,
+        }
     }
 
     fn trace_busy(&self, started: Instant) {
@@ -340,17 +276,38 @@ impl Lock {
     }
 }
 
-/// What an attempt on a shared session found.
-enum Attempt {
-    Acquired(Arc<Carrier>),
-    Busy,
-    /// No connection could be had before the deadline.
-    NoConnection,
+/// How many times a try at once is made when the first fails in a way another session may
+/// not (its session ended, or a cancel cut it short).
+const NOW_TRIES: usize = 2;
+/// How many waits are begun when one fails that way.
+const WAIT_TRIES: usize = 3;
+
+/// Runs `attempt` until it succeeds, fails for good, or has failed `tries` times.
+async fn retrying<T, F>(tries: usize, mut attempt: impl FnMut() -> F) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut failed = 0;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(failure) => {
+                failed += 1;
+                if !failure.retryable || failed >= tries {
+                    return Err(failure.error);
+                }
+                tracing::debug!(error = %failure.error, "pals: lock statement failed; trying again");
+            }
+        }
+    }
 }
 
-fn next_guard_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+/// What a try at once found.
+enum Now {
+    Taken(Hold),
+    Busy,
+    /// No session could be had before the deadline.
+    NoSession,
 }
 
 impl fmt::Debug for Lock {
@@ -358,7 +315,7 @@ impl fmt::Debug for Lock {
         f.debug_struct("Lock")
             .field("name", &self.name)
             .field("key", &self.key)
-            .field("shared", &self.shared)
+            .field("mode", &self.mode)
             .field("timeout", &self.acquire_timeout_value())
             .finish()
     }

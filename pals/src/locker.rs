@@ -41,19 +41,20 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone)]
 pub struct Locker {
-    pub(crate) inner: Arc<LockerInner>,
+    inner: Arc<LockerInner>,
 }
 
-pub(crate) struct LockerInner {
-    pub(crate) app: String,
-    pub(crate) pool: Pool,
-    pub(crate) queues: Arc<Queues>,
-    pub(crate) default_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) heartbeat: Option<Duration>,
-    pub(crate) rt: Handle,
+struct LockerInner {
+    app: String,
+    pool: Pool,
+    queues: Arc<Queues>,
+    default_timeout: Duration,
+    connect_timeout: Duration,
+    heartbeat: Option<Duration>,
+    /// The library's runtime, which drives the connections.
+    rt: Handle,
     /// The names of the keys this locker has made locks for, for `holders()`.
-    pub(crate) names: Mutex<HashMap<i64, Arc<str>>>,
+    names: Mutex<HashMap<i64, Arc<str>>>,
 }
 
 /// How many names a locker remembers for `holders()`; beyond, keys show without a name.
@@ -139,11 +140,8 @@ impl Locker {
     /// # Ok(()) }
     /// ```
     pub async fn holders(&self) -> Result<Vec<Holder>, Error> {
-        let rows = self
-            .inner
-            .pool
-            .query_rows(crate::inspect::HOLDERS_SQL)
-            .await?;
+        let turn = self.inner.pool.turn().await?;
+        let rows = turn.query_rows(crate::statement::HOLDERS).await?;
         let names = self
             .inner
             .names
@@ -199,7 +197,8 @@ impl Locker {
     /// public API.
     #[doc(hidden)]
     pub async fn __query_pooled(&self, sql: &str) -> Result<Vec<Option<String>>, Error> {
-        let messages = self.inner.pool.query(sql).await?;
+        let turn = self.inner.pool.turn().await?;
+        let messages = turn.query(sql).await?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {
@@ -207,6 +206,21 @@ impl Locker {
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// What locks and guards of this locker use.
+impl Locker {
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn queues(&self) -> &Arc<Queues> {
+        &self.inner.queues
+    }
+
+    pub(crate) fn rt(&self) -> &Handle {
+        &self.inner.rt
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::runtime;
+use crate::{runtime, Mode};
 
 /// Permits of a key's semaphore; an exclusive holder takes them all.
 const ALL_PERMITS: u32 = 1 << 30;
@@ -82,7 +82,7 @@ impl Queues {
     pub(crate) async fn enter(
         self: &Arc<Self>,
         key: i64,
-        shared: bool,
+        mode: Mode,
         wait: Wait,
         rt: &Handle,
     ) -> Option<InProcessPermit> {
@@ -91,7 +91,10 @@ impl Queues {
             queues: Arc::clone(self),
         };
         let semaphore = self.semaphore(key);
-        let permits = if shared { 1 } else { ALL_PERMITS };
+        let permits = match mode {
+            Mode::Shared => 1,
+            Mode::Exclusive => ALL_PERMITS,
+        };
         let permit = match wait {
             Wait::Never => semaphore.try_acquire_many_owned(permits).ok(),
             Wait::Until(deadline) => {
@@ -124,26 +127,26 @@ mod tests {
     fn exclusive_excludes_and_shared_share() {
         let rt = handle().unwrap();
         let queues = Arc::new(Queues::default());
-        let held = block_on(queues.enter(1, false, Wait::Never, &rt)).unwrap();
-        assert!(block_on(queues.enter(1, false, Wait::Never, &rt)).is_none());
-        assert!(block_on(queues.enter(1, true, Wait::Never, &rt)).is_none());
-        assert!(block_on(queues.enter(2, false, Wait::Never, &rt)).is_some());
+        let held = block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).unwrap();
+        assert!(block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).is_none());
+        assert!(block_on(queues.enter(1, Mode::Shared, Wait::Never, &rt)).is_none());
+        assert!(block_on(queues.enter(2, Mode::Exclusive, Wait::Never, &rt)).is_some());
         drop(held);
-        let a = block_on(queues.enter(1, true, Wait::Never, &rt)).unwrap();
-        let b = block_on(queues.enter(1, true, Wait::Never, &rt)).unwrap();
-        assert!(block_on(queues.enter(1, false, Wait::Never, &rt)).is_none());
+        let a = block_on(queues.enter(1, Mode::Shared, Wait::Never, &rt)).unwrap();
+        let b = block_on(queues.enter(1, Mode::Shared, Wait::Never, &rt)).unwrap();
+        assert!(block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).is_none());
         drop((a, b));
-        assert!(block_on(queues.enter(1, false, Wait::Never, &rt)).is_some());
+        assert!(block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).is_some());
     }
 
     #[test]
     fn waits_until_the_deadline() {
         let rt = handle().unwrap();
         let queues = Arc::new(Queues::default());
-        let _held = block_on(queues.enter(1, false, Wait::Never, &rt)).unwrap();
+        let _held = block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).unwrap();
         let started = Instant::now();
         let deadline = started + Duration::from_millis(40);
-        let waited = block_on(queues.enter(1, false, Wait::Until(deadline), &rt));
+        let waited = block_on(queues.enter(1, Mode::Exclusive, Wait::Until(deadline), &rt));
         assert!(waited.is_none());
         assert!(started.elapsed() >= Duration::from_millis(40));
     }
@@ -153,7 +156,7 @@ mod tests {
         let rt = handle().unwrap();
         let queues = Arc::new(Queues::default());
         let permits: Vec<_> = (0..100)
-            .map(|key| block_on(queues.enter(key, false, Wait::Never, &rt)).unwrap())
+            .map(|key| block_on(queues.enter(key, Mode::Exclusive, Wait::Never, &rt)).unwrap())
             .collect();
         assert_eq!(queues.len(), 100);
         drop(permits);

@@ -1,84 +1,127 @@
-//! The lock wait, the one statement pals sends as text (the instant ones are prepared per
-//! connection: see `connection`), and a way to run a statement on a shared session so that
-//! a caller who goes away mid-statement cannot leave a lock behind.
+//! Every SQL text pals sends on its own sessions, in one place. (The transaction-level
+//! locks of `xact` run on the caller's transaction, and keep their SQL there.)
+//!
+//! Instant statements (`TRY_LOCK`, `UNLOCK`) are prepared once per session (see
+//! `connection`); the rest are simple queries, sent rarely.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use crate::Mode;
 
-use tokio::runtime::Handle;
+/// Run once on a new session, in the same round trip as the prepares: who the session is
+/// (its backend pid, the server version), and the server settings that would end a
+/// session holding locks turned off for it: `idle_session_timeout` (PostgreSQL 14+) ends
+/// an idle session, `transaction_timeout` (17+) ends one whose lock wait runs long. Each is
+/// set only where the server knows it (an unknown setting is an error).
+pub(crate) const SETUP: &str = "\
+SELECT pg_backend_pid()::text, current_setting('server_version_num'), \
+  CASE WHEN current_setting('server_version_num')::int >= 140000 \
+       THEN set_config('idle_session_timeout', '0', false) END, \
+  CASE WHEN current_setting('server_version_num')::int >= 170000 \
+       THEN set_config('transaction_timeout', '0', false) END";
 
-fn mode(shared: bool) -> &'static str {
-    if shared {
-        "_shared"
-    } else {
-        ""
+/// `pg_try_advisory_lock`, by mode: whether the lock was taken.
+pub(crate) fn try_lock(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Exclusive => "SELECT pg_try_advisory_lock($1)",
+        Mode::Shared => "SELECT pg_try_advisory_lock_shared($1)",
     }
 }
 
-/// Waits for the lock, `lock_timeout_ms` at most (0: no limit), in one round trip. SET
-/// LOCAL lasts only for the implicit transaction of this multi-statement query, so the
-/// session keeps its own settings, and the session-level lock outlives that transaction.
-/// statement_timeout is lifted so that a server or role default cannot cut the wait short.
-pub(crate) fn wait_lock(key: i64, shared: bool, lock_timeout_ms: u64) -> String {
+/// `pg_advisory_unlock`, by mode: whether the session held the lock.
+pub(crate) fn unlock(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Exclusive => "SELECT pg_advisory_unlock($1)",
+        Mode::Shared => "SELECT pg_advisory_unlock_shared($1)",
+    }
+}
+
+/// Waits for the lock, `lock_timeout_ms` at most (0: no limit), in one round trip.
+///
+/// `SET LOCAL` lasts only for the implicit transaction of this multi-statement query, so
+/// the session keeps its own settings, while the session-level lock outlives that
+/// transaction. `statement_timeout` is lifted so that a server or role default cannot cut
+/// the wait short. `client_connection_check_interval` (14+) makes the server check the
+/// client's socket once a second while it waits: a waiter whose client went away and whose
+/// cancel request was lost leaves the queue within a second, instead of staying queued
+/// (blocking others behind it) until the lock is granted.
+pub(crate) fn wait_lock(key: i64, mode: Mode, lock_timeout_ms: u64, server_version: i32) -> String {
+    let check = if server_version >= 140000 {
+        "SET LOCAL client_connection_check_interval = 1000; "
+    } else {
+        ""
+    };
+    let function = match mode {
+        Mode::Exclusive => "pg_advisory_lock",
+        Mode::Shared => "pg_advisory_lock_shared",
+    };
     format!(
         "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {lock_timeout_ms}; \
-         SELECT pg_advisory_lock{}({key})",
-        mode(shared)
+         {check}SELECT {function}({key})"
     )
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// What the session holds: one row per advisory lock on a bigint key, its key and
+/// whether it is shared. (pg_locks has one row per key and mode, however many times the
+/// session took it: pals never takes a key twice on one session.) The statement timeout is
+/// lifted: a role's timeout must not keep a session from learning what it holds.
+pub(crate) const HELD: &str = "\
+SET LOCAL statement_timeout = 0; \
+SELECT ((classid::int8 << 32) | objid::int8)::text, (mode = 'ShareLock')::text \
+FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND objsubid = 1 \
+  AND granted";
 
-/// A statement that runs to completion even if the future awaiting it is dropped: the rest
-/// of it then runs on the library's runtime, and `if_abandoned` gets its result.
-///
-/// On a session shared by many locks, a statement cut off mid-way would leave the session
-/// in an unknown state that closing it cannot fix without dropping every other lock on it.
-pub(crate) struct Detached<T: Send + 'static> {
-    future: Option<BoxFuture<T>>,
-    if_abandoned: Option<Box<dyn FnOnce(T) + Send>>,
-    rt: Handle,
+/// Unlocks each of `locks` once; its one row counts the unlocks that found nothing held.
+pub(crate) fn unlock_each(locks: &[(i64, Mode)]) -> String {
+    let keys: Vec<String> = locks.iter().map(|(key, _)| key.to_string()).collect();
+    let shared: Vec<&str> = locks
+        .iter()
+        .map(|(_, mode)| if *mode == Mode::Shared { "t" } else { "f" })
+        .collect();
+    format!(
+        "SET LOCAL statement_timeout = 0; \
+         SELECT count(*) FILTER (WHERE NOT CASE WHEN s THEN pg_advisory_unlock_shared(k) \
+           ELSE pg_advisory_unlock(k) END)::text \
+         FROM unnest('{{{}}}'::int8[], '{{{}}}'::bool[]) AS t(k, s)",
+        keys.join(","),
+        shared.join(",")
+    )
 }
 
-impl<T: Send + 'static> Detached<T> {
-    pub(crate) fn new(rt: &Handle, future: impl Future<Output = T> + Send + 'static) -> Self {
-        Detached {
-            future: Some(Box::pin(future)),
-            if_abandoned: None,
-            rt: rt.clone(),
-        }
+/// Advisory locks on bigint keys (`objsubid = 1`; two-int4 keys are another key space), with
+/// their sessions. The key is rebuilt from `classid` (high 32 bits) and `objid` (low 32
+/// bits). How long a waiter has waited comes from `pg_locks.waitstart` (PostgreSQL 14+; read
+/// through `to_jsonb` so older servers fall back to the start of its statement).
+pub(crate) const HOLDERS: &str = "\
+SELECT ((l.classid::int8 << 32) | l.objid::int8) AS key, l.mode, l.granted, l.pid, \
+       coalesce(a.application_name, '') AS application_name, a.client_addr::text AS client_addr, \
+       extract(epoch FROM a.backend_start)::float8 AS backend_start, \
+       CASE WHEN l.granted THEN NULL ELSE extract(epoch FROM now() - \
+         coalesce((to_jsonb(l.*) ->> 'waitstart')::timestamptz, a.query_start))::float8 END AS waiting \
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.database = \
+      (SELECT oid FROM pg_database WHERE datname = current_database()) \
+ORDER BY l.granted DESC, key, l.pid";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_check_the_client_only_where_the_server_can() {
+        let new = wait_lock(7, Mode::Shared, 300, 150000);
+        assert!(new.contains("client_connection_check_interval"));
+        assert!(new.ends_with("SELECT pg_advisory_lock_shared(7)"));
+        let old = wait_lock(-7, Mode::Exclusive, 0, 130000);
+        assert!(!old.contains("client_connection_check_interval"));
+        assert!(old.contains("lock_timeout = 0;"));
+        assert!(old.ends_with("SELECT pg_advisory_lock(-7)"));
     }
 
-    /// What to do with the result if nobody is waiting for it any more.
-    pub(crate) fn if_abandoned(mut self, handle: impl FnOnce(T) + Send + 'static) -> Self {
-        self.if_abandoned = Some(Box::new(handle));
-        self
-    }
-}
-
-impl<T: Send + 'static> Future for Detached<T> {
-    type Output = T;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let future = self.future.as_mut().expect("polled after completion");
-        let output = std::task::ready!(future.as_mut().poll(cx));
-        self.future = None;
-        Poll::Ready(output)
-    }
-}
-
-impl<T: Send + 'static> Drop for Detached<T> {
-    fn drop(&mut self) {
-        let Some(future) = self.future.take() else {
-            return;
-        };
-        let if_abandoned = self.if_abandoned.take();
-        self.rt.spawn(async move {
-            let output = future.await;
-            if let Some(handle) = if_abandoned {
-                handle(output);
-            }
-        });
+    #[test]
+    fn unlock_each_lists_keys_and_modes_in_step() {
+        let sql = unlock_each(&[(1, Mode::Exclusive), (-2, Mode::Shared)]);
+        assert!(
+            sql.contains("unnest('{1,-2}'::int8[], '{f,t}'::bool[])"),
+            "{sql}"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! A fault-injection TCP proxy: forwards connections to a server until told to black-hole
-//! them (stop forwarding, closing nothing), as a dead network or a hung server looks.
+//! them (stop forwarding, closing nothing), as a dead network or a hung server looks, or to
+//! refuse new connections (a cancel request then never reaches the server). A connection
+//! the client closes is closed towards the server too.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -11,6 +13,7 @@ use tokio::sync::watch;
 pub struct Proxy {
     port: u16,
     blackhole: watch::Sender<bool>,
+    refuse: watch::Sender<bool>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -23,6 +26,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let blackhole = watch::Sender::new(false);
         let state = blackhole.subscribe();
+        let refuse = watch::Sender::new(false);
+        let refusing = refuse.subscribe();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let upstream = upstream.to_string();
         let thread = std::thread::spawn(move || {
@@ -34,6 +39,10 @@ impl Proxy {
                 let listener = TcpListener::from_std(listener).unwrap();
                 let accept = async {
                     while let Ok((client, _)) = listener.accept().await {
+                        if *refusing.borrow() {
+                            drop(client);
+                            continue;
+                        }
                         let Ok(server) = TcpStream::connect(&upstream).await else {
                             continue;
                         };
@@ -53,6 +62,7 @@ impl Proxy {
         Proxy {
             port,
             blackhole,
+            refuse,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -66,6 +76,11 @@ impl Proxy {
     /// From now on, nothing more is forwarded either way, and nothing is closed.
     pub fn black_hole(&self) {
         self.blackhole.send_replace(true);
+    }
+
+    /// From now on, new connections are closed at once, never forwarded; those open go on.
+    pub fn refuse_new(&self) {
+        self.refuse.send_replace(true);
     }
 }
 

@@ -78,16 +78,18 @@ async fn a_timed_out_acquire_leaves_a_session_that_holds_nothing() {
             Some(guard) => assert!(guard.release().await.unwrap()),
             None => {
                 timeouts += 1;
-                // Whether or not the grant raced the timeout this time, the session was
-                // cleared before anything else ran on it.
+                // Whether or not the grant raced the timeout this time, the session
+                // checked what it holds (and unlocked what nobody owns) before the
+                // acquire returned.
                 let last = probe_query(&format!(
                     "SELECT query FROM pg_stat_activity WHERE application_name = '{}'",
                     application_name(&app)
                 ))
                 .unwrap();
-                assert_eq!(
-                    last,
-                    vec![Some("SELECT pg_advisory_unlock_all()".to_string())]
+                let last = last[0].clone().unwrap_or_default();
+                assert!(
+                    last.contains("FROM pg_locks") || last.contains("unnest("),
+                    "round {round}: the last statement was not the check: {last}"
                 );
             }
         }

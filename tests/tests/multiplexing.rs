@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use pals_tests::{
-    application_name, eventually, locker, locker_with, probe_i64, sessions_of, unique_app,
+    application_name, eventually, locker, locker_with, probe_i64, probe_query, sessions_of,
+    unique_app,
 };
 
 /// How many advisory locks the sessions of `app` hold.
@@ -267,14 +268,29 @@ async fn a_new_session_is_never_shared_with_a_wait_before_its_opener_uses_it() {
             .acquire()
             .await
             .unwrap();
-        // The only connection carries a lock, so a wait for a busy lock has no session.
-        let carried = mine.lock("carried").try_acquire().await.unwrap().unwrap();
+        // The only connection carries a lock, so a wait for a busy lock has no session:
+        // it polls with tries on the shared one. (The carried lock is shared, so that
+        // the exclusive try in the last query shows the waiter polling.)
+        let carried = mine
+            .lock("carried")
+            .shared()
+            .try_acquire()
+            .await
+            .unwrap()
+            .unwrap();
         let waiter = {
             let lock = mine.lock("busy");
             tokio::spawn(async move { lock.acquire_timeout(Duration::from_millis(800)).await })
         };
-        tokio::time::sleep(Duration::from_millis(50)).await; // pacing into the window; the check holds either way
-                                                             // The carrier dies; a try opens a new session in the freed slot.
+        let last_query = format!(
+            "SELECT query FROM pg_stat_activity WHERE application_name = '{}'",
+            application_name(&app)
+        );
+        assert!(eventually(Duration::from_secs(2), || {
+            probe_query(&last_query).unwrap() == [Some("SELECT pg_try_advisory_lock($1)".into())]
+        }));
+        // The carrier dies while the waiter polls; a try opens a new session in the freed
+        // slot, which the waiter must not take for its wait before the try runs on it.
         probe_i64(&format!(
             "SELECT pg_terminate_backend({}, 5000)::int",
             pid_of(&app)
@@ -353,7 +369,7 @@ async fn waits_still_succeed_when_every_session_carries_locks() {
 }
 
 /// A dead session gives its slot back at once, even while guards of the locks it lost are
-/// kept (and after one of them retired it).
+/// kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_session_gives_its_slot_back() {
     let app = unique_app("dead-slot");
@@ -367,7 +383,10 @@ async fn a_dead_session_gives_its_slot_back() {
         pid_of(&app)
     ));
     assert!(eventually(Duration::from_secs(2), || !g1.is_held() && !g2.is_held()));
-    assert!(!matches!(g1.release().await, Ok(true)));
+    assert!(
+        matches!(g1.release().await, Ok(false)),
+        "a lost lock releases as Ok(false)"
+    );
     let started = Instant::now();
     let free = mine.lock("free").try_acquire().await.unwrap();
     assert!(

@@ -114,7 +114,11 @@ async fn a_lost_session_is_closed_and_the_pool_recovers() {
     // With a timeout, pg_terminate_backend waits until the backend is gone.
     probe_i64(&format!("SELECT pg_terminate_backend({pid}, 5000)::int"));
     // The lock went with the session; release says so instead of pretending.
-    assert!(guard.release().await.is_err());
+    assert!(!guard.is_held());
+    assert!(
+        !guard.release().await.unwrap(),
+        "a lost lock releases as Ok(false)"
+    );
     // The broken session was not pooled: the next lock runs on a new one.
     let again = a.lock("x").acquire().await.unwrap();
     let new_pid = probe_i64(&format!(

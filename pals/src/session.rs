@@ -1,0 +1,325 @@
+//! [`Session`]: one database session and the locks it holds, kept in step with the server.
+//!
+//! A session is shared by many held locks (thousands of locks on a few connections) and
+//! outlives any one of them, so a lock left on it by mistake stays held, for nobody, as long
+//! as the session lives. Every lock statement therefore goes through the session's books:
+//! one entry per key, made before the statement is sent and settled by its answer.
+//!
+//! **The invariant:** the advisory locks the server holds for a session are exactly the
+//! session's entries in the `Held` state, except for keys whose statement is in flight
+//! (`Taking`, `Releasing`) or whose outcome is not known yet (`Unknown`).
+//!
+//! A statement's outcome is unknown when it fails without ending the session (a cancel by
+//! `pg_cancel_backend` or `statement_timeout` can come after `pg_try_advisory_lock` has
+//! granted or `pg_advisory_unlock` has released), or when its caller goes away before the
+//! answer. Such an entry is *reconciled* (`reconcile`): the session asks the server what it
+//! holds (`pg_locks`, for its own pid) and unlocks every lock that no guard owns; callers
+//! that wait on the outcome (a failed try, a failed unlock) answer only once it is settled.
+//! If the question cannot be answered, the server lacks a lock a guard owns, or an unlock of
+//! a lock it showed held finds nothing (seen after a cancelled unlock: PostgreSQL's own
+//! books then disagree), the session is closed: the server frees whatever it holds, and the
+//! guards of its locks report them lost. No path leaves a lock held for nobody on a live
+//! session. The statements themselves, and how each books its outcome, are in `statements`.
+//!
+//! The server runs a session's statements in the order they were sent, so the answer to
+//! that question reflects exactly the statements sent before it. Every lock statement is
+//! therefore sent under the books' lock (its first poll queues it on the connection) and
+//! numbered there; an entry whose last statement was sent after the question is left for
+//! the next pass. (Their answers are *handled* in any order, by different tasks: the
+//! numbers, not the time of handling, say what the question saw.)
+//!
+//! One session holds a key at most once: PostgreSQL's session locks are re-entrant, and a
+//! session that holds a key takes it again at once, ahead of any waiter queued for it (a
+//! shared holder would starve a writer). Pickers skip a session with an entry for the key.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::connection::PgConn;
+use crate::{runtime, Error, Mode};
+
+mod reconcile;
+mod statements;
+
+pub(crate) use statements::{Hold, Ticket};
+
+/// One open database session and its books.
+pub(crate) struct Session {
+    conn: PgConn,
+    books: Mutex<Books>,
+    /// The pool's signal that a session may now suit a waiting picker.
+    changed: Arc<Notify>,
+    rt: Handle,
+    /// How long the server may take to answer an instant statement: the connect timeout.
+    answer_within: Duration,
+}
+
+#[derive(Default)]
+struct Books {
+    entries: HashMap<i64, Entry>,
+    /// Statements sent and not yet answered (or abandoned).
+    in_flight: usize,
+    /// Taken for a lock wait: nothing else may be sent until the wait ends.
+    dedicated: bool,
+    /// A reconcile task is running.
+    reconciling: bool,
+    /// Another pass is wanted: something became unknown or suspect meanwhile.
+    recheck: bool,
+    /// How many lock statements (and questions) have been sent: their numbers.
+    sent: u64,
+    /// The number of the `pg_locks` question in flight, if one is.
+    question: Option<u64>,
+    /// Keys whose entries went away after the question in flight was sent: the answer
+    /// may show them held, and that is no news.
+    gone_since_question: Vec<i64>,
+}
+
+struct Entry {
+    mode: Mode,
+    state: State,
+    name: Arc<str>,
+    since: Instant,
+    /// The number of the last statement sent for this key; 0: none yet.
+    last_sent: u64,
+    /// A caller waiting for this unknown entry to be settled.
+    settled: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The lock statement is in flight.
+    Taking,
+    /// The server holds the lock for a guard.
+    Held,
+    /// The unlock is in flight.
+    Releasing,
+    /// The outcome of its last statement is unknown, or nobody owns the lock any more.
+    Unknown,
+}
+
+/// A failed statement: the error, and whether trying again (elsewhere) may succeed.
+pub(crate) struct Failure {
+    pub(crate) error: Error,
+    pub(crate) retryable: bool,
+}
+
+impl Failure {
+    pub(crate) fn fatal(error: Error) -> Failure {
+        Failure {
+            error,
+            retryable: false,
+        }
+    }
+}
+
+impl Session {
+    /// A session on `conn`, watched: its held locks are logged as lost when it ends, and
+    /// pinged every `heartbeat` while it holds any. Call on the library's runtime.
+    pub(crate) fn start(
+        conn: PgConn,
+        changed: Arc<Notify>,
+        answer_within: Duration,
+        heartbeat: Option<Duration>,
+    ) -> Arc<Session> {
+        let session = Arc::new(Session {
+            conn,
+            books: Mutex::default(),
+            changed,
+            rt: Handle::current(),
+            answer_within,
+        });
+        let weak = Arc::downgrade(&session);
+        tokio::spawn(watch_death(weak.clone(), session.conn.watch().subscribe()));
+        if let Some(interval) = heartbeat {
+            let holding = move || weak.upgrade().map(|session| session.holds_any());
+            tokio::spawn(session.conn.heartbeat(interval, holding));
+        }
+        session
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Reads `true` once the session is over (and every lock it held is gone).
+    pub(crate) fn dead(&self) -> watch::Receiver<bool> {
+        self.conn.watch().subscribe()
+    }
+
+    /// Closes the session: the server frees what it holds; its guards see their locks lost.
+    pub(crate) fn close(&self, why: &str) {
+        tracing::debug!(pid = self.conn.pid, why, "pals: closing a session");
+        self.conn.close(why);
+    }
+
+    fn holds_any(&self) -> bool {
+        self.books()
+            .entries
+            .values()
+            .any(|e| e.state == State::Held)
+    }
+
+    /// For an instant statement on `key`: statements in flight, or `None` if this session
+    /// must not take `key` now (it has an entry for it, waits for a lock, or is dead).
+    pub(crate) fn load_for(&self, key: i64) -> Option<usize> {
+        let books = self.books();
+        (!books.dedicated && !books.entries.contains_key(&key) && !self.is_dead())
+            .then_some(books.in_flight)
+    }
+
+    /// For a query that takes no lock: statements in flight, or `None` if it must wait.
+    pub(crate) fn load(&self) -> Option<usize> {
+        let books = self.books();
+        (!books.dedicated && !self.is_dead()).then_some(books.in_flight)
+    }
+
+    /// Free for a lock wait: no locks, nothing in flight, nothing to settle.
+    pub(crate) fn is_idle(&self) -> bool {
+        let books = self.books();
+        books.entries.is_empty()
+            && books.in_flight == 0
+            && !books.dedicated
+            && !books.reconciling
+            && !self.is_dead()
+    }
+
+    /// A turn for queries that take no lock, counted in flight from now on (so that no
+    /// picker takes the session for a wait meanwhile).
+    pub(crate) fn turn(self: &Arc<Self>) -> Turn {
+        self.books().in_flight += 1;
+        Turn(Arc::clone(self))
+    }
+
+    /// Ends a statement's count in flight; wakes pickers if the session fell idle.
+    fn end_flight(&self, books: &mut Books) {
+        books.in_flight -= 1;
+        if books.in_flight == 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Sends `statement` now, under the books' lock (its first poll queues it on the
+    /// connection), and numbers it for `key` (`None`: the question). Returns its number,
+    /// and its answer if that poll already had one (a closed connection).
+    fn send<F: Future + ?Sized>(
+        books: &mut Books,
+        key: Option<i64>,
+        statement: Pin<&mut F>,
+    ) -> (u64, Poll<F::Output>) {
+        let first = runtime::poll_once(statement);
+        books.sent += 1;
+        let number = books.sent;
+        if let Some(entry) = key.and_then(|key| books.entries.get_mut(&key)) {
+            entry.last_sent = number;
+        }
+        (number, first)
+    }
+
+    /// Removes `key`'s entry: its lock is known not to be held.
+    fn forget(&self, books: &mut Books, key: i64) {
+        if let Some(entry) = books.entries.remove(&key) {
+            if books
+                .question
+                .is_some_and(|question| entry.last_sent > question)
+            {
+                books.gone_since_question.push(key);
+            }
+            if let Some(settled) = entry.settled {
+                let _ = settled.send(());
+            }
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Marks `key`'s outcome unknown and makes sure a reconcile settles it.
+    fn mark_unknown(self: &Arc<Self>, books: &mut Books, key: i64) {
+        if let Some(entry) = books.entries.get_mut(&key) {
+            entry.state = State::Unknown;
+        }
+        self.want_reconcile(books);
+    }
+
+    /// Marks `key`'s outcome unknown; the receiver hears when the reconcile has settled it
+    /// (and errs if the session closed instead).
+    fn settle_later(self: &Arc<Self>, books: &mut Books, key: i64) -> oneshot::Receiver<()> {
+        let (tell, settled) = oneshot::channel();
+        if let Some(entry) = books.entries.get_mut(&key) {
+            entry.settled = Some(tell);
+        }
+        self.mark_unknown(books, key);
+        settled
+    }
+
+    /// Makes sure a pass of the reconcile starts after now.
+    fn want_reconcile(self: &Arc<Self>, books: &mut Books) {
+        books.recheck = true;
+        if !books.reconciling {
+            books.reconciling = true;
+            self.rt.spawn(Arc::clone(self).reconcile());
+        }
+    }
+
+    /// Awaits a statement of this session for at most the connect timeout; `None` if the
+    /// server does not answer in time.
+    async fn answer<T>(&self, statement: impl std::future::Future<Output = T>) -> Option<T> {
+        runtime::within(&self.rt, self.answer_within, statement).await
+    }
+}
+
+/// Queries that take no lock, on a session, counted in flight while this lives.
+pub(crate) struct Turn(Arc<Session>);
+
+impl Turn {
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, Error> {
+        let client = self.0.conn.client();
+        client.simple_query(sql).await.map_err(Error::Database)
+    }
+
+    pub(crate) async fn query_rows(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, Error> {
+        let client = self.0.conn.client();
+        client.query(sql, &[]).await.map_err(Error::Database)
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut books = self.0.books();
+        self.0.end_flight(&mut books);
+    }
+}
+
+/// Logs the locks a session held when it ended, and settles what waits on it.
+async fn watch_death(session: Weak<Session>, mut dead: watch::Receiver<bool>) {
+    let _ = dead.wait_for(|dead| *dead).await;
+    let Some(session) = session.upgrade() else {
+        return;
+    };
+    let entries = std::mem::take(&mut session.books().entries);
+    for (key, lost) in entries {
+        if lost.state == State::Held {
+            tracing::error!(
+                lock = %lost.name,
+                key,
+                held = ?lost.since.elapsed(),
+                pid = session.conn.pid,
+                why = session.conn.watch().why(),
+                "pals: lock lost: its database session ended while the lock was held"
+            );
+        }
+    }
+    session.changed.notify_waiters();
+}

@@ -1,0 +1,315 @@
+//! The lock statements of a session: [`Ticket`] (a reserved lock statement) and [`Hold`]
+//! (a held lock and its unlock), each booking its outcome, known or not.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::{Entry, Failure, Session, State};
+use crate::connection::{ends_session, is_cancel, is_lock_timeout, PgError};
+use crate::{runtime, Error, Mode};
+
+/// A reserved lock statement on one session. Dropped before it is sent, it gives its entry
+/// back; dropped after (the caller went away), the outcome is unknown and reconciled, or,
+/// for a wait, the session is cancelled and closed.
+pub(crate) struct Ticket {
+    session: Arc<Session>,
+    key: i64,
+    mode: Mode,
+    dedicated: bool,
+    phase: Phase,
+}
+
+#[derive(PartialEq, Eq)]
+enum Phase {
+    Reserved,
+    Sent,
+    Done,
+}
+
+impl Session {
+    /// Reserves this session for a lock statement on `key`: the entry exists (`Taking`)
+    /// before anything is sent. `dedicated`: for a wait, which nothing else may share.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        key: i64,
+        mode: Mode,
+        name: &Arc<str>,
+        dedicated: bool,
+    ) -> Ticket {
+        let mut books = self.books();
+        let entry = Entry {
+            mode,
+            state: State::Taking,
+            name: Arc::clone(name),
+            since: Instant::now(),
+            last_sent: 0,
+            settled: None,
+        };
+        let previous = books.entries.insert(key, entry);
+        debug_assert!(previous.is_none(), "one entry per key per session");
+        books.in_flight += 1;
+        books.dedicated |= dedicated;
+        Ticket {
+            session: Arc::clone(self),
+            key,
+            mode,
+            dedicated,
+            phase: Phase::Reserved,
+        }
+    }
+}
+
+impl Ticket {
+    /// `pg_try_advisory_lock`: `Ok(Some)` taken, `Ok(None)` busy.
+    pub(crate) async fn try_lock(mut self) -> Result<Option<Hold>, Failure> {
+        let session = Arc::clone(&self.session);
+        let statement = session.conn.try_lock(self.key, self.mode);
+        let mut statement = pin!(statement);
+        let answer = match self.send(statement.as_mut()) {
+            Poll::Ready(answer) => Some(answer),
+            Poll::Pending => runtime::within(&session.rt, session.answer_within, statement).await,
+        };
+        self.settle(answer.map(|taken| taken.map(|taken| taken.then_some(()))))
+            .await
+    }
+
+    /// Waits for the lock, `lock_timeout_ms` at most (0: no limit); the server must answer
+    /// by `answer_by` (`None`: no limit), or the session is closed.
+    pub(crate) async fn wait_lock(
+        mut self,
+        lock_timeout_ms: u64,
+        answer_by: Option<Instant>,
+    ) -> Result<Option<Hold>, Failure> {
+        let session = Arc::clone(&self.session);
+        let statement = session.conn.wait_lock(self.key, self.mode, lock_timeout_ms);
+        let mut statement = pin!(statement);
+        let answer = match (self.send(statement.as_mut()), answer_by) {
+            (Poll::Ready(answer), _) => Some(answer),
+            (Poll::Pending, None) => Some(statement.await),
+            (Poll::Pending, Some(by)) => runtime::until(&session.rt, by, statement).await,
+        };
+        self.settle(answer.map(|waited| waited.map(Some))).await
+    }
+
+    /// Sends the statement (see [`Session::send`]); from now on its outcome is the server's.
+    fn send<F: Future + ?Sized>(&mut self, statement: Pin<&mut F>) -> Poll<F::Output> {
+        let mut books = self.session.books();
+        self.phase = Phase::Sent;
+        Session::send(&mut books, Some(self.key), statement).1
+    }
+
+    /// Books the answer: `Some(Ok(Some(())))` taken, `Some(Ok(None))` busy, `None` no answer.
+    async fn settle(
+        mut self,
+        answer: Option<Result<Option<()>, PgError>>,
+    ) -> Result<Option<Hold>, Failure> {
+        self.phase = Phase::Done;
+        let session = Arc::clone(&self.session);
+        let key = self.key;
+        let Some(answer) = answer else {
+            session.close("the lock statement went unanswered");
+            let error = Error::no_answer("the lock statement", session.answer_within);
+            return Err(Failure::fatal(error));
+        };
+        let unknown = {
+            let mut books = session.books();
+            if self.dedicated {
+                books.dedicated = false;
+            }
+            session.end_flight(&mut books);
+            match answer {
+                Ok(Some(())) => {
+                    if let Some(entry) = books.entries.get_mut(&key) {
+                        entry.state = State::Held;
+                        entry.since = Instant::now();
+                    }
+                    let mode = self.mode;
+                    drop(books);
+                    let owned = true;
+                    return Ok(Some(Hold {
+                        session,
+                        key,
+                        mode,
+                        owned,
+                    }));
+                }
+                Ok(None) => {
+                    session.forget(&mut books, key);
+                    return Ok(None);
+                }
+                Err(error) if ends_session(&error) => {
+                    drop(books);
+                    session.close(&format!("the lock statement failed: {error}"));
+                    let error = Error::Database(error);
+                    return Err(Failure {
+                        error,
+                        retryable: true,
+                    });
+                }
+                // The lock may have been granted before the error: reconcile.
+                Err(error) => (session.settle_later(&mut books, key), error),
+            }
+        };
+        // Answer once it is settled: the caller never returns while the session holds
+        // the lock for nobody.
+        let (settled, error) = unknown;
+        let _ = settled.await;
+        if is_lock_timeout(&error) {
+            return Ok(None);
+        }
+        Err(Failure {
+            retryable: is_cancel(&error),
+            error: Error::Database(error),
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let session = &self.session;
+        match self.phase {
+            Phase::Done => {}
+            Phase::Reserved => {
+                let mut books = session.books();
+                if self.dedicated {
+                    books.dedicated = false;
+                }
+                session.forget(&mut books, self.key);
+                session.end_flight(&mut books);
+            }
+            Phase::Sent if self.dedicated => {
+                // The server does not notice a vanished client while it waits for a lock
+                // (before PostgreSQL 14's client checks): cancel the wait, and close, which
+                // frees a lock granted meanwhile. The session held nothing else.
+                session.close("a lock wait was abandoned");
+                let session = Arc::clone(session);
+                let limit = session.answer_within;
+                session.rt.clone().spawn(async move {
+                    let _ = tokio::time::timeout(limit, session.conn.cancel()).await;
+                });
+            }
+            Phase::Sent => {
+                let mut books = session.books();
+                session.end_flight(&mut books);
+                session.mark_unknown(&mut books, self.key);
+            }
+        }
+    }
+}
+
+/// A lock the server holds on a session, for a guard. Dropped without a release, nobody
+/// owns the lock any more: the reconcile unlocks it.
+pub(crate) struct Hold {
+    session: Arc<Session>,
+    key: i64,
+    mode: Mode,
+    owned: bool,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        let mut books = self.session.books();
+        if books
+            .entries
+            .get(&self.key)
+            .is_some_and(|e| e.state == State::Held)
+        {
+            self.session.mark_unknown(&mut books, self.key);
+        }
+    }
+}
+
+impl Hold {
+    /// Reads `true` once the lock is lost with its session.
+    pub(crate) fn dead(&self) -> watch::Receiver<bool> {
+        self.session.dead()
+    }
+
+    /// Unlocks. `Ok(true)`: released; `Ok(false)`: it was no longer held (its session
+    /// ended); `Err`: the server did not confirm, and the session was closed, which frees
+    /// the lock. Dropped mid-way, the unlock's outcome is reconciled.
+    pub(crate) async fn release(mut self) -> Result<bool, Error> {
+        self.owned = false;
+        let (session, key, mode) = (Arc::clone(&self.session), self.key, self.mode);
+        let statement = session.conn.unlock(key, mode);
+        let mut statement = pin!(statement);
+        let mut releasing = Releasing {
+            session: Arc::clone(&session),
+            key,
+            done: true,
+        };
+        let first = {
+            let mut books = session.books();
+            let entry = books.entries.get_mut(&key).filter(|_| !session.is_dead());
+            match entry {
+                Some(entry) if entry.state == State::Held => entry.state = State::Releasing,
+                _ => return Ok(false),
+            }
+            books.in_flight += 1;
+            releasing.done = false;
+            Session::send(&mut books, Some(key), statement.as_mut()).1
+        };
+        let answer = match first {
+            Poll::Ready(answer) => Some(answer),
+            Poll::Pending => runtime::within(&session.rt, session.answer_within, statement).await,
+        };
+        releasing.done = true;
+        let Some(answer) = answer else {
+            session.close("the unlock went unanswered");
+            return Err(Error::no_answer("the unlock", session.answer_within));
+        };
+        let settled = {
+            let mut books = session.books();
+            session.end_flight(&mut books);
+            match answer {
+                Ok(true) => {
+                    session.forget(&mut books, key);
+                    return Ok(true);
+                }
+                Ok(false) => {
+                    // The server did not hold what the books said: check the rest.
+                    session.forget(&mut books, key);
+                    session.want_reconcile(&mut books);
+                    return Ok(false);
+                }
+                Err(error) if ends_session(&error) => {
+                    drop(books);
+                    session.close(&format!("the unlock failed: {error}"));
+                    return Ok(false);
+                }
+                Err(error) => (session.settle_later(&mut books, key), error),
+            }
+        };
+        // The unlock may or may not have run: released once the reconcile settles it.
+        let (settled, error) = settled;
+        match settled.await {
+            Ok(()) => Ok(true),
+            Err(_) => Err(Error::Database(error)),
+        }
+    }
+}
+
+/// An unlock in flight: dropped before its answer, the outcome is reconciled.
+struct Releasing {
+    session: Arc<Session>,
+    key: i64,
+    done: bool,
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut books = self.session.books();
+            self.session.end_flight(&mut books);
+            self.session.mark_unknown(&mut books, self.key);
+        }
+    }
+}
