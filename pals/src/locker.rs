@@ -296,6 +296,11 @@ impl LockerBuilder {
     /// it waits. Instant attempts leave the last connection to waits; when every
     /// connection carries locks, a wait tries again on a shared one (backing off to 50 ms)
     /// until one frees or its timeout ends.
+    ///
+    /// A connection holds a given lock once at most (PostgreSQL would grant it again at
+    /// once, ahead of other processes queued for it): shared holders of one lock in one
+    /// process need a connection each, so at most `size` of them hold it at the same time;
+    /// the others wait for a connection, within their timeout.
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
         self

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio_postgres::{SimpleQueryMessage, Transaction};
 
 use crate::key::{full_name, key_of_full_name};
-use crate::Error;
+use crate::{Error, Mode};
 
 /// Takes the exclusive lock `"{app}.{name}"` for the rest of `tx`, waiting up to `timeout`
 /// (`Duration::MAX`: forever); a busy lock is `Err(Error::Timeout)`, and `tx` stays usable.
@@ -32,7 +32,7 @@ pub async fn acquire(
     name: &str,
     timeout: Duration,
 ) -> Result<(), Error> {
-    lock(tx, &full_name(app, name), false, timeout).await
+    lock(tx, &full_name(app, name), Mode::Exclusive, timeout).await
 }
 
 /// [`acquire`] in shared (reader) mode.
@@ -42,13 +42,13 @@ pub async fn acquire_shared(
     name: &str,
     timeout: Duration,
 ) -> Result<(), Error> {
-    lock(tx, &full_name(app, name), true, timeout).await
+    lock(tx, &full_name(app, name), Mode::Shared, timeout).await
 }
 
 /// Takes the exclusive lock `"{app}.{name}"` for the rest of `tx` if it is free now:
 /// `Ok(false)` if it is busy. One round trip.
 pub async fn try_acquire(tx: &Transaction<'_>, app: &str, name: &str) -> Result<bool, Error> {
-    try_lock(tx, key_of_full_name(&full_name(app, name)), false).await
+    try_lock(tx, key_of_full_name(&full_name(app, name)), Mode::Exclusive).await
 }
 
 /// [`try_acquire`] in shared (reader) mode.
@@ -57,11 +57,14 @@ pub async fn try_acquire_shared(
     app: &str,
     name: &str,
 ) -> Result<bool, Error> {
-    try_lock(tx, key_of_full_name(&full_name(app, name)), true).await
+    try_lock(tx, key_of_full_name(&full_name(app, name)), Mode::Shared).await
 }
 
-async fn try_lock(tx: &Transaction<'_>, key: i64, shared: bool) -> Result<bool, Error> {
-    let mode = if shared { "_shared" } else { "" };
+async fn try_lock(tx: &Transaction<'_>, key: i64, mode: Mode) -> Result<bool, Error> {
+    let mode = match mode {
+        Mode::Exclusive => "",
+        Mode::Shared => "_shared",
+    };
     let row = tx
         .query_one(
             &format!("SELECT pg_try_advisory_xact_lock{mode}($1)"),
@@ -75,21 +78,20 @@ async fn try_lock(tx: &Transaction<'_>, key: i64, shared: bool) -> Result<bool, 
 async fn lock(
     tx: &Transaction<'_>,
     name: &str,
-    shared: bool,
+    mode: Mode,
     timeout: Duration,
 ) -> Result<(), Error> {
     let key = key_of_full_name(name);
     if timeout.is_zero() {
-        return if try_lock(tx, key, shared).await? {
+        return if try_lock(tx, key, mode).await? {
             Ok(())
         } else {
             Err(Error::Timeout { name: name.into() })
         };
     }
-    let (function, mode) = if shared {
-        ("pg_advisory_xact_lock_shared", "ShareLock")
-    } else {
-        ("pg_advisory_xact_lock", "ExclusiveLock")
+    let (function, mode) = match mode {
+        Mode::Shared => ("pg_advisory_xact_lock_shared", "ShareLock"),
+        Mode::Exclusive => ("pg_advisory_xact_lock", "ExclusiveLock"),
     };
     let millis = if timeout.as_millis() > i32::MAX as u128 {
         0

@@ -75,3 +75,29 @@ async fn holders_lists_holders_waiters_and_names() {
     drop(exclusive);
     assert!(waiter.await.unwrap().unwrap().is_some());
 }
+
+/// `holders()` never runs behind a lock wait: a session waiting for a lock answers nothing
+/// else until the wait ends, so the question goes to another session (a new one if need be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_answers_while_the_locker_waits_for_a_lock() {
+    let app = unique_app("inspect-wait");
+    let mine = pals_tests::locker_with(&app, |b| b.pool_size(2));
+    let other = locker(&unique_app("inspect-wait-other"));
+    let key = pals::key(&app, "busy");
+    let busy = other.lock_key(key).acquire().await.unwrap();
+    let waiter = {
+        let lock = mine.lock("busy");
+        tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(30)).await })
+    };
+    // The waiter's session is the locker's only one, and it waits in the server.
+    assert!(eventually(Duration::from_secs(5), || {
+        pals_tests::holders_of(&app, key, false) == 1
+    }));
+    let holders = tokio::time::timeout(Duration::from_secs(5), mine.holders())
+        .await
+        .expect("holders() queued behind the lock wait")
+        .unwrap();
+    assert!(holders.iter().any(|h| h.key == key && !h.granted));
+    assert!(busy.release().await.unwrap());
+    assert!(waiter.await.unwrap().unwrap().is_some());
+}
