@@ -34,6 +34,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+#[cfg(test)]
+use std::pin::pin;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
@@ -228,13 +230,7 @@ impl Session {
 
     /// Removes `key`'s entry: its lock is known not to be held.
     fn forget(&self, books: &mut Books, key: i64) {
-        if let Some(entry) = books.entries.remove(&key) {
-            if books
-                .question
-                .is_some_and(|question| entry.last_sent > question)
-            {
-                books.gone_since_question.push(key);
-            }
+        if let Some(entry) = books.remove(key) {
             if let Some(settled) = entry.settled {
                 let _ = settled.send(());
             }
@@ -274,6 +270,21 @@ impl Session {
     /// server does not answer in time.
     async fn answer<T>(&self, statement: impl std::future::Future<Output = T>) -> Option<T> {
         runtime::within(&self.rt, self.answer_within, statement).await
+    }
+}
+
+impl Books {
+    /// Removes `key`'s entry, noting the key if the question in flight may still show it
+    /// held (its last statement was sent after the question).
+    fn remove(&mut self, key: i64) -> Option<Entry> {
+        let entry = self.entries.remove(&key)?;
+        if self
+            .question
+            .is_some_and(|question| entry.last_sent > question)
+        {
+            self.gone_since_question.push(key);
+        }
+        Some(entry)
     }
 }
 
@@ -322,4 +333,48 @@ async fn watch_death(session: Weak<Session>, mut dead: watch::Receiver<bool>) {
         }
     }
     session.changed.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taking(key: i64) -> (i64, Entry) {
+        let entry = Entry {
+            mode: Mode::Exclusive,
+            state: State::Taking,
+            name: Arc::from("app.name"),
+            since: Instant::now(),
+            last_sent: 0,
+            settled: None,
+        };
+        (key, entry)
+    }
+
+    #[test]
+    fn statements_are_numbered_in_the_order_they_are_sent() {
+        let mut books = Books::default();
+        books.entries.extend([taking(1), taking(2)]);
+        let (first, answer) = Session::send(&mut books, Some(1), pin!(std::future::ready(7)));
+        assert_eq!(answer, Poll::Ready(7), "sent by the first poll");
+        let (question, _) = Session::send(&mut books, None, pin!(std::future::ready(())));
+        let (third, _) = Session::send(&mut books, Some(2), pin!(std::future::ready(())));
+        assert!(first < question && question < third);
+        assert_eq!(books.entries[&1].last_sent, first);
+        assert_eq!(books.entries[&2].last_sent, third);
+    }
+
+    #[test]
+    fn an_entry_removed_after_the_question_is_noted() {
+        let mut books = Books::default();
+        books.entries.extend([taking(1), taking(2)]);
+        let _ = Session::send(&mut books, Some(1), pin!(std::future::ready(())));
+        let (question, _) = Session::send(&mut books, None, pin!(std::future::ready(())));
+        books.question = Some(question);
+        let _ = Session::send(&mut books, Some(2), pin!(std::future::ready(())));
+        assert!(books.remove(1).is_some());
+        assert!(books.remove(2).is_some());
+        assert_eq!(books.gone_since_question, [2]);
+        assert!(books.remove(2).is_none());
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use super::{Entry, Session, State};
+use super::{Books, Entry, Session, State};
 use crate::connection::is_cancel;
 use crate::Mode;
 
@@ -96,12 +96,43 @@ impl Session {
     /// lacks a lock a guard owns.
     fn compare(&self, held: &[(i64, Mode)]) -> Result<Vec<(i64, Mode)>, String> {
         let mut books = self.books();
-        let question = books.question.take().unwrap_or(0);
-        let gone_since = std::mem::take(&mut books.gone_since_question);
+        let read = books.read_answer(held)?;
+        for &(key, _) in &read.untracked {
+            tracing::warn!(
+                key,
+                pid = self.conn.pid,
+                "pals: a session held a lock it had no entry for; unlocking it"
+            );
+        }
+        for key in read.gone {
+            self.forget(&mut books, key);
+        }
+        Ok(read.unowned)
+    }
+}
+
+/// What the answer to a `pg_locks` question says about the books.
+#[derive(Debug, Default, PartialEq)]
+struct Read {
+    /// Held by the server for nobody: unknown entries it holds, and the untracked.
+    unowned: Vec<(i64, Mode)>,
+    /// Held by the server with no entry at all (also in `unowned`).
+    untracked: Vec<(i64, Mode)>,
+    /// Unknown entries the server does not hold: settled, not held.
+    gone: Vec<i64>,
+}
+
+impl Books {
+    /// Reads the answer `held` to the question in flight. Only entries whose last
+    /// statement was sent before the question are judged: the answer shows those exactly.
+    /// Untracked keys the server holds get an unknown entry here, so that no picker takes
+    /// them until they are unlocked. `Err`: a held entry the server lacks.
+    fn read_answer(&mut self, held: &[(i64, Mode)]) -> Result<Read, String> {
+        let question = self.question.take().unwrap_or(0);
+        let gone_since = std::mem::take(&mut self.gone_since_question);
         let on_server = |key: i64| held.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
-        let mut unowned = Vec::new();
-        let mut gone = Vec::new();
-        for (&key, entry) in &books.entries {
+        let mut read = Read::default();
+        for (&key, entry) in &self.entries {
             if entry.last_sent > question {
                 continue; // sent after the question: the answer does not show it
             }
@@ -113,20 +144,15 @@ impl Session {
                     ));
                 }
                 State::Unknown => match on_server(key) {
-                    Some(mode) => unowned.push((key, mode)),
-                    None => gone.push(key),
+                    Some(mode) => read.unowned.push((key, mode)),
+                    None => read.gone.push(key),
                 },
                 // In flight when asked (or never sent): settled by its own answer.
                 State::Held | State::Taking | State::Releasing => {}
             }
         }
         for &(key, mode) in held {
-            if !books.entries.contains_key(&key) && !gone_since.contains(&key) {
-                tracing::warn!(
-                    key,
-                    pid = self.conn.pid,
-                    "pals: a session held a lock it had no entry for; unlocking it"
-                );
+            if !self.entries.contains_key(&key) && !gone_since.contains(&key) {
                 let entry = Entry {
                     mode,
                     state: State::Unknown,
@@ -135,14 +161,12 @@ impl Session {
                     last_sent: question,
                     settled: None,
                 };
-                books.entries.insert(key, entry);
-                unowned.push((key, mode));
+                self.entries.insert(key, entry);
+                read.unowned.push((key, mode));
+                read.untracked.push((key, mode));
             }
         }
-        for key in gone {
-            self.forget(&mut books, key);
-        }
-        Ok(unowned)
+        Ok(read)
     }
 }
 
@@ -170,5 +194,84 @@ impl Cancels {
         tokio::time::sleep_until(resume.into()).await;
         self.pause = (self.pause * 2).min(RECONCILE_BACKOFF);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Books with these entries (key, state, number of its last statement), after
+    /// `sent` statements, the last of them the question.
+    fn books(entries: &[(i64, State, u64)], sent: u64) -> Books {
+        let mut books = Books {
+            sent,
+            question: Some(sent),
+            ..Books::default()
+        };
+        for &(key, state, last_sent) in entries {
+            let entry = Entry {
+                mode: Mode::Exclusive,
+                state,
+                name: Arc::from(format!("app.{key}")),
+                since: Instant::now(),
+                last_sent,
+                settled: None,
+            };
+            books.entries.insert(key, entry);
+        }
+        books
+    }
+
+    const X: Mode = Mode::Exclusive;
+
+    #[test]
+    fn unknown_entries_are_settled_by_the_answer() {
+        let mut books = books(&[(1, State::Unknown, 3), (2, State::Unknown, 4)], 5);
+        let read = books.read_answer(&[(1, X)]).unwrap();
+        assert_eq!(read.unowned, [(1, X)]);
+        assert_eq!(read.gone, [2]);
+        assert!(read.untracked.is_empty());
+        assert_eq!(books.question, None);
+    }
+
+    #[test]
+    fn statements_sent_after_the_question_are_not_judged_by_it() {
+        // 1 was taken after the question (the answer could not show it); 2 was released
+        // after it (the answer still shows it); 3 became unknown after it.
+        let mut books = books(
+            &[
+                (1, State::Held, 6),
+                (2, State::Releasing, 7),
+                (3, State::Unknown, 8),
+            ],
+            5,
+        );
+        let read = books.read_answer(&[(2, X), (3, X)]).unwrap();
+        assert_eq!(read, Read::default());
+    }
+
+    #[test]
+    fn a_held_entry_the_server_lacks_is_an_error() {
+        let mut books = books(&[(1, State::Held, 2)], 5);
+        assert!(books.read_answer(&[]).unwrap_err().contains("app.1"));
+        let mut books = self::books(&[(1, State::Held, 2)], 5);
+        let shared = [(1, Mode::Shared)];
+        assert!(
+            books.read_answer(&shared).is_err(),
+            "held in the other mode"
+        );
+    }
+
+    #[test]
+    fn untracked_locks_are_unowned_unless_their_entry_went_after_the_question() {
+        let mut books = books(&[(1, State::Taking, 0)], 5);
+        books.gone_since_question = vec![3];
+        let read = books.read_answer(&[(1, X), (2, X), (3, X)]).unwrap();
+        assert_eq!(read.untracked, [(2, X)]);
+        assert_eq!(read.unowned, [(2, X)]);
+        // No picker may take it until it is unlocked.
+        assert_eq!(books.entries[&2].state, State::Unknown);
+        assert!(books.gone_since_question.is_empty());
     }
 }
