@@ -47,6 +47,8 @@ struct Shared {
 struct Slots {
     /// Connections open, opening or closing.
     open: usize,
+    /// Connections being opened (not in `sessions` yet).
+    opening: usize,
     sessions: Vec<Arc<Session>>,
     /// Where the next search starts, to spread the load.
     next: usize,
@@ -132,7 +134,10 @@ impl Pool {
             if let Some(index) = slots.rotating(|i, _| loads[i] == Some(0)) {
                 return Pick::Ready(index);
             }
-            let eligible = loads.iter().any(Option::is_some);
+            // The last slot is for waits, unless no session could take this statement at
+            // all (none is open, or every one waits or has an entry for the key) and none
+            // is on its way.
+            let eligible = loads.iter().any(Option::is_some) || slots.opening > 0;
             if slots.open < size.saturating_sub(1) || !eligible && slots.open < size {
                 return Pick::Open;
             }
@@ -195,6 +200,7 @@ impl Pool {
                     Pick::Ready(index) => return Ok(Some(take(&slots.sessions[index]))),
                     Pick::Open => {
                         slots.open += 1;
+                        slots.opening += 1;
                         true
                     }
                     Pick::Wait => false,
@@ -236,11 +242,14 @@ impl Pool {
                         Session::start(conn, changed, settings.connect_timeout, settings.heartbeat);
                     tokio::spawn(free_slot_when_dead(Arc::downgrade(&pool), session.dead()));
                     let mut slots = pool.slots();
+                    slots.opening -= 1;
                     slots.sessions.push(Arc::clone(&session));
                     Ok(take(&session))
                 }
                 Err(error) => {
-                    pool.slots().open -= 1;
+                    let mut slots = pool.slots();
+                    slots.open -= 1;
+                    slots.opening -= 1;
                     Err(error)
                 }
             };

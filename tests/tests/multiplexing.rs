@@ -47,6 +47,28 @@ async fn a_thousand_locks_share_a_few_sessions() {
     assert_eq!(locks_held_by(&app), 0);
 }
 
+/// Instant takes that all arrive at once, on a fresh locker, still leave the last
+/// connection of the pool to waits: sessions being opened count as sessions to come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_instant_takes_leave_the_last_connection_to_waits() {
+    let app = unique_app("last-slot");
+    let mine = locker_with(&app, |b| b.pool_size(4));
+    let takes: Vec<_> = (0..64)
+        .map(|n| {
+            let lock = mine.lock(&format!("k{n}"));
+            tokio::spawn(async move { lock.try_acquire().await })
+        })
+        .collect();
+    let mut guards = Vec::new();
+    for take in takes {
+        guards.push(take.await.unwrap().unwrap().expect("free"));
+    }
+    assert!(sessions_of(&app) <= 3, "{} sessions", sessions_of(&app));
+    for guard in guards {
+        assert!(guard.release().await.unwrap());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_never_sits_on_a_session_that_carries_other_locks() {
     let app = unique_app("dedicated");
