@@ -80,8 +80,7 @@ impl Session {
                 }
             }
             let mut books = self.books();
-            let unknown = books.entries.values().any(|e| e.state == State::Unknown);
-            if !books.recheck && !unknown {
+            if books.settled() {
                 books.reconciling = false;
                 drop(books);
                 self.changed.notify_waiters();
@@ -123,6 +122,12 @@ struct Read {
 }
 
 impl Books {
+    /// True when a reconcile may stop: no entry is unknown, and no pass was asked for
+    /// since the last question was sent.
+    fn settled(&self) -> bool {
+        !self.recheck && !self.entries.values().any(|e| e.state == State::Unknown)
+    }
+
     /// Reads the answer `held` to the question in flight. Only entries whose last
     /// statement was sent before the question are judged: the answer shows those exactly.
     /// Untracked keys the server holds get an unknown entry here, so that no picker takes
@@ -224,6 +229,15 @@ mod tests {
     }
 
     const X: Mode = Mode::Exclusive;
+
+    #[test]
+    fn a_reconcile_goes_on_while_anything_is_unknown_or_asked_for() {
+        assert!(books(&[(1, State::Held, 1), (2, State::Taking, 0)], 5).settled());
+        assert!(!books(&[(1, State::Held, 1), (2, State::Unknown, 6)], 5).settled());
+        let mut asked = books(&[(1, State::Held, 1)], 5);
+        asked.recheck = true;
+        assert!(!asked.settled());
+    }
 
     #[test]
     fn unknown_entries_are_settled_by_the_answer() {
