@@ -231,6 +231,30 @@ mod tests {
     const X: Mode = Mode::Exclusive;
 
     #[test]
+    fn cancels_are_outlasted_backing_off_until_the_limit() {
+        let rt = crate::runtime::handle().unwrap();
+        let _entered = rt.enter(); // the timers of the library's runtime
+        crate::runtime::block_on(async {
+            assert!(!Cancels::new(Duration::ZERO).outlast().await);
+            let mut long = Cancels::new(Duration::from_secs(60));
+            let started = Instant::now();
+            for _ in 0..8 {
+                assert!(long.outlast().await);
+            }
+            // 1 + 2 + 4 + ... + 64 ms, then the cap.
+            assert!(started.elapsed() >= Duration::from_millis(227));
+            assert_eq!(long.pause, RECONCILE_BACKOFF);
+            // 1 + 2 + 4 + 8 + 16 ms fit in 50 ms; the next pause would not.
+            let mut short = Cancels::new(Duration::from_millis(50));
+            let mut tries = 0;
+            while short.outlast().await {
+                tries += 1;
+                assert!(tries <= 5, "outlasted past its limit");
+            }
+        });
+    }
+
+    #[test]
     fn a_reconcile_goes_on_while_anything_is_unknown_or_asked_for() {
         assert!(books(&[(1, State::Held, 1), (2, State::Taking, 0)], 5).settled());
         assert!(!books(&[(1, State::Held, 1), (2, State::Unknown, 6)], 5).settled());
