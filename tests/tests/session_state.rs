@@ -226,6 +226,50 @@ async fn a_role_statement_timeout_of_1ms_leaves_no_lock_held_for_nobody() {
     storm("storm-role", &url, 2, true).await;
 }
 
+/// Polls `future` once (enough to send its statement) and drops it.
+async fn abandon<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx)));
+    match polled.await {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Lock and unlock statements whose callers went away mid-flight, on the session that
+/// carries another guard's lock: the other lock stays held, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_statements_leave_nothing_behind_and_spare_other_locks() {
+    let app = unique_app("abandoned");
+    let mine = locker_with(&app, |b| b.pool_size(1));
+    let kept = mine.lock("kept").acquire().await.unwrap();
+    let lock = mine.lock("k");
+    for round in 0..20 {
+        // A try dropped once its statement is sent: whether or not it took the lock,
+        // nobody owns it, and the session settles that before it takes "k" again.
+        if let Some(Ok(Some(guard))) = abandon(lock.try_acquire()).await {
+            drop(guard);
+        }
+        let guard = bounded("acquire", lock.acquire()).await;
+        let guard = guard.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        // A release dropped once its unlock is sent.
+        abandon(guard.release()).await;
+    }
+    assert!(
+        kept.is_held(),
+        "an abandoned statement cost another lock its session"
+    );
+    let expected = BTreeSet::from([kept.key()]);
+    assert!(
+        eventually(Duration::from_secs(5), || keys_held_by(&app) == expected),
+        "the server holds {:?}",
+        keys_held_by(&app)
+    );
+    let again = bounded("try_acquire", lock.try_acquire()).await.unwrap();
+    assert!(again.is_some(), "\"k\" is not served again");
+    assert!(kept.release().await.unwrap());
+}
+
 /// A wait that polls on a shared session (the pool's only session carries a lock) while
 /// that session is terminated keeps going: the dead session is not its error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
