@@ -105,10 +105,7 @@ impl PgConn {
             .client
             .simple_query(&statement::unlock_each(locks))
             .await?;
-        Ok(messages.iter().find_map(|message| match message {
-            SimpleQueryMessage::Row(row) => row.get(0).and_then(|n| n.parse().ok()),
-            _ => None,
-        }))
+        Ok(first_value(&messages).and_then(|n| n.parse().ok()))
     }
 
     /// Runs a query that neither takes nor releases a lock.
@@ -194,6 +191,14 @@ impl ConnWatch {
         let _ = self.why.set(why.to_string());
         self.dead.send_replace(true);
     }
+}
+
+/// The first column of the first row of a simple query's answer.
+pub(crate) fn first_value(messages: &[SimpleQueryMessage]) -> Option<&str> {
+    messages.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    })
 }
 
 /// True if `error` means the session is over: the connection closed, or the server sent a

@@ -66,7 +66,7 @@ impl LockGuard {
             dead: held.hold.dead(),
             rt: lock.locker().rt().clone(),
             held: Some(held),
-            name: Arc::from(lock.name()),
+            name: Arc::clone(lock.shared_name()),
         }
     }
 

@@ -100,6 +100,11 @@ impl Lock {
         &self.name
     }
 
+    /// The name as the lock shares it (with its guards, without a copy).
+    pub(crate) fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// The PostgreSQL advisory-lock key.
     pub fn key(&self) -> i64 {
         self.key

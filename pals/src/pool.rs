@@ -78,17 +78,6 @@ impl Want<'_> {
     }
 }
 
-/// The least busy of the sessions whose load is known (`None`: not eligible).
-fn least_busy(loads: &[Option<usize>]) -> Pick {
-    let least = (0..loads.len())
-        .filter_map(|index| loads[index].map(|load| (load, index)))
-        .min();
-    match least {
-        Some((_, index)) => Pick::Ready(index),
-        None => Pick::Wait,
-    }
-}
-
 impl Pool {
     pub(crate) fn new(
         settings: ConnectionSettings,
@@ -126,22 +115,18 @@ impl Pool {
         let choose = |slots: &mut Slots| {
             // Nothing in flight answers soonest; a new session spreads the load; else
             // pipeline on the least busy.
-            let loads: Vec<_> = slots
-                .sessions
-                .iter()
-                .map(|s| s.load_for(want.key))
-                .collect();
-            if let Some(index) = slots.rotating(|i, _| loads[i] == Some(0)) {
+            let scan = slots.scan(|session| session.load_for(want.key));
+            if let Some(index) = scan.idle {
                 return Pick::Ready(index);
             }
             // The last slot is for waits, unless no session could take this statement at
             // all (none is open, or every one waits or has an entry for the key) and none
             // is on its way.
-            let eligible = loads.iter().any(Option::is_some) || slots.opening > 0;
+            let eligible = scan.least_busy.is_some() || slots.opening > 0;
             if slots.open < size.saturating_sub(1) || !eligible && slots.open < size {
                 return Pick::Open;
             }
-            least_busy(&loads)
+            scan.least_busy.map_or(Pick::Wait, Pick::Ready)
         };
         self.pick(deadline, choose, want.reserve(false)).await
     }
@@ -155,7 +140,8 @@ impl Pool {
     ) -> Result<Option<Ticket>, Error> {
         let size = self.shared.size;
         let choose = |slots: &mut Slots| {
-            if let Some(index) = slots.rotating(|_, session| session.is_idle()) {
+            let scan = slots.scan(|session| session.is_idle().then_some(0));
+            if let Some(index) = scan.idle {
                 return Pick::Ready(index);
             }
             if slots.open < size {
@@ -169,12 +155,10 @@ impl Pool {
     /// A turn on a shared session for queries that take no lock.
     pub(crate) async fn turn(&self) -> Result<Turn, Error> {
         let size = self.shared.size;
-        let choose = |slots: &mut Slots| {
-            let loads: Vec<_> = slots.sessions.iter().map(|s| s.load()).collect();
-            match least_busy(&loads) {
-                Pick::Wait if slots.open < size => Pick::Open,
-                picked => picked,
-            }
+        let choose = |slots: &mut Slots| match slots.scan(Session::load).least_busy {
+            Some(index) => Pick::Ready(index),
+            None if slots.open < size => Pick::Open,
+            None => Pick::Wait,
         };
         let turn = self.pick(None, choose, Session::turn).await?;
         Ok(turn.expect("no deadline"))
@@ -283,13 +267,39 @@ impl Shared {
 }
 
 impl Slots {
-    /// The first session from the rotating start that `wanted` accepts, by index.
-    fn rotating(&mut self, wanted: impl Fn(usize, &Session) -> bool) -> Option<usize> {
+    /// Reads each session's load once (`None`: it may not take the statement), from the
+    /// rotating start: the first with nothing in flight (the start moves past it), and the
+    /// least busy.
+    fn scan(&mut self, load: impl Fn(&Session) -> Option<usize>) -> Scan {
         let count = self.sessions.len();
-        let found = (0..count)
-            .map(|offset| (self.next + offset) % count)
-            .find(|&index| wanted(index, &self.sessions[index]))?;
-        self.next = found + 1;
-        Some(found)
+        let mut least_busy: Option<(usize, usize)> = None;
+        for offset in 0..count {
+            let index = (self.next + offset) % count;
+            let Some(load) = load(&self.sessions[index]) else {
+                continue;
+            };
+            if load == 0 {
+                self.next = index + 1;
+                return Scan {
+                    idle: Some(index),
+                    least_busy: Some(index),
+                };
+            }
+            if least_busy.map_or(true, |(least, _)| load < least) {
+                least_busy = Some((load, index));
+            }
+        }
+        Scan {
+            idle: None,
+            least_busy: least_busy.map(|(_, index)| index),
+        }
     }
+}
+
+/// What [`Slots::scan`] found, by index.
+struct Scan {
+    /// A session with nothing in flight.
+    idle: Option<usize>,
+    /// The session with the fewest statements in flight.
+    least_busy: Option<usize>,
 }

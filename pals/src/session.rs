@@ -173,27 +173,22 @@ impl Session {
     }
 
     /// For an instant statement on `key`: statements in flight, or `None` if this session
-    /// must not take `key` now (it has an entry for it, waits for a lock, or is dead).
+    /// must not take `key` now (it has an entry for it, or waits for a lock).
     pub(crate) fn load_for(&self, key: i64) -> Option<usize> {
         let books = self.books();
-        (!books.dedicated && !books.entries.contains_key(&key) && !self.is_dead())
-            .then_some(books.in_flight)
+        (!books.dedicated && !books.entries.contains_key(&key)).then_some(books.in_flight)
     }
 
     /// For a query that takes no lock: statements in flight, or `None` if it must wait.
     pub(crate) fn load(&self) -> Option<usize> {
         let books = self.books();
-        (!books.dedicated && !self.is_dead()).then_some(books.in_flight)
+        (!books.dedicated).then_some(books.in_flight)
     }
 
     /// Free for a lock wait: no locks, nothing in flight, nothing to settle.
     pub(crate) fn is_idle(&self) -> bool {
         let books = self.books();
-        books.entries.is_empty()
-            && books.in_flight == 0
-            && !books.dedicated
-            && !books.reconciling
-            && !self.is_dead()
+        books.entries.is_empty() && books.in_flight == 0 && !books.dedicated && !books.reconciling
     }
 
     /// A turn for queries that take no lock, counted in flight from now on (so that no
@@ -266,10 +261,18 @@ impl Session {
         }
     }
 
-    /// Awaits a statement of this session for at most the connect timeout; `None` if the
-    /// server does not answer in time.
-    async fn answer<T>(&self, statement: impl std::future::Future<Output = T>) -> Option<T> {
-        runtime::within(&self.rt, self.answer_within, statement).await
+    /// The answer to a statement sent with [`Session::send`] (`first`: what that first
+    /// poll gave), awaited for at most the connect timeout; `None` if the server does not
+    /// answer in time.
+    async fn answer<F: Future + ?Sized>(
+        &self,
+        first: Poll<F::Output>,
+        statement: Pin<&mut F>,
+    ) -> Option<F::Output> {
+        match first {
+            Poll::Ready(answer) => Some(answer),
+            Poll::Pending => runtime::within(&self.rt, self.answer_within, statement).await,
+        }
     }
 }
 

@@ -19,8 +19,9 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{SimpleQueryMessage, Transaction};
+use tokio_postgres::Transaction;
 
+use crate::connection::first_value;
 use crate::key::{full_name, key_of_full_name};
 use crate::{Error, Mode};
 
@@ -121,11 +122,4 @@ async fn lock(
     } else {
         Err(Error::Timeout { name: name.into() })
     }
-}
-
-fn first_value(messages: &[SimpleQueryMessage]) -> Option<&str> {
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => row.get(0),
-        _ => None,
-    })
 }

@@ -30,11 +30,7 @@ impl Session {
                 books.question = Some(question);
                 first
             };
-            let answer = match first {
-                Poll::Ready(answer) => Some(answer),
-                Poll::Pending => self.answer(held).await,
-            };
-            let held = match answer {
+            let held = match self.answer(first, held).await {
                 Some(Ok(Some(held))) => held,
                 Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => {
                     continue;
@@ -50,7 +46,8 @@ impl Session {
             };
             if !unowned.is_empty() {
                 // No statement for these keys is sent meanwhile: each has an unknown entry.
-                match self.answer(self.conn.unlock_each(&unowned)).await {
+                let unlocks = pin!(self.conn.unlock_each(&unowned));
+                match self.answer(Poll::Pending, unlocks).await {
                     Some(Ok(Some(0))) => {
                         let mut books = self.books();
                         for (key, _) in &unowned {

@@ -70,10 +70,8 @@ impl Ticket {
         let session = Arc::clone(&self.session);
         let statement = session.conn.try_lock(self.key, self.mode);
         let mut statement = pin!(statement);
-        let answer = match self.send(statement.as_mut()) {
-            Poll::Ready(answer) => Some(answer),
-            Poll::Pending => runtime::within(&session.rt, session.answer_within, statement).await,
-        };
+        let first = self.send(statement.as_mut());
+        let answer = session.answer(first, statement).await;
         self.settle(answer.map(|taken| taken.map(|taken| taken.then_some(()))))
             .await
     }
@@ -202,12 +200,13 @@ impl Drop for Ticket {
     }
 }
 
-/// A lock the server holds on a session, for a guard. Dropped without a release, nobody
-/// owns the lock any more: the reconcile unlocks it.
+/// A lock the server holds on a session, for a guard. Dropped without a release, or while
+/// its unlock is in flight, nobody owns the lock any more: the reconcile unlocks it.
 pub(crate) struct Hold {
     session: Arc<Session>,
     key: i64,
     mode: Mode,
+    /// The lock may still be held for this guard: until the unlock's answer is in.
     owned: bool,
 }
 
@@ -216,13 +215,14 @@ impl Drop for Hold {
         if !self.owned {
             return;
         }
-        let mut books = self.session.books();
-        if books
-            .entries
-            .get(&self.key)
-            .is_some_and(|e| e.state == State::Held)
-        {
-            self.session.mark_unknown(&mut books, self.key);
+        let session = &self.session;
+        let mut books = session.books();
+        let state = books.entries.get(&self.key).map(|entry| entry.state);
+        if state == Some(State::Releasing) {
+            session.end_flight(&mut books); // the unlock's answer will never be read
+        }
+        if matches!(state, Some(State::Held | State::Releasing)) {
+            session.mark_unknown(&mut books, self.key);
         }
     }
 }
@@ -237,31 +237,24 @@ impl Hold {
     /// ended); `Err`: the server did not confirm, and the session was closed, which frees
     /// the lock. Dropped mid-way, the unlock's outcome is reconciled.
     pub(crate) async fn release(mut self) -> Result<bool, Error> {
-        self.owned = false;
         let (session, key, mode) = (Arc::clone(&self.session), self.key, self.mode);
         let statement = session.conn.unlock(key, mode);
         let mut statement = pin!(statement);
-        let mut releasing = Releasing {
-            session: Arc::clone(&session),
-            key,
-            done: true,
-        };
         let first = {
             let mut books = session.books();
             let entry = books.entries.get_mut(&key).filter(|_| !session.is_dead());
             match entry {
                 Some(entry) if entry.state == State::Held => entry.state = State::Releasing,
-                _ => return Ok(false),
+                _ => {
+                    self.owned = false;
+                    return Ok(false);
+                }
             }
             books.in_flight += 1;
-            releasing.done = false;
             Session::send(&mut books, Some(key), statement.as_mut()).1
         };
-        let answer = match first {
-            Poll::Ready(answer) => Some(answer),
-            Poll::Pending => runtime::within(&session.rt, session.answer_within, statement).await,
-        };
-        releasing.done = true;
+        let answer = session.answer(first, statement).await;
+        self.owned = false;
         let Some(answer) = answer else {
             session.close("the unlock went unanswered");
             return Err(Error::no_answer("the unlock", session.answer_within));
@@ -293,23 +286,6 @@ impl Hold {
         match settled.await {
             Ok(()) => Ok(true),
             Err(_) => Err(Error::Database(error)),
-        }
-    }
-}
-
-/// An unlock in flight: dropped before its answer, the outcome is reconciled.
-struct Releasing {
-    session: Arc<Session>,
-    key: i64,
-    done: bool,
-}
-
-impl Drop for Releasing {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut books = self.session.books();
-            self.session.end_flight(&mut books);
-            self.session.mark_unknown(&mut books, self.key);
         }
     }
 }
