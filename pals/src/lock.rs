@@ -346,13 +346,15 @@ fn wait_millis(wait: Wait) -> Option<u64> {
     match wait {
         Wait::Never => None,
         Wait::Forever => Some(0),
-        Wait::Until(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Round up so that the whole timeout is waited; under a millisecond, try once.
-            let millis = (left.as_micros().div_ceil(1000) as u64).min(i32::MAX as u64);
-            (left >= Duration::from_millis(1)).then_some(millis)
-        }
+        Wait::Until(deadline) => millis_for(deadline.saturating_duration_since(Instant::now())),
     }
+}
+
+/// The `lock_timeout` for `left` of a timeout: rounded up so that the whole timeout is
+/// waited (never `0`, which would mean no limit); under a millisecond, `None` (try once).
+fn millis_for(left: Duration) -> Option<u64> {
+    let millis = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as u64;
+    (left >= Duration::from_millis(1)).then_some(millis)
 }
 
 #[cfg(test)]
@@ -374,8 +376,14 @@ mod tests {
     fn database_wait_rounds_up() {
         assert_eq!(wait_millis(Wait::Never), None);
         assert_eq!(wait_millis(Wait::Forever), Some(0));
-        let millis = wait_millis(wait_for(Duration::from_millis(300))).unwrap();
-        assert!((299..=300).contains(&millis), "{millis}");
         assert_eq!(wait_millis(Wait::Until(Instant::now())), None);
+        let ms = Duration::from_millis;
+        assert_eq!(millis_for(ms(300)), Some(300));
+        assert_eq!(millis_for(ms(300) - Duration::from_micros(1)), Some(300));
+        assert_eq!(millis_for(ms(299) + Duration::from_nanos(1)), Some(300));
+        assert_eq!(millis_for(ms(1)), Some(1));
+        assert_eq!(millis_for(ms(1) - Duration::from_nanos(1)), None);
+        assert_eq!(millis_for(Duration::ZERO), None);
+        assert_eq!(millis_for(ms(u64::MAX / 2)), Some(i32::MAX as u64));
     }
 }
