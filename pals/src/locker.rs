@@ -361,17 +361,7 @@ impl LockerBuilder {
                 "heartbeat must be more than zero (or None for no heartbeat)".into(),
             ));
         }
-        if config.get_application_name().is_none() {
-            // Shows in pg_stat_activity which application's sessions hold which locks.
-            config.application_name(application_name(&self.app));
-        }
-        config.connect_timeout(self.connect_timeout);
-        // The server frees a dead client's locks only when TCP says the client is gone.
-        config
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30))
-            .keepalives_interval(Duration::from_secs(10))
-            .keepalives_retries(3);
+        session_settings(&mut config, &self.app, self.connect_timeout);
         let rt = runtime::handle()?;
         let settings = ConnectionSettings {
             config,
@@ -395,6 +385,21 @@ impl LockerBuilder {
     }
 }
 
+/// What pals sets on the configuration of every session of `app`.
+fn session_settings(config: &mut tokio_postgres::Config, app: &str, connect_timeout: Duration) {
+    if config.get_application_name().is_none() {
+        // Shows in pg_stat_activity which application's sessions hold which locks.
+        config.application_name(application_name(app));
+    }
+    config.connect_timeout(connect_timeout);
+    // The server frees a dead client's locks only when TCP says the client is gone.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
+}
+
 /// `pals:{app}`, cut to the 63 bytes PostgreSQL keeps, on a character boundary.
 pub(crate) fn application_name(app: &str) -> String {
     let mut name = format!("pals:{app}");
@@ -415,6 +420,27 @@ mod tests {
         assert_eq!(application_name("app"), "pals:app");
         let long = application_name(&"é".repeat(100));
         assert!(long.len() <= 63 && long.starts_with("pals:é"));
+    }
+
+    #[test]
+    fn sessions_keep_alive_and_name_themselves_unless_the_url_does() {
+        let mut config: tokio_postgres::Config = "postgresql://h/db".parse().unwrap();
+        session_settings(&mut config, "app", Duration::from_secs(3));
+        assert_eq!(config.get_application_name(), Some("pals:app"));
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(3));
+
+        let mut config: tokio_postgres::Config = "postgresql://h/db?application_name=billing"
+            .parse()
+            .unwrap();
+        session_settings(&mut config, "app", Duration::from_secs(3));
+        assert_eq!(config.get_application_name(), Some("billing"));
     }
 
     #[test]
