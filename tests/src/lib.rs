@@ -175,6 +175,52 @@ pub fn holders_of(app: &str, key: i64, granted: bool) -> i64 {
     ))
 }
 
+/// A file in the temporary directory, removed when dropped.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    /// Writes `contents` to a new file named after `tag`, this process and a counter.
+    pub fn new(tag: &str, contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("{}.tmp", unique_app(tag)));
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {path:?}: {e}"));
+        TempFile(path)
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A directory in the temporary directory, removed with what it holds when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates a new directory named after `tag`, this process and a counter.
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique_app(tag));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {path:?}: {e}"));
+        TempDir(path)
+    }
+
+    /// Where the directory is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Polls `condition` until it holds or `within` has passed; true if it held.
 ///
 /// For conditions that only the server can tell (a backend went away); the bound is the
