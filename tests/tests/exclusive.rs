@@ -1,5 +1,7 @@
 //! `#[pals::exclusive]` against a real server: busy handling, mutual exclusion, release on
-//! every way out, templated names, shared readers, min_hold, the `locker =` override.
+//! every way out, templated names (literal braces too), shared readers, min_hold on every
+//! way out, the `locker =` override (a call too), a user type's skipped value, and no
+//! re-entry.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,13 +9,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pals::Locker;
+use pals_tests::proxy::{db_host_port, plain_url_via, Proxy};
 use pals_tests::{locker, unique_app};
 
 const HANDOFF: Duration = Duration::from_millis(100);
 
-/// The lock named `name` of `locker`'s app is free for another session right now (within
-/// the 100 ms a background release may take), and is then released again.
-async fn is_free(other: &Locker, name: &str) -> bool {
+/// The lock named `name` is free right now, for `mine` (the in-process queue, which lets
+/// the next caller in only once the database confirmed the release) and for another
+/// session, and is then released again.
+async fn is_free(mine: &Locker, other: &Locker, name: &str) -> bool {
+    for locker in [mine, other] {
+        match locker.lock(name).try_acquire().await.unwrap() {
+            Some(guard) => assert!(guard.release().await.unwrap()),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The lock is free for another session within the 100 ms a background release may take
+/// (after a panic or a cancellation, when nobody awaits the release), and is then released.
+async fn is_free_soon(other: &Locker, name: &str) -> bool {
     match other.lock(name).acquire_timeout(HANDOFF).await.unwrap() {
         Some(guard) => guard.release().await.unwrap(),
         None => false,
@@ -265,21 +281,27 @@ async fn async_function_releases_on_every_way_out() {
         leave_async(&mine, &other, Exit::Normal).await,
         Ok(1)
     ));
-    assert!(is_free(&other, "exit").await, "after a normal return");
+    assert!(
+        is_free(&mine, &other, "exit").await,
+        "after a normal return"
+    );
     assert!(matches!(
         leave_async(&mine, &other, Exit::EarlyReturn).await,
         Ok(2)
     ));
-    assert!(is_free(&other, "exit").await, "after an early return");
+    assert!(
+        is_free(&mine, &other, "exit").await,
+        "after an early return"
+    );
     assert!(matches!(
         leave_async(&mine, &other, Exit::QuestionMark).await,
         Err(JobError::Failed)
     ));
-    assert!(is_free(&other, "exit").await, "after `?`");
+    assert!(is_free(&mine, &other, "exit").await, "after `?`");
     let (m, o) = (mine.clone(), other.clone());
     let panicked = tokio::spawn(async move { leave_async(&m, &o, Exit::Panic).await }).await;
     assert!(panicked.unwrap_err().is_panic());
-    assert!(is_free(&other, "exit").await, "after a panic");
+    assert!(is_free_soon(&other, "exit").await, "after a panic");
 
     // Cancellation: the future is dropped mid-body.
     let timed_out = tokio::time::timeout(Duration::from_millis(200), async {
@@ -289,7 +311,7 @@ async fn async_function_releases_on_every_way_out() {
     .await;
     assert!(timed_out.is_err());
     assert!(
-        is_free(&other, "exit").await,
+        is_free_soon(&other, "exit").await,
         "after the future was dropped"
     );
     // select! drops the losing branch the same way.
@@ -297,7 +319,10 @@ async fn async_function_releases_on_every_way_out() {
         _ = never_finishes(&mine) => unreachable!(),
         _ = async { while !is_held(&other, "exit").await { tokio::task::yield_now().await } } => {}
     }
-    assert!(is_free(&other, "exit").await, "after select! dropped it");
+    assert!(
+        is_free_soon(&other, "exit").await,
+        "after select! dropped it"
+    );
 }
 
 #[test]
@@ -510,13 +535,14 @@ fn timeouts_zero_default_and_forever() {
     let holder = locker(&app);
     let guard = holder.lock("wait").blocking_acquire().unwrap();
 
-    let started = Instant::now();
-    assert!(wait_zero(&mine).unwrap_err().is_timeout());
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "\"0\" waited {:?}",
-        started.elapsed()
-    );
+    // "0" tries once and never waits: the proxy sees one try and no wait.
+    let proxy = Proxy::start(&db_host_port());
+    let watched = pals_tests::locker_with(&app, |b| b.url(&plain_url_via(proxy.port())));
+    assert!(wait_zero(&watched).unwrap_err().is_timeout());
+    let statements = proxy.statements();
+    let count = |text| statements.iter().filter(|s| s.contains(text)).count();
+    assert_eq!(count("pg_try_advisory_lock("), 1, "{statements:?}");
+    assert_eq!(count("pg_advisory_lock("), 0, "{statements:?}");
 
     let started = Instant::now();
     assert!(wait_default(&mine).unwrap_err().is_timeout());
@@ -535,4 +561,177 @@ fn timeouts_zero_default_and_forever() {
     wait_forever(&mine).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert!(releaser.join().unwrap());
+}
+
+// ----- README promises: braces, Skippable, `locker =` as a call, not re-entrant ------------
+
+#[pals::exclusive(name = "{{set}}-{id}-{{", timeout = "0", locker = locker)]
+fn braces(locker: &Locker, id: u32, other: &Locker) -> Result<bool, pals::Error> {
+    Ok(pals_tests::holders_of(other.app(), pals::key(other.app(), "{set}-7-{"), true) == 1)
+}
+
+#[test]
+fn doubled_braces_are_literal_braces_in_the_lock_name() {
+    let app = unique_app("braces");
+    let (mine, other) = (locker(&app), locker(&app));
+    assert!(
+        braces(&mine, 7, &other).unwrap(),
+        "the lock \"{{set}}-7-{{\" was not held while the body ran"
+    );
+}
+
+/// A job's own outcome type, with its own skipped value.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Ran(u32),
+    NotMyTurn,
+}
+
+impl pals::Skippable for Outcome {
+    fn skipped() -> Self {
+        Outcome::NotMyTurn
+    }
+}
+
+#[pals::exclusive(name = "outcome", timeout = "0", on_busy = "skip", locker = locker)]
+async fn job_with_outcome(locker: &Locker) -> Outcome {
+    Outcome::Ran(1)
+}
+
+#[tokio::test]
+async fn a_user_type_gives_its_own_skipped_value() {
+    let app = unique_app("skippable");
+    let (mine, other) = (locker(&app), locker(&app));
+    assert_eq!(job_with_outcome(&mine).await, Outcome::Ran(1));
+    let busy = other.lock("outcome").acquire().await.unwrap();
+    assert_eq!(job_with_outcome(&mine).await, Outcome::NotMyTurn);
+    assert!(busy.release().await.unwrap());
+}
+
+/// The locker of a service, found by a function call.
+fn locker_of(service: &Service) -> &Locker {
+    &service.locker
+}
+
+struct Service {
+    locker: Locker,
+    other: Locker,
+}
+
+impl Service {
+    fn locker(&self) -> &Locker {
+        &self.locker
+    }
+
+    #[pals::exclusive(name = "method-call", locker = self.locker())]
+    async fn by_method_call(&self) -> Result<bool, pals::Error> {
+        Ok(is_held(&self.other, "method-call").await)
+    }
+}
+
+#[pals::exclusive(name = "fn-call", locker = locker_of(service))]
+async fn by_function_call(service: &Service) -> Result<bool, pals::Error> {
+    Ok(is_held(&service.other, "fn-call").await)
+}
+
+#[tokio::test]
+async fn the_locker_can_be_given_as_a_call() {
+    let app = unique_app("locker-call");
+    let service = Service {
+        locker: locker(&app),
+        other: locker(&app),
+    };
+    assert!(service.by_method_call().await.unwrap(), "a method call");
+    assert!(by_function_call(&service).await.unwrap(), "a function call");
+    assert!(is_free(&service.locker, &service.other, "method-call").await);
+    assert!(is_free(&service.locker, &service.other, "fn-call").await);
+}
+
+#[pals::exclusive(name = "recursive", timeout = "300ms", locker = locker)]
+fn recurse(locker: &Locker, depth: u32) -> Result<u32, pals::Error> {
+    if depth == 0 {
+        return Ok(0);
+    }
+    Ok(recurse(locker, depth - 1)? + 1)
+}
+
+#[pals::exclusive(name = "recursive", timeout = "300ms", locker = locker)]
+fn same_name_elsewhere(locker: &Locker) -> Result<(), pals::Error> {
+    Ok(())
+}
+
+#[pals::exclusive(name = "recursive", timeout = "300ms", locker = locker)]
+fn calls_same_name(locker: &Locker) -> Result<(), pals::Error> {
+    same_name_elsewhere(locker)
+}
+
+#[test]
+fn annotated_functions_are_not_re_entrant() {
+    let app = unique_app("reentrant");
+    let mine = locker(&app);
+    assert_eq!(recurse(&mine, 0).unwrap(), 0, "no recursion: runs");
+    let err = recurse(&mine, 1).unwrap_err();
+    assert!(
+        err.is_timeout(),
+        "the inner call waits for its own lock: {err}"
+    );
+    let err = calls_same_name(&mine).unwrap_err();
+    assert!(err.is_timeout(), "another function, same name: {err}");
+    // And the outer call released on its way out.
+    assert!(mine
+        .lock("recursive")
+        .blocking_try_acquire()
+        .unwrap()
+        .is_some());
+}
+
+// ----- min_hold holds on every way out ------------------------------------------------------
+
+#[pals::exclusive(name = "min-hold-panic", min_hold = "400ms", locker = locker)]
+fn min_hold_panics(locker: &Locker) -> Result<(), pals::Error> {
+    panic!("the job failed");
+}
+
+#[pals::exclusive(name = "min-hold-cancel", min_hold = "400ms", locker = locker)]
+async fn min_hold_never_finishes(
+    locker: &Locker,
+    started: &tokio::sync::Notify,
+) -> Result<(), pals::Error> {
+    started.notify_one();
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// The lock `name` stays held until `min_hold` after `since`, then frees.
+async fn held_until_min_hold(other: &Locker, name: &str, since: Instant) {
+    const MIN_HOLD: Duration = Duration::from_millis(400);
+    assert!(is_held(other, name).await, "{name}: released at once");
+    let guard = other
+        .lock(name)
+        .acquire_timeout(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(guard.is_some(), "{name}: never released");
+    let free_after = since.elapsed();
+    assert!(free_after >= MIN_HOLD, "{name}: free after {free_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_hold_holds_after_a_panic_and_a_cancellation() {
+    let app = unique_app("min-hold-ways");
+    let (mine, other) = (locker(&app), locker(&app));
+
+    let m = mine.clone();
+    let called = Instant::now();
+    let panicked = tokio::task::spawn_blocking(move || min_hold_panics(&m)).await;
+    assert!(panicked.unwrap_err().is_panic());
+    held_until_min_hold(&other, "min-hold-panic", called).await;
+
+    let started = tokio::sync::Notify::new();
+    let called = Instant::now();
+    tokio::select! {
+        _ = min_hold_never_finishes(&mine, &started) => unreachable!(),
+        _ = started.notified() => {} // the body runs: drop it there
+    }
+    held_until_min_hold(&other, "min-hold-cancel", called).await;
 }

@@ -30,44 +30,45 @@ impl Service {
     }
 
     #[pals::exclusive(name = "by-mut", locker = &self.locker)]
-    fn by_mut(&mut self) -> Result<u32, pals::Error> {
+    fn by_mut(&mut self) -> Result<(u32, bool), pals::Error> {
         self.runs += 1;
-        Ok(self.runs)
+        Ok((self.runs, held("by-mut")))
     }
 
     #[pals::exclusive(name = "by-value", locker = &self.locker)]
-    fn by_value(self) -> Result<u32, pals::Error> {
-        Ok(self.runs)
+    fn by_value(self) -> Result<(u32, bool), pals::Error> {
+        Ok((self.runs, held("by-value")))
     }
 
     #[pals::exclusive(name = "async-by-ref", locker = &self.locker)]
-    async fn async_by_ref(&self) -> Result<&str, pals::Error> {
-        Ok(self.locker.app())
+    async fn async_by_ref(&self) -> Result<(&str, bool), pals::Error> {
+        Ok((self.locker.app(), held("async-by-ref")))
     }
 
     #[pals::exclusive(name = "async-by-mut", locker = &self.locker)]
-    pub async fn async_by_mut(&mut self, add: u32) -> Result<u32, pals::Error> {
+    pub async fn async_by_mut(&mut self, add: u32) -> Result<(u32, bool), pals::Error> {
         self.runs += add;
-        Ok(self.runs)
+        Ok((self.runs, held("async-by-mut")))
     }
 }
 
 #[pals::exclusive(name = "generic-{value}", locker = &LOCKER)]
-fn generic<T>(value: T) -> Result<String, pals::Error>
+fn generic<T>(value: T) -> Result<(String, bool), pals::Error>
 where
     T: Display + Send,
 {
-    Ok(format!("{value}"))
+    Ok((format!("{value}"), held(&format!("generic-{value}"))))
 }
 
 #[pals::exclusive(name = "opaque", locker = &LOCKER)]
-fn opaque_iter(limit: u32) -> Result<impl Iterator<Item = u32>, pals::Error> {
-    Ok((0..limit).filter(|n| n % 2 == 0))
+fn opaque_iter(limit: u32) -> Result<impl Iterator<Item = (u32, bool)>, pals::Error> {
+    let held = held("opaque");
+    Ok((0..limit).filter(|n| n % 2 == 0).map(move |n| (n, held)))
 }
 
 #[pals::exclusive(name = "opaque-async", locker = &LOCKER)]
 async fn opaque_async() -> Result<impl Display, pals::Error> {
-    Ok(42)
+    Ok(format!("42 held: {}", held("opaque-async")))
 }
 
 #[pals::exclusive(locker = &LOCKER)]
@@ -94,26 +95,47 @@ fn methods_keep_their_receivers() {
         runs: 0,
     };
     assert!(service.by_ref().unwrap());
-    assert_eq!(service.by_mut().unwrap(), 1);
+    assert_eq!(service.by_mut().unwrap(), (1, true));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    assert_eq!(rt.block_on(service.async_by_ref()).unwrap(), APP.as_str());
-    assert_eq!(rt.block_on(service.async_by_mut(2)).unwrap(), 3);
-    assert_eq!(service.by_value().unwrap(), 3);
+    assert_eq!(
+        rt.block_on(service.async_by_ref()).unwrap(),
+        (APP.as_str(), true)
+    );
+    assert_eq!(rt.block_on(service.async_by_mut(2)).unwrap(), (3, true));
+    assert_eq!(service.by_value().unwrap(), (3, true));
+    for name in [
+        "by-ref",
+        "by-mut",
+        "by-value",
+        "async-by-ref",
+        "async-by-mut",
+    ] {
+        assert!(!held(name), "{name} still held after return");
+    }
 }
 
 #[test]
 fn generics_and_impl_trait_returns() {
-    assert_eq!(generic(5u8).unwrap(), "5");
-    assert_eq!(generic("x").unwrap(), "x");
-    assert_eq!(opaque_iter(7).unwrap().collect::<Vec<_>>(), [0, 2, 4, 6]);
+    assert_eq!(generic(5u8).unwrap(), ("5".to_string(), true));
+    assert_eq!(generic("x").unwrap(), ("x".to_string(), true));
+    assert_eq!(
+        opaque_iter(7).unwrap().collect::<Vec<_>>(),
+        [(0, true), (2, true), (4, true), (6, true)]
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    assert_eq!(rt.block_on(opaque_async()).unwrap().to_string(), "42");
+    assert_eq!(
+        rt.block_on(opaque_async()).unwrap().to_string(),
+        "42 held: true"
+    );
+    for name in ["generic-5", "generic-x", "opaque", "opaque-async"] {
+        assert!(!held(name), "{name} still held after return");
+    }
 }
 
 #[test]

@@ -5,10 +5,15 @@
 
 use std::time::{Duration, Instant};
 
+use pals_tests::proxy::{db_host_port, plain_url_via, Proxy};
 use pals_tests::{
     application_name, eventually, locker, locker_with, probe_i64, probe_query, sessions_of,
     unique_app,
 };
+
+/// A try at once, and a wait, as the proxy sees them.
+const TRY: &str = "pg_try_advisory_lock(";
+const WAIT: &str = "pg_advisory_lock(";
 
 /// How many advisory locks the sessions of `app` hold.
 fn locks_held_by(app: &str) -> i64 {
@@ -64,9 +69,64 @@ async fn concurrent_instant_takes_leave_the_last_connection_to_waits() {
         guards.push(take.await.unwrap().unwrap().expect("free"));
     }
     assert!(sessions_of(&app) <= 3, "{} sessions", sessions_of(&app));
+    // The last connection is there for a wait: it waits in the database, on a fourth
+    // session of its own, instead of polling on a shared one.
+    let other = locker(&unique_app("last-slot-other"));
+    let busy = other
+        .lock_key(pals::key(&app, "busy"))
+        .acquire()
+        .await
+        .unwrap();
+    let waiter = {
+        let lock = mine.lock("busy");
+        tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(20)).await })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            pals_tests::holders_of(&app, busy.key(), false) == 1
+        }),
+        "the wait never queued in the database"
+    );
+    assert_eq!(sessions_of(&app), 4);
+    assert!(busy.release().await.unwrap());
+    assert!(waiter.await.unwrap().unwrap().is_some());
     for guard in guards {
         assert!(guard.release().await.unwrap());
     }
+}
+
+/// `try_acquire` never waits for the lock, but may wait for a connection: while the only
+/// one waits for another lock, it gives up when the lock's timeout ends (`Ok(None)`), not
+/// when the other wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_acquire_waits_for_a_connection_no_longer_than_the_lock_timeout() {
+    let app = unique_app("try-bounded");
+    let mine = locker_with(&app, |b| b.pool_size(1));
+    let other = locker(&unique_app("try-bounded-other"));
+    let busy = other
+        .lock_key(pals::key(&app, "busy"))
+        .acquire()
+        .await
+        .unwrap();
+    let waiter = {
+        let lock = mine.lock("busy");
+        tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(20)).await })
+    };
+    assert!(eventually(Duration::from_secs(10), || {
+        pals_tests::holders_of(&app, busy.key(), false) == 1
+    }));
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let got = mine.lock("free").timeout(timeout).try_acquire().await;
+    let took = started.elapsed();
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(500),
+        "gave up after {took:?}"
+    );
+    assert!(!waiter.is_finished());
+    assert!(busy.release().await.unwrap());
+    assert!(waiter.await.unwrap().unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,16 +160,16 @@ async fn a_wait_never_sits_on_a_session_that_carries_other_locks() {
         "SELECT count(*) FROM pg_locks WHERE pid = {pid} AND granted AND locktype = 'advisory'"
     ));
     assert_eq!(others, 0);
-    // ...so releasing the carried locks does not queue behind the wait.
-    let started = Instant::now();
-    for guard in carried {
-        assert!(guard.release().await.unwrap());
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "releases took {:?}",
-        started.elapsed()
-    );
+    // ...so releasing the carried locks does not queue behind the wait. (Behind it, they
+    // could not end before `busy` is released, which comes after them.)
+    let releases = async {
+        for guard in carried {
+            assert!(guard.release().await.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), releases)
+        .await
+        .expect("the releases queued behind the wait");
     assert!(!waiter.is_finished(), "the waiter should still wait");
     assert!(busy.release().await.unwrap());
     assert!(waiter.await.unwrap().unwrap().is_some());
@@ -335,22 +395,16 @@ async fn a_new_session_is_never_shared_with_a_wait_before_its_opener_uses_it() {
 }
 
 /// Once every session carries locks that were waited for, a wait still gets the lock when
-/// it frees (trying again on a shared session), instead of waiting for a session.
+/// it frees: it tries again on a shared session, backing off to 50 ms, instead of waiting
+/// for a session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_still_succeed_when_every_session_carries_locks() {
     let app = unique_app("starve");
-    let mine = locker_with(&app, |b| b.pool_size(2));
+    let proxy = Proxy::start(&db_host_port());
+    let mine = locker_with(&app, |b| b.pool_size(2).url(&plain_url_via(proxy.port())));
     let other = locker(&unique_app("starve-other"));
-    let a = other
-        .lock_key(pals::key(&app, "a"))
-        .acquire()
-        .await
-        .unwrap();
-    let b = other
-        .lock_key(pals::key(&app, "b"))
-        .acquire()
-        .await
-        .unwrap();
+    let [a, b, c] = ["a", "b", "c"].map(|name| other.lock_key(pals::key(&app, name)));
+    let (a, b) = (a.acquire().await.unwrap(), b.acquire().await.unwrap());
     let wait_a = {
         let lock = mine.lock("a");
         tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(10)).await })
@@ -363,30 +417,61 @@ async fn waits_still_succeed_when_every_session_carries_locks() {
     drop((a, b));
     let held_a = wait_a.await.unwrap().unwrap().expect("a");
     let held_b = wait_b.await.unwrap().unwrap().expect("b");
-    // Both sessions now carry a lock that was waited for. c frees after 100 ms.
-    let c = other
-        .lock_key(pals::key(&app, "c"))
-        .acquire()
-        .await
-        .unwrap();
-    let releaser = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await; // the holder's work
-        c.release().await.unwrap()
-    });
-    let started = Instant::now();
-    let got = mine
-        .lock("c")
-        .acquire_timeout(Duration::from_secs(3))
-        .await
-        .unwrap();
-    assert!(got.is_some(), "the wait found no session in 3 s");
+
+    // Both sessions now carry a lock that was waited for; c is busy elsewhere.
+    let c = c.acquire().await.unwrap();
+    let before = proxy.statements().len();
+    let waiting = {
+        let lock = mine.lock("c");
+        tokio::spawn(async move {
+            let got = lock.acquire_timeout(Duration::from_secs(10)).await;
+            (got, Instant::now())
+        })
+    };
+    let tries_since = |before: usize| -> Vec<Instant> {
+        proxy.timed_statements()[before..]
+            .iter()
+            .filter(|(_, s)| s.contains(TRY))
+            .map(|(at, _)| *at)
+            .collect()
+    };
+    // Enough tries to see the back-off settle: 1, 2, 4, ... 32 ms, then 50 ms apart.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
+        eventually(Duration::from_secs(10), || tries_since(before).len() >= 16),
+        "the wait does not poll on a shared session"
+    );
+    assert!(c.release().await.unwrap());
+    let released_at = Instant::now();
+    let (got, got_at) = waiting.await.unwrap();
+    assert!(
+        got.unwrap().is_some(),
+        "the wait did not get the freed lock"
+    );
+    let statements = &proxy.statements()[before..];
+    assert!(
+        !statements.iter().any(|s| s.contains(WAIT)),
+        "the wait waited on a session: {statements:?}"
     );
     assert!(sessions_of(&app) <= 2);
-    assert!(releaser.await.unwrap());
+
+    // The back-off: tries settle 50 ms apart (the median gap, robust to a loaded machine's
+    // late wake-ups), and the freed lock is taken by the next try.
+    let tries = tries_since(before);
+    let mut gaps: Vec<Duration> = tries[6..].windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    let median = gaps[gaps.len() / 2];
+    assert!(
+        median >= Duration::from_millis(40) && median < Duration::from_millis(100),
+        "tries {median:?} apart: {gaps:?}"
+    );
+    let taken_after = got_at.saturating_duration_since(released_at);
+    println!(
+        "polling wait: tries {median:?} apart (median), lock taken {taken_after:?} after it freed"
+    );
+    assert!(
+        taken_after < Duration::from_millis(250),
+        "taken {taken_after:?} after it freed"
+    );
     drop((held_a, held_b));
 }
 
@@ -395,27 +480,25 @@ async fn waits_still_succeed_when_every_session_carries_locks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_session_gives_its_slot_back() {
     let app = unique_app("dead-slot");
+    // A try waits for a session no longer than the lock timeout: "at once" is within it.
     let mine = locker_with(&app, |b| {
-        b.pool_size(1).default_timeout(Duration::from_secs(2))
+        b.pool_size(1).default_timeout(Duration::from_millis(100))
     });
     let g1 = mine.lock("g1").try_acquire().await.unwrap().unwrap();
     let g2 = mine.lock("g2").try_acquire().await.unwrap().unwrap();
-    probe_i64(&format!(
-        "SELECT pg_terminate_backend({}, 5000)::int",
-        pid_of(&app)
-    ));
+    let dead = pid_of(&app);
+    probe_i64(&format!("SELECT pg_terminate_backend({dead}, 5000)::int"));
     assert!(eventually(Duration::from_secs(2), || !g1.is_held() && !g2.is_held()));
     assert!(
         matches!(g1.release().await, Ok(false)),
         "a lost lock releases as Ok(false)"
     );
-    let started = Instant::now();
     let free = mine.lock("free").try_acquire().await.unwrap();
     assert!(
         free.is_some(),
         "a free lock reported busy: the dead session kept its slot"
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_ne!(pid_of(&app), dead, "taken on a new session");
     drop(g2);
 }
 

@@ -4,9 +4,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pals_tests::proxy::{db_host_port, plain_url_via, Proxy};
 use pals_tests::{locker, locker_with, unique_app};
 
 const MS_300: Duration = Duration::from_millis(300);
+/// A try at once, and a wait, as the proxy sees them.
+const TRY: &str = "pg_try_advisory_lock(";
+const WAIT: &str = "pg_advisory_lock(";
 
 fn assert_waited_300ms(started: Instant) {
     let waited = started.elapsed();
@@ -18,8 +22,13 @@ fn assert_waited_300ms(started: Instant) {
 
 #[test]
 fn lock_keys_are_unique_over_5000_random_names() {
-    // xorshift: random enough names, no dependency, a fresh seed every run.
-    let mut state = Instant::now().elapsed().as_nanos() as u64 | 1;
+    // xorshift: random enough names, no dependency, a fresh seed every run (std's
+    // RandomState is seeded from the operating system's randomness).
+    use std::hash::{BuildHasher, Hasher};
+    let seed = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let mut state = seed | 1;
     let mut next = || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -34,9 +43,9 @@ fn lock_keys_are_unique_over_5000_random_names() {
                 .collect()
         })
         .collect();
-    assert_eq!(names.len(), 5000);
+    assert_eq!(names.len(), 5000, "seed {seed}");
     let keys: HashSet<i64> = names.iter().map(|n| pals::key("TestLocker", n)).collect();
-    assert_eq!(keys.len(), 5000);
+    assert_eq!(keys.len(), 5000, "seed {seed}");
 }
 
 #[test]
@@ -134,16 +143,19 @@ async fn per_lock_options_are_applied() {
     let (a, b) = (locker(&app), locker(&app));
     let guard = a.lock("test_it").acquire().await.unwrap();
 
-    // Timeout zero: acquire tries once (PALs' blocking=False).
-    let started = Instant::now();
-    let err = b
+    // Timeout zero: acquire tries once (PALs' blocking=False), and never waits. The proxy
+    // sees what went to the server.
+    let proxy = Proxy::start(&db_host_port());
+    let watched = locker_with(&app, |builder| builder.url(&plain_url_via(proxy.port())));
+    let err = watched
         .lock("test_it")
         .timeout(Duration::ZERO)
         .acquire()
         .await
         .unwrap_err();
     assert!(err.is_timeout());
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(proxy.count(TRY), 1, "{:?}", proxy.statements());
+    assert_eq!(proxy.count(WAIT), 0, "{:?}", proxy.statements());
 
     // Its own timeout instead of the locker's 5 s default.
     let started = Instant::now();
@@ -264,38 +276,68 @@ async fn contention_on_the_connection_pool_tasks() {
     const N: usize = 3;
     let app = unique_app("pool40");
     let locker = locker_with(&app, |b| b.pool_size(N));
-    let barrier = Arc::new(tokio::sync::Barrier::new(N + 1));
+    // The N + 1 holders and the test meet twice: once all hold, and once it has looked.
+    let barrier = Arc::new(tokio::sync::Barrier::new(N + 2));
     let tasks: Vec<_> = (0..=N)
         .map(|n| {
             let (lock, barrier) = (locker.lock(&format!("example-{n}")), barrier.clone());
             tokio::spawn(async move {
-                let guard = lock.acquire().await?;
+                // An error too meets the others, so that the test reports it, not hangs.
+                let guard = lock.acquire().await;
                 barrier.wait().await; // all N + 1 held at once
-                guard.release().await
+                barrier.wait().await; // the test has counted
+                guard?.release().await
             })
         })
         .collect();
+    barrier.wait().await;
+    let seen = all_held_on_the_pool(&app, N);
+    barrier.wait().await;
+    seen.unwrap();
     for task in tasks {
         assert!(task.await.unwrap().unwrap());
     }
-    assert!(pals_tests::sessions_of(&app) <= N as i64);
 }
 
 #[test]
 fn contention_on_the_connection_pool_threads() {
     const N: usize = 3;
-    let locker = locker_with(&unique_app("pool40t"), |b| b.pool_size(N));
+    let app = unique_app("pool40t");
+    let locker = locker_with(&app, |b| b.pool_size(N));
+    let barrier = Arc::new(std::sync::Barrier::new(N + 2));
     let threads: Vec<_> = (0..=N)
         .map(|n| {
-            let lock = locker.lock(&format!("example-{n}"));
+            let (lock, barrier) = (locker.lock(&format!("example-{n}")), barrier.clone());
             std::thread::spawn(move || {
-                let guard = lock.blocking_acquire()?;
-                std::thread::sleep(Duration::from_millis(50)); // the work done under the lock
-                guard.blocking_release()
+                // An error too meets the others, so that the test reports it, not hangs.
+                let guard = lock.blocking_acquire();
+                barrier.wait(); // all N + 1 held at once
+                barrier.wait(); // the test has counted
+                guard?.blocking_release()
             })
         })
         .collect();
+    barrier.wait();
+    let seen = all_held_on_the_pool(&app, N);
+    barrier.wait();
+    seen.unwrap();
     for thread in threads {
         assert!(thread.join().unwrap().unwrap());
+    }
+}
+
+/// While `example-0` to `example-N` of `app` are held: each is held in the database, and
+/// by at most `pool_size` sessions. (Returned, not asserted, so that the holders are let go
+/// either way.)
+fn all_held_on_the_pool(app: &str, pool_size: usize) -> Result<(), String> {
+    for n in 0..=pool_size {
+        let key = pals::key(app, &format!("example-{n}"));
+        if pals_tests::holders_of(app, key, true) != 1 {
+            return Err(format!("example-{n} is not held in the database"));
+        }
+    }
+    match pals_tests::sessions_of(app) {
+        sessions if sessions <= pool_size as i64 => Ok(()),
+        sessions => Err(format!("{sessions} sessions for a pool of {pool_size}")),
     }
 }

@@ -1,7 +1,11 @@
-//! Callers in one process that want the same lock queue in memory, not in the database.
+//! Callers in one process that want the same lock queue in memory, not in the database, and
+//! get it in the order they asked.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use pals_tests::{locker, sessions_of, unique_app};
@@ -66,4 +70,42 @@ async fn fifty_tasks_on_one_lock_use_at_most_two_connections() {
         most <= 2,
         "saw {most} sessions of the app at once ({samples} samples)"
     );
+}
+
+/// Polls `future` once, in the calling task: `Some` if it finished.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *future).poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_in_one_process_get_the_lock_in_the_order_they_asked() {
+    let app = unique_app("fifo");
+    let locker = locker(&app);
+    let first = locker.lock("one").acquire().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut callers = Vec::new();
+    for n in 0..8 {
+        let (lock, order) = (locker.lock("one"), order.clone());
+        let mut caller = Box::pin(async move {
+            let guard = lock.acquire_timeout(Duration::from_secs(20)).await?;
+            let guard = guard.expect("the lock within 20 s");
+            order.lock().unwrap().push(n);
+            guard.release().await
+        });
+        // Its first poll puts the caller in the queue, before the next one asks.
+        assert!(
+            poll_once(&mut caller).await.is_none(),
+            "caller {n} did not queue"
+        );
+        callers.push(tokio::spawn(caller));
+    }
+    assert!(first.release().await.unwrap());
+    for caller in callers {
+        assert!(caller.await.unwrap().unwrap());
+    }
+    assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
 }

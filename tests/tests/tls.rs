@@ -1,21 +1,39 @@
-//! TLS to the test server, which has SSL on (with its snakeoil certificate, issued to
-//! `localhost`): sslmode read as libpq reads it, with rustls and with native-tls.
-
-use std::path::PathBuf;
-use std::sync::OnceLock;
+//! TLS to the test server, which has SSL on (with its snakeoil certificate): sslmode read
+//! as libpq reads it, with rustls and with native-tls. Nothing here depends on what the
+//! certificate is issued to: the host name is taken from the certificate and reached with
+//! `hostaddr`, as libpq allows. The CA that did not issue it is committed beside the tests
+//! (`tests/certs/isrg-root-x1.pem`, a public root), so no system bundle is needed.
 
 use pals::TlsBackend;
-use pals_tests::{probe_query, unique_app};
+use pals_tests::{probe_query, unique_app, TempFile};
 
 /// The test server's URL at `host`, with `query`.
 fn url_with(host: &str, query: &str) -> String {
     pals_tests::db_url_with(Some(host), None, None, query)
 }
 
-/// The server's own certificate (self-signed: its own CA), read through the server.
-fn server_certificate() -> &'static PathBuf {
-    static CERT: OnceLock<PathBuf> = OnceLock::new();
-    CERT.get_or_init(|| {
+/// The IP address the test server is reached at.
+fn server_address() -> String {
+    let host = pals_tests::proxy::db_host_port();
+    let (host, _) = host.rsplit_once(':').unwrap();
+    match host {
+        "localhost" => "127.0.0.1".to_string(),
+        address => address.to_string(),
+    }
+}
+
+/// A CA that did not issue the server's certificate.
+const OTHER_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/isrg-root-x1.pem");
+
+/// The server's own certificate (self-signed: its own CA), read through the server, and
+/// the DNS name it is issued to.
+struct ServerCertificate {
+    file: TempFile,
+    name: String,
+}
+
+impl ServerCertificate {
+    fn read() -> ServerCertificate {
         let ssl = probe_query("SHOW ssl").unwrap();
         assert_eq!(
             ssl,
@@ -24,17 +42,84 @@ fn server_certificate() -> &'static PathBuf {
         );
         let pem = probe_query("SELECT pg_read_file(current_setting('ssl_cert_file'))")
             .expect("read the server's certificate (the test user must be a superuser)");
-        let path =
-            std::env::temp_dir().join(format!("pals-server-cert-{}.pem", std::process::id()));
-        std::fs::write(&path, pem[0].as_deref().unwrap()).unwrap();
-        path
-    })
+        let pem = pem[0].clone().expect("a certificate file");
+        let file = TempFile::new("server-cert", &pem);
+        let name = dns_name(&file);
+        ServerCertificate { file, name }
+    }
+
+    fn path(&self) -> String {
+        self.file.path().display().to_string()
+    }
+
+    /// A URL that names the host the certificate is for, and reaches the server by its
+    /// address.
+    fn url_for_its_host(&self, query: &str) -> String {
+        url_with(
+            &self.name,
+            &format!("hostaddr={}&{query}", server_address()),
+        )
+    }
 }
 
-fn certificate_names_localhost() -> bool {
+/// The first DNS name in the certificate's subjectAltName (rustls checks those only).
+fn dns_name(pem: &TempFile) -> String {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let der = CertificateDer::from_pem_file(server_certificate()).expect("a PEM certificate");
-    der.windows(b"localhost".len()).any(|w| w == b"localhost")
+    let der = CertificateDer::from_pem_file(pem.path()).expect("a PEM certificate");
+    subject_alt_dns_names(&der)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            panic!(
+                "the test server's certificate names no host in subjectAltName, so no URL can \
+             pass sslmode=verify-full; give the server a certificate with a DNS name \
+             (Debian's `make-ssl-cert generate-default-snakeoil` makes one)"
+            )
+        })
+}
+
+/// The DNS names of a DER certificate's subjectAltName extension (OID 2.5.29.17).
+fn subject_alt_dns_names(der: &[u8]) -> Vec<String> {
+    const SAN: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let Some(at) = der.windows(SAN.len()).position(|w| w == SAN) else {
+        return Vec::new();
+    };
+    let mut rest = &der[at + SAN.len()..];
+    if rest.first() == Some(&0x01) {
+        rest = &rest[3..]; // critical: BOOLEAN
+    }
+    // OCTET STRING { SEQUENCE { GeneralName... } }
+    let Some((_, value, _)) = der_element(rest) else {
+        return Vec::new();
+    };
+    let Some((_, mut names, _)) = der_element(value) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    while let Some((tag, value, next)) = der_element(names) {
+        if tag == 0x82 {
+            found.push(String::from_utf8_lossy(value).into_owned()); // dNSName
+        }
+        names = next;
+    }
+    found
+}
+
+/// One DER element: its tag, its value and what follows it.
+fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let count = (first & 0x7f) as usize;
+        let length = rest
+            .get(..count)?
+            .iter()
+            .fold(0usize, |n, b| (n << 8) | *b as usize);
+        (length, &rest[count..])
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
 }
 
 /// Connects with `url` and says whether the session is encrypted; or the error.
@@ -60,18 +145,19 @@ const BACKENDS: [TlsBackend; 2] = [TlsBackend::Rustls, TlsBackend::NativeTls];
 
 #[test]
 fn require_encrypts() {
-    server_certificate();
+    ServerCertificate::read();
+    let address = server_address();
     for backend in BACKENDS {
         assert!(
-            connect(&url_with("127.0.0.1", "sslmode=require"), backend).unwrap(),
+            connect(&url_with(&address, "sslmode=require"), backend).unwrap(),
             "{backend:?}"
         );
         assert!(
-            connect(&url_with("127.0.0.1", "sslmode=prefer"), backend).unwrap(),
+            connect(&url_with(&address, "sslmode=prefer"), backend).unwrap(),
             "{backend:?}"
         );
         assert!(
-            !connect(&url_with("127.0.0.1", "sslmode=disable"), backend).unwrap(),
+            !connect(&url_with(&address, "sslmode=disable"), backend).unwrap(),
             "{backend:?}"
         );
     }
@@ -79,53 +165,35 @@ fn require_encrypts() {
 
 #[test]
 fn verify_full_checks_the_certificate_and_the_host_name() {
-    let ca = server_certificate().display().to_string();
-    // (Debian's snakeoil certificate is issued to localhost; one made elsewhere, as in a
-    // container, names its build host, which no URL here can reach.)
-    let for_localhost = certificate_names_localhost();
+    let cert = ServerCertificate::read();
+    let ca = cert.path();
+    let address = server_address();
+    // A bundle holding another CA first, then the right one.
+    let bundle = TempFile::new(
+        "bundle",
+        &(std::fs::read_to_string(OTHER_CA).unwrap()
+            + "\n"
+            + &std::fs::read_to_string(&ca).unwrap()),
+    );
     for backend in BACKENDS {
-        if for_localhost {
-            let right = url_with(
-                "localhost",
-                &format!("sslmode=verify-full&sslrootcert={ca}"),
-            );
-            assert!(
-                connect(&right, backend).unwrap(),
-                "{backend:?}: the right CA and host"
-            );
-        } else {
-            eprintln!("note: the server certificate is not for localhost; verify-full success not checked");
-        }
+        let right = cert.url_for_its_host(&format!("sslmode=verify-full&sslrootcert={ca}"));
+        assert!(
+            connect(&right, backend).unwrap(),
+            "{backend:?}: the right CA and host ({})",
+            cert.name
+        );
 
-        // A bundle holding another CA first, then the right one, works too.
-        let bundle = std::env::temp_dir().join(format!("pals-bundle-{}.pem", std::process::id()));
-        let other_ca = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
-            .ok()
-            .and_then(|all| {
-                all.split_inclusive("-----END CERTIFICATE-----")
-                    .next()
-                    .map(String::from)
-            })
-            .unwrap_or_default();
-        std::fs::write(
-            &bundle,
-            other_ca + "\n" + &std::fs::read_to_string(&ca).unwrap(),
-        )
-        .unwrap();
         let from_bundle = url_with(
-            "127.0.0.1",
-            &format!("sslmode=verify-ca&sslrootcert={}", bundle.display()),
+            &address,
+            &format!("sslmode=verify-ca&sslrootcert={}", bundle.path().display()),
         );
         assert!(
             connect(&from_bundle, backend).unwrap(),
             "{backend:?}: a CA bundle"
         );
 
-        // The right CA, but the certificate is for localhost, not 127.0.0.1.
-        let wrong_host = url_with(
-            "127.0.0.1",
-            &format!("sslmode=verify-full&sslrootcert={ca}"),
-        );
+        // The right CA, but the certificate is not for the address.
+        let wrong_host = url_with(&address, &format!("sslmode=verify-full&sslrootcert={ca}"));
         let err = connect(&wrong_host, backend).unwrap_err();
         assert!(
             matches!(err, pals::Error::Connect { .. }),
@@ -138,7 +206,7 @@ fn verify_full_checks_the_certificate_and_the_host_name() {
         );
 
         // verify-ca checks the chain only.
-        let any_host = url_with("127.0.0.1", &format!("sslmode=verify-ca&sslrootcert={ca}"));
+        let any_host = url_with(&address, &format!("sslmode=verify-ca&sslrootcert={ca}"));
         assert!(
             connect(&any_host, backend).unwrap(),
             "{backend:?}: verify-ca"
@@ -148,9 +216,9 @@ fn verify_full_checks_the_certificate_and_the_host_name() {
 
 #[test]
 fn verify_full_with_the_wrong_ca_fails_clearly() {
-    server_certificate();
-    // The public CAs (the default roots, or the system bundle) did not issue the snakeoil.
-    let defaults = url_with("localhost", "sslmode=verify-full");
+    let cert = ServerCertificate::read();
+    // The public CAs (the default roots) did not issue the snakeoil.
+    let defaults = cert.url_for_its_host("sslmode=verify-full");
     let err = connect(&defaults, TlsBackend::Rustls).unwrap_err();
     let message = err.to_string();
     assert!(
@@ -159,33 +227,24 @@ fn verify_full_with_the_wrong_ca_fails_clearly() {
     );
     assert!(message.to_lowercase().contains("certificate"), "{message}");
 
-    let bundle = "/etc/ssl/certs/ca-certificates.crt";
-    if std::path::Path::new(bundle).exists() {
-        for backend in BACKENDS {
-            let wrong_ca = url_with(
-                "localhost",
-                &format!("sslmode=verify-full&sslrootcert={bundle}"),
-            );
-            let err = connect(&wrong_ca, backend).unwrap_err();
-            assert!(
-                err.to_string().to_lowercase().contains("certificate"),
-                "{backend:?}: {err}"
-            );
-        }
-    }
-    // As libpq: require with a root certificate checks the chain.
-    if std::path::Path::new(bundle).exists() {
-        for backend in BACKENDS {
-            let require_wrong_ca = url_with(
-                "127.0.0.1",
-                &format!("sslmode=require&sslrootcert={bundle}"),
-            );
-            let err = connect(&require_wrong_ca, backend).unwrap_err();
-            assert!(
-                err.to_string().to_lowercase().contains("certificate"),
-                "{backend:?}: {err}"
-            );
-        }
+    for backend in BACKENDS {
+        let wrong_ca =
+            cert.url_for_its_host(&format!("sslmode=verify-full&sslrootcert={OTHER_CA}"));
+        let err = connect(&wrong_ca, backend).unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{backend:?}: {err}"
+        );
+        // As libpq: require with a root certificate checks the chain.
+        let require_wrong_ca = url_with(
+            &server_address(),
+            &format!("sslmode=require&sslrootcert={OTHER_CA}"),
+        );
+        let err = connect(&require_wrong_ca, backend).unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{backend:?}: {err}"
+        );
     }
     // A root certificate file that cannot be read is a configuration error at build time.
     let missing = url_with(
@@ -194,4 +253,21 @@ fn verify_full_with_the_wrong_ca_fails_clearly() {
     );
     let err = pals::Locker::new("app", &missing).unwrap_err();
     assert!(matches!(err, pals::Error::InvalidConfig(_)), "{err}");
+}
+
+#[test]
+fn hostaddr_reaches_a_host_name_that_does_not_resolve() {
+    // What lets the verify-full case name the certificate's host whatever it is.
+    let url = url_with(
+        "no-such-host.invalid",
+        &format!("hostaddr={}&sslmode=require", server_address()),
+    );
+    assert!(connect(&url, TlsBackend::Rustls).unwrap());
+}
+
+#[test]
+fn a_certificate_without_alternative_names_has_no_dns_name() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let root = CertificateDer::from_pem_file(OTHER_CA).unwrap();
+    assert!(subject_alt_dns_names(&root).is_empty());
 }
