@@ -71,9 +71,26 @@ async fn concurrent_instant_takes_leave_the_last_connection_to_waits() {
     assert!(sessions_of(&app) <= 3, "{} sessions", sessions_of(&app));
     // The last connection is there for a wait: it waits in the database, on a fourth
     // session of its own, instead of polling on a shared one.
-    let other = locker(&unique_app("last-slot-other"));
+    let (busy, waiter) = waiting_for_busy(&mine).await;
+    assert_eq!(sessions_of(&app), 4);
+    assert!(busy.release().await.unwrap());
+    assert!(waiter.await.unwrap().unwrap().is_some());
+    for guard in guards {
+        assert!(guard.release().await.unwrap());
+    }
+}
+
+/// A guard of another locker on `mine`'s lock `busy`, and a task of `mine` waiting for it
+/// (up to 20 s), returned once that wait is queued in the database.
+async fn waiting_for_busy(
+    mine: &pals::Locker,
+) -> (
+    pals::LockGuard,
+    tokio::task::JoinHandle<Result<Option<pals::LockGuard>, pals::Error>>,
+) {
+    let other = locker(&unique_app("busy-elsewhere"));
     let busy = other
-        .lock_key(pals::key(&app, "busy"))
+        .lock_key(pals::key(mine.app(), "busy"))
         .acquire()
         .await
         .unwrap();
@@ -83,16 +100,11 @@ async fn concurrent_instant_takes_leave_the_last_connection_to_waits() {
     };
     assert!(
         eventually(Duration::from_secs(10), || {
-            pals_tests::holders_of(&app, busy.key(), false) == 1
+            pals_tests::holders_of(mine.app(), busy.key(), false) == 1
         }),
         "the wait never queued in the database"
     );
-    assert_eq!(sessions_of(&app), 4);
-    assert!(busy.release().await.unwrap());
-    assert!(waiter.await.unwrap().unwrap().is_some());
-    for guard in guards {
-        assert!(guard.release().await.unwrap());
-    }
+    (busy, waiter)
 }
 
 /// `try_acquire` never waits for the lock, but may wait for a connection: while the only
@@ -102,19 +114,7 @@ async fn concurrent_instant_takes_leave_the_last_connection_to_waits() {
 async fn try_acquire_waits_for_a_connection_no_longer_than_the_lock_timeout() {
     let app = unique_app("try-bounded");
     let mine = locker_with(&app, |b| b.pool_size(1));
-    let other = locker(&unique_app("try-bounded-other"));
-    let busy = other
-        .lock_key(pals::key(&app, "busy"))
-        .acquire()
-        .await
-        .unwrap();
-    let waiter = {
-        let lock = mine.lock("busy");
-        tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(20)).await })
-    };
-    assert!(eventually(Duration::from_secs(10), || {
-        pals_tests::holders_of(&app, busy.key(), false) == 1
-    }));
+    let (busy, waiter) = waiting_for_busy(&mine).await;
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
     let got = mine.lock("free").timeout(timeout).try_acquire().await;
