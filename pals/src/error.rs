@@ -50,7 +50,7 @@ pub enum Error {
     /// [`global()`](crate::global) was called but the global locker was never configured.
     #[error(
         "the global pals locker is not configured: call pals::init(locker) at startup, \
-         or set both PALS_DATABASE_URL and PALS_APP_NAME in the environment"
+         or set PALS_APP_NAME (and PALS_DB_URL, or the PG* variables) in the environment"
     )]
     NotConfigured,
 
@@ -69,6 +69,18 @@ pub enum Error {
     Runtime(String),
 }
 
+/// Whether the server or the driver refused the connection for a reason in its
+/// configuration: authentication (SQLSTATE class 28), an unknown database (3D000), a
+/// password the driver did not have, a TLS certificate or name that did not check out.
+fn is_configuration_refusal(error: &tokio_postgres::Error) -> bool {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("28") || code == "3D000";
+    }
+    let text = error.to_string();
+    text.contains("password missing") || text.contains("TLS") || text.contains("tls")
+}
+
 /// The server's own words where there are some ("ERROR 57P01: terminating connection due
 /// to administrator command"); tokio-postgres' Display says only "db error".
 fn describe(error: &tokio_postgres::Error) -> String {
@@ -85,6 +97,26 @@ impl Error {
     /// True for [`Error::Timeout`]: the lock is held by someone else.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })
+    }
+
+    /// True for a mistake in the configuration, which trying again will not fix: pals not
+    /// configured, a URL that cannot be used, a password missing or refused, a database or
+    /// role that does not exist, a certificate that does not check out. (False for a server
+    /// that is down or does not answer, which may pass.)
+    ///
+    /// ```
+    /// assert!(pals::Error::NotConfigured.is_misconfiguration());
+    /// assert!(!pals::Error::Timeout { name: "app.job".into() }.is_misconfiguration());
+    /// ```
+    pub fn is_misconfiguration(&self) -> bool {
+        match self {
+            Error::NotConfigured | Error::InvalidConfig(_) => true,
+            Error::Connect {
+                source: Some(source),
+                ..
+            } => is_configuration_refusal(source),
+            _ => false,
+        }
     }
 
     pub(crate) fn connect_timeout(timeout: Duration) -> Self {

@@ -46,7 +46,7 @@ pub mod xact;
 
 pub use error::Error;
 pub use exclusive::{LockErrorReturn, Skippable};
-pub use global::{global, init, APP_NAME_ENV, DATABASE_URL_ENV};
+pub use global::{global, init, init_from_env, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
 pub use inspect::Holder;
 pub use key::key;

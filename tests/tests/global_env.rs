@@ -10,13 +10,22 @@ fn global_is_not_configured_then_comes_from_the_environment() {
     let message = err.to_string();
     assert!(message.contains("pals::init"), "{message}");
     assert!(
-        message.contains("PALS_DATABASE_URL") && message.contains("PALS_APP_NAME"),
+        message.contains("PALS_DB_URL") && message.contains("PALS_APP_NAME"),
         "{message}"
     );
 
-    // Only one of the two is not enough.
-    std::env::set_var(pals::APP_NAME_ENV, "from-env");
+    // The URL alone is not enough: the app name is required.
+    std::env::set_var(pals::DATABASE_URL_ENV, pals_tests::db_url());
     assert!(matches!(pals::global(), Err(pals::Error::NotConfigured)));
+
+    // The old variable's name alone is an error that names the new one.
+    std::env::remove_var(pals::DATABASE_URL_ENV);
+    std::env::set_var(pals::APP_NAME_ENV, "from-env");
+    std::env::set_var("PALS_DATABASE_URL", pals_tests::db_url());
+    let err = pals::init_from_env().unwrap_err();
+    assert!(err.is_misconfiguration());
+    assert!(err.to_string().contains("PALS_DB_URL"), "{err}");
+    std::env::remove_var("PALS_DATABASE_URL");
 
     std::env::set_var(pals::DATABASE_URL_ENV, pals_tests::db_url());
     let locker = pals::global().unwrap();
