@@ -3,6 +3,7 @@
 
 #[test]
 fn global_is_not_configured_then_comes_from_the_environment() {
+    let url = pals_tests::db_url(); // read from the same variable, before it is removed
     std::env::remove_var(pals::DATABASE_URL_ENV);
     std::env::remove_var(pals::APP_NAME_ENV);
     let err = pals::global().unwrap_err();
@@ -15,19 +16,19 @@ fn global_is_not_configured_then_comes_from_the_environment() {
     );
 
     // The URL alone is not enough: the app name is required.
-    std::env::set_var(pals::DATABASE_URL_ENV, pals_tests::db_url());
+    std::env::set_var(pals::DATABASE_URL_ENV, url.clone());
     assert!(matches!(pals::global(), Err(pals::Error::NotConfigured)));
 
     // The old variable's name alone is an error that names the new one.
     std::env::remove_var(pals::DATABASE_URL_ENV);
     std::env::set_var(pals::APP_NAME_ENV, "from-env");
-    std::env::set_var("PALS_DATABASE_URL", pals_tests::db_url());
+    std::env::set_var("PALS_DATABASE_URL", url.clone());
     let err = pals::init_from_env().unwrap_err();
     assert!(err.is_misconfiguration());
     assert!(err.to_string().contains("PALS_DB_URL"), "{err}");
     std::env::remove_var("PALS_DATABASE_URL");
 
-    std::env::set_var(pals::DATABASE_URL_ENV, pals_tests::db_url());
+    std::env::set_var(pals::DATABASE_URL_ENV, url.clone());
     let locker = pals::global().unwrap();
     assert_eq!(locker.app(), "from-env");
     assert!(std::ptr::eq(locker, pals::global().unwrap()), "built once");
@@ -38,7 +39,7 @@ fn global_is_not_configured_then_comes_from_the_environment() {
         .unwrap();
     assert!(guard.blocking_release().unwrap());
 
-    let again = pals::Locker::new("other", &pals_tests::db_url()).unwrap();
+    let again = pals::Locker::new("other", &url).unwrap();
     assert!(matches!(
         pals::init(again),
         Err(pals::Error::AlreadyInitialized)
