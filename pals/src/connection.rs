@@ -26,6 +26,8 @@ pub(crate) struct ConnectionSettings {
     /// Ping a session that holds a lock this often; `None`: never.
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) tls: Connector,
+    /// Where connections go (`host:port`, or the socket's path), for messages.
+    pub(crate) target: Arc<str>,
 }
 
 /// A driver error, as the statements below return it.
@@ -255,7 +257,7 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
     let opened = tokio::time::timeout(timeout, async {
         let (client, task) = connect(&settings, marker)
             .await
-            .map_err(Error::connect_failed)?;
+            .map_err(|error| Error::connect_failed(error, &settings.target))?;
         io_task = Some(task);
         let mut tries = 0;
         loop {
@@ -263,7 +265,7 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
             match setup(&client).await {
                 Ok(setup) => return Ok((client, setup)),
                 Err(error) if is_cancel(&error) && tries < SETUP_TRIES => continue,
-                Err(error) => return Err(Error::connect_failed(error)),
+                Err(error) => return Err(Error::connect_failed(error, &settings.target)),
             }
         }
     })
@@ -276,7 +278,7 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
             }
             return Err(match failed {
                 Ok(Err(error)) => error,
-                _ => Error::connect_timeout(timeout),
+                _ => Error::connect_timeout(timeout, &settings.target),
             });
         }
     };

@@ -13,7 +13,10 @@ use std::time::Duration;
 /// assert_eq!(err.to_string(), r#"Lock acquire failed for "app.name". Failed due to timeout."#);
 /// assert!(err.is_timeout());
 /// ```
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same sentence as `Display`, so that `fn main() -> Result<(), pals::Error>`
+/// and `unwrap()` show a message a person can act on.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The lock was busy: it was not acquired within the acquire timeout.
@@ -119,9 +122,12 @@ impl Error {
         }
     }
 
-    pub(crate) fn connect_timeout(timeout: Duration) -> Self {
+    pub(crate) fn connect_timeout(timeout: Duration, target: &str) -> Self {
         Error::Connect {
-            reason: format!("no answer within the connect timeout ({timeout:?})"),
+            reason: format!(
+                "no answer from {target} within the connect timeout ({timeout:?}): is the \
+                 host reachable, and is it PostgreSQL that listens there?"
+            ),
             source: None,
         }
     }
@@ -134,17 +140,54 @@ impl Error {
         }
     }
 
-    pub(crate) fn connect_failed(source: tokio_postgres::Error) -> Self {
-        let mut reason = source.to_string();
+    pub(crate) fn connect_failed(source: tokio_postgres::Error, target: &str) -> Self {
+        let mut reason = match source.as_db_error() {
+            Some(_) => describe(&source),
+            None => source.to_string(),
+        };
         if let Some(cause) = std::error::Error::source(&source) {
             let cause = cause.to_string();
             if !reason.contains(&cause) {
                 reason = format!("{reason}: {cause}");
             }
         }
+        let hint = next_step(&source, &reason, target);
         Error::Connect {
-            reason,
+            reason: format!("{target}: {reason}{hint}"),
             source: Some(source),
         }
+    }
+}
+
+/// What to do about a failed connect, where the error tells.
+fn next_step(error: &tokio_postgres::Error, reason: &str, target: &str) -> String {
+    let code = error.as_db_error().map(|db| db.code().code());
+    let step = match code {
+        Some("28P01") => "check the user's password (URL, PGPASSWORD or ~/.pgpass)",
+        Some("28000") => "the server's pg_hba.conf does not let this user in from here",
+        Some("3D000") => "create the database, or name one that exists",
+        Some(_) => return String::new(),
+        None if reason.contains("password missing") => {
+            "the server asks for a password: give it in the URL, in PGPASSWORD or in ~/.pgpass"
+        }
+        None if reason.contains("refused") => {
+            return ". Is PostgreSQL running there? (`pg_isready` tells; for local work, \
+                    `docker compose up -d --wait` with the postgres image starts one)"
+                .to_string()
+        }
+        None if reason.contains("No such file") && target.contains(".s.PGSQL.") => {
+            "no server socket there: is PostgreSQL running, on this port?"
+        }
+        None if reason.contains("lookup") || reason.contains("resolve") => {
+            "the host name does not resolve"
+        }
+        None => return String::new(),
+    };
+    format!(". Next step: {step}")
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod config;
 mod connection;
 mod error;
 mod exclusive;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
 use crate::pool::Pool;
@@ -62,9 +63,19 @@ const NAMES_REMEMBERED: usize = 100_000;
 
 impl Locker {
     /// A locker for application `app` on the database at `url`
-    /// (`postgresql://user:password@host:port/dbname`), with default settings.
+    /// (`postgresql://user:password@host:port/dbname`, or libpq's `key=value` pairs), with
+    /// default settings.
     ///
-    /// Fails only if the URL cannot be parsed or names no host; no connection is opened yet.
+    /// The URL is read as libpq reads it: what it leaves out comes from the `PG*` variables
+    /// (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, ...), then
+    /// libpq's defaults (the server's Unix socket in `/var/run/postgresql` or `/tmp` if
+    /// there is one, else `localhost`; port 5432; the OS user; a database named after the
+    /// user), and a missing password from `~/.pgpass` (or `PGPASSFILE`). So `""` works
+    /// where `psql` with no arguments does. A Unix socket is a host that is a directory:
+    /// `host=/var/run/postgresql`, or `postgresql://%2Fvar%2Frun%2Fpostgresql/db`.
+    ///
+    /// Fails only if the URL cannot be used, with a message that says which part and why
+    /// (the password never shows); no connection is opened yet.
     ///
     /// ```
     /// let locker = pals::Locker::new("my-app-name", "postgresql://user:pass@server/dbname")?;
@@ -92,10 +103,10 @@ impl Locker {
     pub fn builder(app: impl Into<String>) -> LockerBuilder {
         LockerBuilder {
             app: app.into(),
-            config: None,
+            database: None,
             pool_size: DEFAULT_POOL_SIZE,
             default_timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             heartbeat: Some(DEFAULT_HEARTBEAT),
             tls_backend: None,
         }
@@ -239,11 +250,12 @@ impl fmt::Debug for Locker {
 #[must_use]
 pub struct LockerBuilder {
     app: String,
-    config: Option<Result<(tokio_postgres::Config, TlsSettings), String>>,
+    database: Option<Database>,
     tls_backend: Option<TlsBackend>,
     pool_size: usize,
     default_timeout: Duration,
-    connect_timeout: Duration,
+    /// `None`: the URL's `connect_timeout`, else the default.
+    connect_timeout: Option<Duration>,
     heartbeat: Option<Duration>,
 }
 
@@ -254,17 +266,11 @@ impl LockerBuilder {
     /// `sslmode` is read as libpq reads it: `disable`, `prefer` (the default), `require`,
     /// `verify-ca`, `verify-full`, with `sslrootcert=/path/to/ca.pem` (without it, the
     /// verify modes trust the Mozilla root certificates). See [`TlsBackend`].
+    ///
+    /// What the URL leaves out comes from the `PG*` variables, libpq's defaults and the
+    /// password file, read by [`build`](Self::build); see [`Locker::new`].
     pub fn url(mut self, url: &str) -> Self {
-        self.config = Some(
-            tls::split_url(url)
-                .and_then(|(rest, settings)| {
-                    let config = rest
-                        .parse::<tokio_postgres::Config>()
-                        .map_err(|e| e.to_string())?;
-                    Ok((config, settings))
-                })
-                .map_err(|e| format!("cannot parse the database URL: {e}")),
-        );
+        self.database = Some(Database::Url(url.to_string()));
         self
     }
 
@@ -280,7 +286,13 @@ impl LockerBuilder {
             mode,
             root_cert: None,
         };
-        self.config = Some(Ok((config, settings)));
+        self.database = Some(Database::Config(Box::new(DbConfig {
+            target: describe_config(&config),
+            config,
+            tls: settings,
+            connect_timeout: None,
+            keepalives: Keepalives::default(),
+        })));
         self
     }
 
@@ -316,7 +328,7 @@ impl LockerBuilder {
     /// How long opening a connection may take, from TCP connect to the end of
     /// authentication (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -332,18 +344,32 @@ impl LockerBuilder {
 
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
-        let (mut config, tls_settings) = match self.config {
+        let database = match self.database {
             None => {
                 return Err(Error::InvalidConfig(
                     "no database given: call .url(...) or .config(...)".into(),
                 ))
             }
-            Some(config) => config.map_err(Error::InvalidConfig)?,
+            Some(Database::Url(url)) => {
+                config::read(&url, &Environment::of_process()).map_err(Error::InvalidConfig)?
+            }
+            Some(Database::Config(config)) => *config,
         };
+        let DbConfig {
+            mut config,
+            tls: tls_settings,
+            connect_timeout,
+            keepalives,
+            target,
+        } = database;
+        let connect_timeout = self
+            .connect_timeout
+            .or(connect_timeout)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let backend = self.tls_backend.or_else(TlsBackend::default_available);
         let (tls, ssl_mode) = tls::connector(&tls_settings, backend)?;
         config.ssl_mode(ssl_mode);
-        if config.get_hosts().is_empty() {
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
             return Err(Error::InvalidConfig(
                 "the database configuration names no host".into(),
             ));
@@ -351,7 +377,7 @@ impl LockerBuilder {
         if self.pool_size == 0 {
             return Err(Error::InvalidConfig("pool_size must be at least 1".into()));
         }
-        if self.connect_timeout.is_zero() {
+        if connect_timeout.is_zero() {
             return Err(Error::InvalidConfig(
                 "connect_timeout must be more than zero".into(),
             ));
@@ -361,13 +387,14 @@ impl LockerBuilder {
                 "heartbeat must be more than zero (or None for no heartbeat)".into(),
             ));
         }
-        session_settings(&mut config, &self.app, self.connect_timeout);
+        session_settings(&mut config, &self.app, connect_timeout, keepalives);
         let rt = runtime::handle()?;
         let settings = ConnectionSettings {
             config,
-            connect_timeout: self.connect_timeout,
+            connect_timeout,
             heartbeat: self.heartbeat,
             tls,
+            target: target.into(),
         };
         let pool = Pool::new(settings, self.pool_size, rt.clone())?;
         Ok(Locker {
@@ -376,7 +403,7 @@ impl LockerBuilder {
                 pool,
                 queues: Arc::default(),
                 default_timeout: self.default_timeout,
-                connect_timeout: self.connect_timeout,
+                connect_timeout,
                 heartbeat: self.heartbeat,
                 rt,
                 names: Mutex::default(),
@@ -385,8 +412,24 @@ impl LockerBuilder {
     }
 }
 
-/// What pals sets on the configuration of every session of `app`.
-fn session_settings(config: &mut tokio_postgres::Config, app: &str, connect_timeout: Duration) {
+/// Where the database comes from.
+#[derive(Debug)]
+enum Database {
+    /// A URL or key=value pairs, read with the environment at `build`.
+    Url(String),
+    /// A ready tokio-postgres configuration.
+    Config(Box<DbConfig>),
+}
+
+/// What pals sets on the configuration of every session of `app`: its name (unless the
+/// URL gave one), the connect timeout, and TCP keepalives (30 s idle, 10 s interval, 3
+/// probes, unless the URL says otherwise).
+fn session_settings(
+    config: &mut tokio_postgres::Config,
+    app: &str,
+    connect_timeout: Duration,
+    keepalives: Keepalives,
+) {
     if config.get_application_name().is_none() {
         // Shows in pg_stat_activity which application's sessions hold which locks.
         config.application_name(application_name(app));
@@ -394,10 +437,23 @@ fn session_settings(config: &mut tokio_postgres::Config, app: &str, connect_time
     config.connect_timeout(connect_timeout);
     // The server frees a dead client's locks only when TCP says the client is gone.
     config
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30))
-        .keepalives_interval(Duration::from_secs(10))
-        .keepalives_retries(3);
+        .keepalives(keepalives.on.unwrap_or(true))
+        .keepalives_idle(keepalives.idle.unwrap_or(Duration::from_secs(30)))
+        .keepalives_interval(keepalives.interval.unwrap_or(Duration::from_secs(10)))
+        .keepalives_retries(keepalives.count.unwrap_or(3));
+}
+
+/// `host:port` of a ready configuration's first host, for messages.
+fn describe_config(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => format!("{host}:{port}"),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(path)) => {
+            format!("{}/.s.PGSQL.{port}", path.display())
+        }
+        None => format!("localhost:{port}"),
+    }
 }
 
 /// `pals:{app}`, cut to the 63 bytes PostgreSQL keeps, on a character boundary.
@@ -425,7 +481,12 @@ mod tests {
     #[test]
     fn sessions_keep_alive_and_name_themselves_unless_the_url_does() {
         let mut config: tokio_postgres::Config = "postgresql://h/db".parse().unwrap();
-        session_settings(&mut config, "app", Duration::from_secs(3));
+        session_settings(
+            &mut config,
+            "app",
+            Duration::from_secs(3),
+            Keepalives::default(),
+        );
         assert_eq!(config.get_application_name(), Some("pals:app"));
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert!(config.get_keepalives());
@@ -439,8 +500,13 @@ mod tests {
         let mut config: tokio_postgres::Config = "postgresql://h/db?application_name=billing"
             .parse()
             .unwrap();
-        session_settings(&mut config, "app", Duration::from_secs(3));
+        let keepalives = Keepalives {
+            idle: Some(Duration::from_secs(5)),
+            ..Keepalives::default()
+        };
+        session_settings(&mut config, "app", Duration::from_secs(3), keepalives);
         assert_eq!(config.get_application_name(), Some("billing"));
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(5));
     }
 
     #[test]
@@ -450,12 +516,14 @@ mod tests {
         assert!(
             err(Locker::builder("a").url("postgresql://h/db").pool_size(0)).contains("pool_size")
         );
-        assert!(err(Locker::builder("a").url("::::")).contains("cannot parse"));
+        assert!(err(Locker::builder("a").url("::::")).contains("cannot use the database URL"));
         assert!(err(Locker::builder("a")
             .url("postgresql://h/db")
             .pool_size(usize::MAX))
         .contains("pool_size"));
-        assert!(err(Locker::builder("a").url("postgresql:///db")).contains("no host"));
+        assert!(
+            err(Locker::builder("a").config(tokio_postgres::Config::new())).contains("no host")
+        );
         assert!(err(Locker::builder("a")
             .url("postgresql://h/db")
             .connect_timeout(Duration::ZERO))

@@ -17,7 +17,12 @@ pub fn db_url() -> String {
 
 /// The test database's configuration, parsed from [`db_url`].
 pub fn db_config() -> tokio_postgres::Config {
-    db_url().parse().expect("PALS_DB_URL parses")
+    db_config_of(&db_url())
+}
+
+/// The configuration of a URL that tokio-postgres can parse.
+pub fn db_config_of(url: &str) -> tokio_postgres::Config {
+    url.parse().unwrap_or_else(|e| panic!("{url} parses: {e}"))
 }
 
 /// The test database's URL with another host, port or user (each `None`: as in

@@ -6,29 +6,61 @@ use std::time::{Duration, Instant};
 use pals_tests::{locker, unique_app};
 
 #[test]
-fn an_unparsable_url_fails_at_build_time() {
-    for url in [
-        "not a url",
-        "postgresql://user@host:notaport/db",
-        "postgresql://h/db?sslmode=sometimes",
+fn an_unusable_url_fails_at_build_time_saying_which_part_and_why() {
+    for (url, why) in [
+        (
+            "not a url",
+            "neither a postgresql:// URL nor key=value pairs",
+        ),
+        (
+            "http://db.example/orders",
+            "`http://` is not a PostgreSQL URL",
+        ),
+        (
+            "postgresql://user@host:notaport/db",
+            "port `notaport` is not a port number",
+        ),
+        (
+            "postgresql://user@host:543210/db",
+            "port `543210` is not a port number",
+        ),
+        (
+            "postgresql://h/db?connect_timeout=abc",
+            "connect_timeout `abc` is not a number of seconds",
+        ),
+        (
+            "postgresql://h/db?sslmode=sometimes",
+            "sslmode `sometimes`: expected disable",
+        ),
+        (
+            "postgresql://h/db?sslcert=/c.pem",
+            "unknown parameter `sslcert`",
+        ),
+        ("host=h port=x", "port `x` is not a port number"),
     ] {
         let err = pals::Locker::new("app", url).unwrap_err();
+        assert!(err.is_misconfiguration(), "{url}: {err}");
+        let message = err.to_string();
         assert!(
-            matches!(err, pals::Error::InvalidConfig(_)),
-            "{url}: {err:?}"
+            message.starts_with(&format!(
+                "invalid pals configuration: cannot use the database URL `{url}`: "
+            )),
+            "{message}"
         );
-        assert!(
-            err.to_string().contains("cannot parse the database URL"),
-            "{err}"
-        );
+        assert!(message.contains(why), "{url}: {message}");
+        assert_eq!(format!("{err:?}"), message, "Debug reads as Display");
     }
+    // The password never shows.
+    let err = pals::Locker::new("app", "postgresql://u:hunter2@h:99999/db").unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 #[tokio::test]
 async fn a_server_that_is_not_listening_fails_within_the_connect_timeout() {
     let connect_timeout = Duration::from_secs(2);
+    let url = pals_tests::unreachable_url();
     let locker = pals::Locker::builder("app")
-        .url(&pals_tests::unreachable_url())
+        .url(&url)
         .connect_timeout(connect_timeout)
         .build()
         .unwrap();
@@ -40,10 +72,21 @@ async fn a_server_that_is_not_listening_fails_within_the_connect_timeout() {
         started.elapsed()
     );
     assert!(matches!(err, pals::Error::Connect { .. }), "{err:?}");
+    let message = err.to_string();
+    let port = pals_tests::db_config_of(&url).get_ports()[0];
     assert!(
-        err.to_string()
-            .starts_with("cannot connect to the database"),
-        "{err}"
+        message.starts_with(&format!(
+            "cannot connect to the database: 127.0.0.1:{port}: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("Is PostgreSQL running there?"),
+        "{message}"
+    );
+    assert!(
+        !err.is_misconfiguration(),
+        "a server that is down may come up"
     );
 }
 

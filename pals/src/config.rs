@@ -1,0 +1,878 @@
+//! The database configuration, read as libpq reads it, so that what works for `psql` and
+//! Python's PALs works for pals: a URL (`postgresql://user:pass@host:port/db?key=value`) or
+//! `key=value` pairs; then, for what they leave out, the `PG*` environment variables
+//! (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, ...); then libpq's defaults (the local Unix
+//! socket if there is one, else `localhost`; port 5432; the OS user; a database named after
+//! the user); and a password from the password file (`~/.pgpass`, or `PGPASSFILE`).
+//!
+//! tokio-postgres reads only the URL and says little when it cannot ("invalid connection
+//! string"); this module says which part is wrong and why, and never shows the password.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts, TargetSessionAttrs};
+
+use crate::tls::{SslMode, TlsSettings};
+
+/// The connection parameters pals knows, with the environment variable that fills each in
+/// (as libpq).
+const PARAMETERS: &[(&str, Option<&str>)] = &[
+    ("host", Some("PGHOST")),
+    ("hostaddr", Some("PGHOSTADDR")),
+    ("port", Some("PGPORT")),
+    ("dbname", Some("PGDATABASE")),
+    ("user", Some("PGUSER")),
+    ("password", Some("PGPASSWORD")),
+    ("passfile", Some("PGPASSFILE")),
+    ("options", Some("PGOPTIONS")),
+    ("application_name", Some("PGAPPNAME")),
+    ("fallback_application_name", None),
+    ("connect_timeout", Some("PGCONNECT_TIMEOUT")),
+    ("sslmode", Some("PGSSLMODE")),
+    ("sslrootcert", Some("PGSSLROOTCERT")),
+    ("target_session_attrs", Some("PGTARGETSESSIONATTRS")),
+    ("channel_binding", Some("PGCHANNELBINDING")),
+    ("load_balance_hosts", Some("PGLOADBALANCEHOSTS")),
+    ("keepalives", None),
+    ("keepalives_idle", None),
+    ("keepalives_interval", None),
+    ("keepalives_count", None),
+    ("tcp_user_timeout", None),
+];
+
+/// Where libpq looks for the server's Unix socket when no host is given.
+const SOCKET_DIRECTORIES: &[&str] = &["/var/run/postgresql", "/tmp"];
+
+/// A database configuration ready to connect with.
+#[derive(Clone, Debug)]
+pub(crate) struct DbConfig {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: TlsSettings,
+    /// `connect_timeout` from the URL or `PGCONNECT_TIMEOUT`, if given.
+    pub(crate) connect_timeout: Option<Duration>,
+    /// TCP keepalive settings the URL gave (each `None`: pals' default).
+    pub(crate) keepalives: Keepalives,
+    /// Where the connection goes, for messages: `host:port` or the socket's path.
+    pub(crate) target: String,
+}
+
+/// TCP keepalive settings given in the URL.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Keepalives {
+    pub(crate) on: Option<bool>,
+    pub(crate) idle: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
+    pub(crate) count: Option<u32>,
+}
+
+/// What the process environment offers: its variables and the user's home directory.
+pub(crate) struct Environment<'a> {
+    pub(crate) var: &'a dyn Fn(&str) -> Option<String>,
+    pub(crate) home: Option<PathBuf>,
+    /// Whether a path exists (for the default socket directory).
+    pub(crate) exists: &'a dyn Fn(&Path) -> bool,
+    /// The operating system's name of the user this process runs as.
+    pub(crate) os_user: Option<String>,
+}
+
+impl Environment<'_> {
+    /// The real environment of this process.
+    pub(crate) fn of_process() -> Environment<'static> {
+        Environment {
+            var: &|name| std::env::var(name).ok().filter(|v| !v.is_empty()),
+            home: std::env::var_os("HOME")
+                .or_else(|| std::env::var_os("USERPROFILE"))
+                .map(PathBuf::from),
+            exists: &|path| path.exists(),
+            os_user: os_user(),
+        }
+    }
+}
+
+/// The user this process runs as: `USER` (or `LOGNAME`, `USERNAME`), else, on Linux, the
+/// name `/etc/passwd` gives the process's user id (libpq asks the same of the system).
+fn os_user() -> Option<String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(user) = var("USER")
+        .or_else(|| var("LOGNAME"))
+        .or_else(|| var("USERNAME"))
+    {
+        return Some(user);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?; // the effective user id
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.get(2) == Some(&uid)).then(|| fields[0].to_string())
+        })
+}
+
+/// Reads `url` (a URL, `key=value` pairs, or empty) as libpq would, in `env`.
+pub(crate) fn read(url: &str, env: &Environment<'_>) -> Result<DbConfig, String> {
+    let url = url.trim();
+    let cannot = |why: String| match url {
+        "" => format!("cannot use the database settings of the PG* variables: {why}"),
+        url => format!(
+            "cannot use the database URL `{}`: {why}",
+            mask_password(url)
+        ),
+    };
+    let mut params = parse(url).map_err(cannot)?;
+    for (name, variable) in PARAMETERS {
+        if let (false, Some(variable)) = (params.contains_key(*name), variable) {
+            if let Some(value) = (env.var)(variable) {
+                params.insert(name.to_string(), value);
+            }
+        }
+    }
+    build(params, env).map_err(cannot)
+}
+
+/// `url` with any password in it replaced by `***`, for messages.
+pub(crate) fn mask_password(url: &str) -> String {
+    if let Some(rest) = strip_scheme(url) {
+        let scheme = &url[..url.len() - rest.len()];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{hosts}"),
+                None => authority.to_string(),
+            },
+            None => authority.to_string(),
+        };
+        let tail = tail
+            .split('&')
+            .map(|part| match part.split_once("password=") {
+                Some((before, _)) if before.is_empty() || before.ends_with('?') => {
+                    format!("{before}password=***")
+                }
+                _ => part.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        return format!("{scheme}{authority}{tail}");
+    }
+    match key_value_pairs(url) {
+        Ok(pairs) => {
+            let mut masked = String::new();
+            let mut copied = 0;
+            for pair in pairs.iter().filter(|p| p.key == "password") {
+                masked.push_str(&url[copied..pair.start]);
+                masked.push_str("password=***");
+                copied = pair.end;
+            }
+            masked.push_str(&url[copied..]);
+            masked
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+fn strip_scheme(url: &str) -> Option<&str> {
+    url.strip_prefix("postgresql://")
+        .or_else(|| url.strip_prefix("postgres://"))
+}
+
+/// The parameters `text` gives, by libpq name.
+fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let pairs = if text.is_empty() {
+        Vec::new()
+    } else if let Some(rest) = strip_scheme(text) {
+        parse_url(rest)?
+    } else if let Some((scheme, _)) = text.split_once("://") {
+        return Err(format!(
+            "`{scheme}://` is not a PostgreSQL URL: write postgresql://user@host:port/dbname, \
+             or key=value pairs (host=... dbname=...)"
+        ));
+    } else {
+        key_value_pairs(text)
+            .map_err(|why| {
+                format!(
+                    "it is neither a postgresql:// URL nor key=value pairs ({why}): write \
+                     postgresql://user@host:port/dbname, or host=... dbname=..."
+                )
+            })?
+            .into_iter()
+            .map(|pair| (pair.key, pair.value))
+            .collect()
+    };
+    let mut params = BTreeMap::new();
+    for (key, value) in pairs {
+        if !PARAMETERS.iter().any(|(name, _)| *name == key) {
+            let known: Vec<&str> = PARAMETERS.iter().map(|(name, _)| *name).collect();
+            return Err(format!(
+                "unknown parameter `{key}` (pals knows {})",
+                known.join(", ")
+            ));
+        }
+        params.insert(key, value);
+    }
+    Ok(params)
+}
+
+/// The parts of `postgresql://` + `rest`: `[user[:password]@][host[:port][,...]][/dbname][?k=v&...]`.
+fn parse_url(rest: &str) -> Result<Vec<(String, String)>, String> {
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, dbname) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut pairs = Vec::new();
+    let hosts = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                pairs.push(("user".to_string(), percent_decode(user)));
+            }
+            if let Some(password) = password {
+                pairs.push(("password".to_string(), percent_decode(password)));
+            }
+            hosts
+        }
+        None => authority,
+    };
+    let (mut host_list, mut port_list) = (Vec::new(), Vec::new());
+    for spec in hosts.split(',').filter(|_| !hosts.is_empty()) {
+        let (host, port) = split_host_port(spec)?;
+        host_list.push(percent_decode(host));
+        port_list.push(port.unwrap_or_default().to_string());
+    }
+    if host_list.iter().any(|h| !h.is_empty()) {
+        pairs.push(("host".to_string(), host_list.join(",")));
+    }
+    if port_list.iter().any(|p| !p.is_empty()) {
+        pairs.push(("port".to_string(), port_list.join(",")));
+    }
+    if !dbname.is_empty() {
+        pairs.push(("dbname".to_string(), percent_decode(dbname)));
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("`{pair}` in the query has no `=value`"));
+        };
+        pairs.push((percent_decode(key), percent_decode(value)));
+    }
+    Ok(pairs)
+}
+
+/// `host[:port]`, or `[ipv6][:port]`.
+fn split_host_port(spec: &str) -> Result<(&str, Option<&str>), String> {
+    if let Some(rest) = spec.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!(
+                "`{spec}` opens `[` for an IPv6 address and never closes it"
+            ));
+        };
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err(format!("unexpected `{after}` after `[{host}]`")),
+            },
+        };
+    }
+    Ok(match spec.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (spec, None),
+    })
+}
+
+fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<DbConfig, String> {
+    let get = |params: &BTreeMap<String, String>, key: &str| params.get(key).cloned();
+    let mut config = tokio_postgres::Config::new();
+
+    // Ports first: each host has one (a single port serves them all).
+    let ports: Vec<u16> = match get(&params, "port") {
+        None => vec![5432],
+        Some(ports) => ports
+            .split(',')
+            .map(|port| match port.trim() {
+                "" => Ok(5432),
+                port => port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("port `{port}` is not a port number (1 to 65535)")),
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let hosts: Vec<String> = match get(&params, "host") {
+        Some(hosts) => hosts.split(',').map(|h| h.trim().to_string()).collect(),
+        None if params.contains_key("hostaddr") => Vec::new(),
+        None => vec![default_host(ports[0], env)],
+    };
+    if hosts.iter().any(String::is_empty) {
+        return Err("an empty host in a list of hosts".into());
+    }
+    if ports.len() > 1 && ports.len() != hosts.len().max(1) {
+        return Err(format!(
+            "{} ports for {} hosts: give one port, or one for each host",
+            ports.len(),
+            hosts.len()
+        ));
+    }
+    for host in &hosts {
+        if host.starts_with('/') && !cfg!(unix) {
+            return Err(format!(
+                "`{host}` is a Unix socket directory, and this system has none"
+            ));
+        }
+        config.host(host);
+    }
+    if let Some(addresses) = get(&params, "hostaddr") {
+        for address in addresses.split(',') {
+            let ip = address
+                .trim()
+                .parse()
+                .map_err(|_| format!("hostaddr `{address}` is not an IP address"))?;
+            config.hostaddr(ip);
+        }
+    }
+    for port in &ports {
+        config.port(*port);
+    }
+
+    let user = get(&params, "user")
+        .or_else(|| env.os_user.clone())
+        .ok_or("no user given, and the OS user is unknown: put user@ in the URL or set PGUSER")?;
+    config.user(&user);
+    let dbname = get(&params, "dbname").unwrap_or_else(|| user.clone());
+    config.dbname(&dbname);
+
+    if !params.contains_key("password") {
+        let passfile = get(&params, "passfile")
+            .map(PathBuf::from)
+            .or_else(|| default_passfile(env));
+        if let Some(password) = passfile.and_then(|file| {
+            let host = hosts.first().map_or("localhost", String::as_str);
+            password_from_file(&file, host, ports[0], &dbname, &user)
+        }) {
+            params.insert("password".into(), password);
+        }
+    }
+    if let Some(password) = get(&params, "password") {
+        config.password(password);
+    }
+    if let Some(options) = get(&params, "options") {
+        config.options(&options);
+    }
+    if let Some(name) =
+        get(&params, "application_name").or_else(|| get(&params, "fallback_application_name"))
+    {
+        config.application_name(&name);
+    }
+    if let Some(attrs) = get(&params, "target_session_attrs") {
+        config.target_session_attrs(match attrs.as_str() {
+            "any" => TargetSessionAttrs::Any,
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "read-only" => TargetSessionAttrs::ReadOnly,
+            other => {
+                return Err(format!(
+                    "target_session_attrs `{other}`: expected any, read-write or read-only"
+                ))
+            }
+        });
+    }
+    if let Some(binding) = get(&params, "channel_binding") {
+        config.channel_binding(match binding.as_str() {
+            "disable" => ChannelBinding::Disable,
+            "prefer" => ChannelBinding::Prefer,
+            "require" => ChannelBinding::Require,
+            other => {
+                return Err(format!(
+                    "channel_binding `{other}`: expected disable, prefer or require"
+                ))
+            }
+        });
+    }
+    if let Some(balance) = get(&params, "load_balance_hosts") {
+        config.load_balance_hosts(match balance.as_str() {
+            "disable" => LoadBalanceHosts::Disable,
+            "random" => LoadBalanceHosts::Random,
+            other => {
+                return Err(format!(
+                    "load_balance_hosts `{other}`: expected disable or random"
+                ))
+            }
+        });
+    }
+    if let Some(millis) = number(&params, "tcp_user_timeout", "milliseconds")? {
+        config.tcp_user_timeout(Duration::from_millis(millis));
+    }
+    // libpq: zero or less waits for ever; pals' connect timeout needs a limit, so it is the
+    // largest there is.
+    let connect_timeout = match get(&params, "connect_timeout") {
+        None => None,
+        Some(text) => match text.trim().parse::<i64>() {
+            Ok(secs) if secs > 0 => Some(Duration::from_secs(secs as u64)),
+            Ok(_) => Some(Duration::MAX),
+            Err(_) => {
+                return Err(format!(
+                    "connect_timeout `{text}` is not a number of seconds"
+                ))
+            }
+        },
+    };
+    let keepalives = Keepalives {
+        on: match get(&params, "keepalives").as_deref() {
+            None => None,
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            Some(other) => return Err(format!("keepalives `{other}`: expected 1 or 0")),
+        },
+        idle: number(&params, "keepalives_idle", "seconds")?.map(Duration::from_secs),
+        interval: number(&params, "keepalives_interval", "seconds")?.map(Duration::from_secs),
+        count: number(&params, "keepalives_count", "probes")?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+    };
+
+    let mode = match get(&params, "sslmode").as_deref() {
+        None => SslMode::Prefer,
+        Some("disable") => SslMode::Disable,
+        Some("allow" | "prefer") => SslMode::Prefer,
+        Some("require") => SslMode::Require,
+        Some("verify-ca") => SslMode::VerifyCa,
+        Some("verify-full") => SslMode::VerifyFull,
+        Some(other) => {
+            return Err(format!(
+                "sslmode `{other}`: expected disable, prefer, require, verify-ca or verify-full"
+            ))
+        }
+    };
+    let tls = TlsSettings {
+        mode,
+        root_cert: get(&params, "sslrootcert").map(PathBuf::from),
+    };
+    let target = describe_target(&hosts, &ports, &params);
+    Ok(DbConfig {
+        config,
+        tls,
+        connect_timeout,
+        keepalives,
+        target,
+    })
+}
+
+/// A parameter that must be a whole number of `unit`s.
+fn number(params: &BTreeMap<String, String>, key: &str, unit: &str) -> Result<Option<u64>, String> {
+    params
+        .get(key)
+        .map(|text| {
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{key} `{text}` is not a number of {unit}"))
+        })
+        .transpose()
+}
+
+/// libpq's default host: the server's Unix socket where one is found, else `localhost`.
+fn default_host(port: u16, env: &Environment<'_>) -> String {
+    if cfg!(unix) {
+        for directory in SOCKET_DIRECTORIES {
+            let socket = Path::new(directory).join(format!(".s.PGSQL.{port}"));
+            if (env.exists)(&socket) {
+                return directory.to_string();
+            }
+        }
+    }
+    "localhost".to_string()
+}
+
+/// `host:port` (or the socket path) of the first host, and how many more there are.
+fn describe_target(hosts: &[String], ports: &[u16], params: &BTreeMap<String, String>) -> String {
+    let port = ports[0];
+    let first = match (hosts.first(), params.get("hostaddr")) {
+        (Some(host), _) if host.starts_with('/') => format!("{host}/.s.PGSQL.{port}"),
+        (Some(host), Some(address)) => format!("{host} ({address}):{port}"),
+        (Some(host), None) if host.contains(':') => format!("[{host}]:{port}"),
+        (Some(host), None) => format!("{host}:{port}"),
+        (None, Some(address)) => format!("{address}:{port}"),
+        (None, None) => format!("localhost:{port}"),
+    };
+    match hosts.len() {
+        0 | 1 => first,
+        n => format!("{first} (and {} more hosts)", n - 1),
+    }
+}
+
+/// `~/.pgpass` (`%APPDATA%\postgresql\pgpass.conf` on Windows).
+fn default_passfile(env: &Environment<'_>) -> Option<PathBuf> {
+    if cfg!(windows) {
+        return (env.var)("APPDATA").map(|dir| PathBuf::from(dir).join("postgresql/pgpass.conf"));
+    }
+    env.home.as_ref().map(|home| home.join(".pgpass"))
+}
+
+/// The password for a connection from a libpq password file: the first line
+/// `host:port:dbname:user:password` that matches (`*` matches anything; `\:` and `\\` are
+/// a colon and a backslash). A socket directory matches `localhost`, as in libpq. Like
+/// libpq, a file that others may read is ignored, with a warning.
+fn password_from_file(
+    file: &Path,
+    host: &str,
+    port: u16,
+    dbname: &str,
+    user: &str,
+) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %file.display(),
+                "pals: the password file can be read by others (chmod 0600 it); it is ignored, as libpq does"
+            );
+            return None;
+        }
+    }
+    let host = if host.starts_with('/') {
+        "localhost"
+    } else {
+        host
+    };
+    let port = port.to_string();
+    let wanted = [host, port.as_str(), dbname, user];
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = pgpass_fields(line);
+            let [h, p, d, u, password] = fields.as_slice() else {
+                return None;
+            };
+            [h, p, d, u]
+                .iter()
+                .zip(wanted)
+                .all(|(field, want)| field.as_str() == "*" || field.as_str() == want)
+                .then(|| password.clone())
+        })
+}
+
+/// The fields of one password-file line: split at unescaped colons, escapes removed.
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => fields.last_mut().unwrap().extend(chars.next()),
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
+/// `%XX` escapes decoded; anything else kept as it is.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One `key = value` pair of a libpq key=value string, with where it stands.
+struct Pair {
+    key: String,
+    value: String,
+    start: usize,
+    end: usize,
+}
+
+/// The pairs of a libpq key=value string: spaces around `=` allowed, values bare or in
+/// single quotes, a backslash escaping the next character.
+fn key_value_pairs(text: &str) -> Result<Vec<Pair>, String> {
+    let bytes = text.as_bytes();
+    let mut pairs = Vec::new();
+    let mut i = 0;
+    let skip_spaces = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_spaces(&mut i);
+        if i >= bytes.len() {
+            return Ok(pairs);
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let key = text[start..i].to_string();
+        skip_spaces(&mut i);
+        if i >= bytes.len() || bytes[i] != b'=' {
+            return Err(format!("`{key}` is not followed by `=`"));
+        }
+        i += 1;
+        skip_spaces(&mut i);
+        let mut value = Vec::new();
+        if i < bytes.len() && bytes[i] == b'\'' {
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => {
+                        return Err(format!("the quoted value of `{key}` has no closing quote"))
+                    }
+                    Some(b'\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') if i + 1 < bytes.len() => {
+                        value.push(bytes[i + 1]);
+                        i += 2;
+                    }
+                    Some(&b) => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                    i += 1;
+                }
+                value.push(bytes[i]);
+                i += 1;
+            }
+        }
+        let value = String::from_utf8_lossy(&value).into_owned();
+        pairs.push(Pair {
+            key,
+            value,
+            start,
+            end: i,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_postgres::config::Host;
+
+    /// An environment with these variables, no home, and a socket in `sockets` only.
+    fn read_in(url: &str, vars: &[(&str, &str)], sockets: &[&str]) -> Result<DbConfig, String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sockets: Vec<PathBuf> = sockets.iter().map(PathBuf::from).collect();
+        let os_user = vars
+            .iter()
+            .find(|(k, _)| k == "USER")
+            .map(|(_, v)| v.clone());
+        let var = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let exists = move |path: &Path| sockets.iter().any(|s| s == path);
+        read(
+            url,
+            &Environment {
+                var: &var,
+                home: None,
+                exists: &exists,
+                os_user,
+            },
+        )
+    }
+
+    fn hosts(config: &DbConfig) -> Vec<String> {
+        config
+            .config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn urls_and_key_value_pairs_give_the_same_settings() {
+        for url in [
+            "postgresql://ann:s%40cret@db.example:6543/orders?sslmode=require&application_name=billing",
+            "host=db.example port=6543 user=ann password='s@cret' dbname=orders sslmode=require application_name=billing",
+        ] {
+            let read = read_in(url, &[], &[]).unwrap();
+            assert_eq!(hosts(&read), ["db.example"]);
+            assert_eq!(read.config.get_ports(), [6543]);
+            assert_eq!(read.config.get_user(), Some("ann"));
+            assert_eq!(read.config.get_password(), Some(&b"s@cret"[..]));
+            assert_eq!(read.config.get_dbname(), Some("orders"));
+            assert_eq!(read.config.get_application_name(), Some("billing"));
+            assert_eq!(read.tls.mode, SslMode::Require);
+            assert_eq!(read.target, "db.example:6543");
+        }
+    }
+
+    #[test]
+    fn what_the_url_leaves_out_comes_from_pg_variables_then_defaults() {
+        let vars = [
+            ("PGHOST", "pg.internal"),
+            ("PGPORT", "5433"),
+            ("PGUSER", "svc"),
+            ("PGPASSWORD", "pw"),
+            ("PGSSLMODE", "verify-full"),
+            ("PGAPPNAME", "from-env"),
+        ];
+        let read = read_in("", &vars, &[]).unwrap();
+        assert_eq!(hosts(&read), ["pg.internal"]);
+        assert_eq!(read.config.get_ports(), [5433]);
+        assert_eq!(read.config.get_user(), Some("svc"));
+        assert_eq!(
+            read.config.get_dbname(),
+            Some("svc"),
+            "dbname defaults to the user"
+        );
+        assert_eq!(read.config.get_password(), Some(&b"pw"[..]));
+        assert_eq!(read.tls.mode, SslMode::VerifyFull);
+        assert_eq!(read.config.get_application_name(), Some("from-env"));
+        // The URL wins over the variables.
+        let read = read_in("postgresql://u@h:1/d", &vars, &[]).unwrap();
+        assert_eq!(
+            (hosts(&read), read.config.get_ports()),
+            (vec!["h".to_string()], &[1][..])
+        );
+        assert_eq!(read.config.get_user(), Some("u"));
+        // Nothing at all: the OS user, localhost, 5432.
+        let read = read_in("", &[("USER", "me")], &[]).unwrap();
+        assert_eq!(hosts(&read), ["localhost"]);
+        assert_eq!(read.config.get_ports(), [5432]);
+        assert_eq!(read.config.get_user(), Some("me"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unix_sockets_by_default_and_by_path() {
+        let socket = "/var/run/postgresql/.s.PGSQL.5432";
+        let read = read_in("postgresql:///postgres", &[("USER", "me")], &[socket]).unwrap();
+        assert_eq!(hosts(&read), ["/var/run/postgresql"]);
+        assert_eq!(read.target, socket);
+        let read = read_in("host=/tmp/pg port=6000 user=u", &[], &[]).unwrap();
+        assert_eq!(hosts(&read), ["/tmp/pg"]);
+        let read = read_in("postgresql://u@%2Ftmp%2Fpg:6000/db", &[], &[]).unwrap();
+        assert_eq!(hosts(&read), ["/tmp/pg"]);
+        assert_eq!(read.target, "/tmp/pg/.s.PGSQL.6000");
+    }
+
+    #[test]
+    fn mistakes_say_which_part_is_wrong() {
+        let err = |url: &str| read_in(url, &[("USER", "me")], &[]).unwrap_err();
+        assert!(err("http://db/x").contains("`http://` is not a PostgreSQL URL"));
+        assert!(err("not a url").contains("neither a postgresql:// URL nor key=value pairs"));
+        assert!(err("postgresql://h:543210/db").contains("port `543210` is not a port number"));
+        assert!(err("postgresql://h:0/db").contains("port `0`"));
+        assert!(err("postgresql://h/db?connect_timeout=abc")
+            .contains("connect_timeout `abc` is not a number of seconds"));
+        assert!(err("postgresql://h/db?sslmode=sometimes").contains("sslmode `sometimes`"));
+        assert!(err("postgresql://h/db?colour=blue").contains("unknown parameter `colour`"));
+        assert!(err("postgresql://h/db?hostaddr=h").contains("not an IP address"));
+        assert!(err("host='h").contains("no closing quote"));
+        assert!(err("postgresql://[::1/db").contains("never closes"));
+        assert!(err("postgresql://a,b/db?port=1,2,3").contains("3 ports for 2 hosts"));
+        // The password never shows.
+        let message = err("postgresql://u:hunter2@h:99999/db");
+        assert!(
+            !message.contains("hunter2") && message.contains("u:***@h"),
+            "{message}"
+        );
+        let message = err("host=h password=hunter2 port=x");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn connect_timeouts_and_keepalives_from_the_url() {
+        let read = read_in(
+            "postgresql://h/db?connect_timeout=3&keepalives_idle=5&keepalives_count=2&keepalives=1",
+            &[("USER", "me")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(read.connect_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(read.keepalives.idle, Some(Duration::from_secs(5)));
+        assert_eq!(read.keepalives.count, Some(2));
+        assert_eq!(read.keepalives.on, Some(true));
+        assert_eq!(read.keepalives.interval, None);
+        let read = read_in(
+            "postgresql://h/db?connect_timeout=0",
+            &[("USER", "me")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            read.connect_timeout,
+            Some(Duration::MAX),
+            "0: no limit, as libpq"
+        );
+    }
+
+    #[test]
+    fn password_file_lines_match_as_libpq_reads_them() {
+        let dir = std::env::temp_dir().join(format!("pals-pgpass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pgpass");
+        std::fs::write(
+            &file,
+            "# comment\nother:5432:*:*:wrong\ndb\\:x:*:orders:ann:first\n*:5432:*:ann:p\\:w\n",
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let found = |host, port, db, user| password_from_file(&file, host, port, db, user);
+        assert_eq!(
+            found("db.example", 5432, "orders", "ann"),
+            Some("p:w".into())
+        );
+        assert_eq!(found("other", 5432, "x", "bob"), Some("wrong".into()));
+        assert_eq!(found("db:x", 6000, "orders", "ann"), Some("first".into()));
+        assert_eq!(
+            found("/var/run/postgresql", 5432, "d", "ann"),
+            Some("p:w".into())
+        );
+        assert_eq!(found("h", 6000, "d", "ann"), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(
+                found("db.example", 5432, "orders", "ann"),
+                None,
+                "readable by others"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn percent_escapes_and_bad_escapes() {
+        assert_eq!(percent_decode("%2Fx%+1%zz%"), "/x%+1%zz%");
+        assert_eq!(percent_decode("a%20b"), "a b");
+    }
+}
