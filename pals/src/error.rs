@@ -80,8 +80,16 @@ fn is_configuration_refusal(error: &tokio_postgres::Error) -> bool {
         let code = db.code().code();
         return code.starts_with("28") || code == "3D000";
     }
-    let text = error.to_string();
-    text.contains("password missing") || text.contains("TLS") || text.contains("tls")
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text.contains("password missing")
+        || text.contains("invalid configuration")
+        || text.contains("TLS")
+        || text.contains("tls")
 }
 
 /// The server's own words where there are some ("ERROR 57P01: terminating connection due

@@ -15,6 +15,27 @@ impl TempCluster {
     /// Creates and starts a cluster (`initdb` + `pg_ctl start`), as the `postgres` user when
     /// running as root. Panics with a clear message if the server binaries are missing.
     pub fn start(tag: &str) -> TempCluster {
+        TempCluster::start_with(tag, &["-A", "trust"])
+    }
+
+    /// [`start`](TempCluster::start), with TCP connections asking `postgres` for
+    /// `password` (scram-sha-256); connections on its Unix socket are trusted.
+    pub fn start_with_password(tag: &str, password: &str) -> TempCluster {
+        let file = crate::TempFile::new("pwfile", password);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // initdb runs as the postgres user when the tests run as root.
+            std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let pwfile = format!("--pwfile={}", file.path().display());
+        TempCluster::start_with(
+            tag,
+            &["--auth-local=trust", "--auth-host=scram-sha-256", &pwfile],
+        )
+    }
+
+    fn start_with(tag: &str, auth: &[&str]) -> TempCluster {
         let bindir = bindir();
         let dir = std::env::temp_dir().join(format!("pals-cluster-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -29,10 +50,21 @@ impl TempCluster {
         let cluster = TempCluster { dir, bindir, port };
         run(cluster
             .pg_command("initdb")
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .args(auth)
+            .args(["-U", "postgres", "--no-sync", "-D"])
             .arg(cluster.data()));
         cluster.pg_ctl(&["start"]);
         cluster
+    }
+
+    /// The cluster's TCP port on 127.0.0.1 (and its socket's number).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory of the cluster's Unix socket.
+    pub fn socket_dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The URL of this cluster's `postgres` database.
