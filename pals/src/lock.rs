@@ -188,13 +188,19 @@ impl Lock {
             self.trace_busy(started);
             return Ok(None);
         };
-        // Waiting for a session is bounded by the lock's timeout even for a try.
+        // Waiting for a session is bounded by the lock's timeout even for a try, and so is
+        // opening one, except for a zero timeout: a try needs a connection to try on, so
+        // the connect timeout bounds that.
         let session_deadline = match wait {
             Wait::Never => wait_for(self.acquire_timeout_value()).deadline(),
             other => other.deadline(),
         };
+        let open_by = match self.acquire_timeout_value().is_zero() {
+            true => None,
+            false => session_deadline,
+        };
         // First at once, on a shared session: one round trip when the lock is free.
-        let now = retrying(NOW_TRIES, || self.take_now(session_deadline)).await?;
+        let now = retrying(NOW_TRIES, || self.take_now(session_deadline, open_by)).await?;
         let hold = match now {
             Now::Taken(hold) => Some(hold),
             Now::Busy if wait != Wait::Never => {
@@ -211,19 +217,27 @@ impl Lock {
         Ok(Some(LockGuard::new(Held { hold, permit }, self)))
     }
 
-    fn want(&self) -> Want<'_> {
+    /// What the pool is asked for; a new session may take until `open_by` to open
+    /// (`None`: the connect timeout).
+    fn want(&self, open_by: Option<Instant>) -> Want<'_> {
         Want {
             key: self.key,
             mode: self.mode,
             name: &self.name,
+            open_by,
         }
     }
 
-    /// `pg_try_advisory_lock` on a shared session, waiting for one until `deadline`.
-    async fn take_now(&self, deadline: Option<Instant>) -> Result<Now, Failure> {
+    /// `pg_try_advisory_lock` on a shared session, waiting for one until `deadline` (and
+    /// for a new one to open until `open_by`).
+    async fn take_now(
+        &self,
+        deadline: Option<Instant>,
+        open_by: Option<Instant>,
+    ) -> Result<Now, Failure> {
         let pool = self.locker.pool();
         let ticket = pool
-            .for_now(self.want(), deadline)
+            .for_now(self.want(open_by), deadline)
             .await
             .map_err(Failure::fatal)?;
         let Some(ticket) = ticket else {
@@ -249,7 +263,7 @@ impl Lock {
             let pick_by = deadline.map_or(soon, |d| d.min(soon));
             let ticket = locker
                 .pool()
-                .for_wait(self.want(), Some(pick_by))
+                .for_wait(self.want(deadline), Some(pick_by))
                 .await
                 .map_err(Failure::fatal)?;
             if let Some(ticket) = ticket {
@@ -259,7 +273,7 @@ impl Lock {
                 return Ok(None);
             }
             poll_interval = (poll_interval * 2).min(Duration::from_millis(50));
-            match self.take_now(deadline).await {
+            match self.take_now(deadline, deadline).await {
                 Ok(Now::Taken(hold)) => return Ok(Some(hold)),
                 Ok(Now::Busy | Now::NoSession) => {}
                 Err(failure) if failure.retryable => {}

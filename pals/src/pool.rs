@@ -60,6 +60,9 @@ pub(crate) struct Want<'a> {
     pub(crate) key: i64,
     pub(crate) mode: Mode,
     pub(crate) name: &'a Arc<str>,
+    /// How long a new session may take to open for this caller (`None`: the connect
+    /// timeout); one still opening then is left to the next caller.
+    pub(crate) open_by: Option<Instant>,
 }
 
 enum Pick {
@@ -128,7 +131,9 @@ impl Pool {
             }
             scan.least_busy.map_or(Pick::Wait, Pick::Ready)
         };
-        self.pick(deadline, choose, want.reserve(false)).await
+        let open_by = want.open_by;
+        self.pick(deadline, open_by, choose, want.reserve(false))
+            .await
     }
 
     /// An idle session reserved for a lock wait on `want.key`, taken for it alone. Waits
@@ -149,7 +154,9 @@ impl Pool {
             }
             Pick::Wait
         };
-        self.pick(deadline, choose, want.reserve(true)).await
+        let open_by = want.open_by;
+        self.pick(deadline, open_by, choose, want.reserve(true))
+            .await
     }
 
     /// A turn on a shared session for queries that take no lock.
@@ -160,16 +167,18 @@ impl Pool {
             None if slots.open < size => Pick::Open,
             None => Pick::Wait,
         };
-        let turn = self.pick(None, choose, Session::turn).await?;
+        let turn = self.pick(None, None, choose, Session::turn).await?;
         Ok(turn.expect("no deadline"))
     }
 
     /// Picks under the pool's lock until `choose` finds a session, and `take`s it there (so
     /// that no other picker can take it in between); opens one when `choose` says so, and
-    /// waits for changes (until `deadline`) when it says `Wait`.
+    /// waits for changes (until `deadline`) when it says `Wait`. A caller waits for the
+    /// session it opens until `open_by` (`None`: the connect timeout).
     async fn pick<T: Send + 'static>(
         &self,
         deadline: Option<Instant>,
+        open_by: Option<Instant>,
         mut choose: impl FnMut(&mut Slots) -> Pick,
         take: impl Fn(&Arc<Session>) -> T + Send + 'static,
     ) -> Result<Option<T>, Error> {
@@ -191,7 +200,19 @@ impl Pool {
                 }
             };
             if open {
-                return self.open(take).await.map(Some);
+                let opening = self.open(take);
+                let Some(open_by) = open_by else {
+                    return opening.await.map(Some);
+                };
+                // The caller's timeout bounds the connect too; a connection still being
+                // opened when it ends is published for the next caller.
+                return match runtime::until(&shared.rt, open_by, opening).await {
+                    Some(opened) => opened.map(Some),
+                    None => {
+                        tracing::debug!("pals: the caller's timeout ended while its connection was being opened");
+                        Ok(None)
+                    }
+                };
             }
             match deadline {
                 None => changed.await,
@@ -238,8 +259,11 @@ impl Pool {
                 }
             };
             pool.changed.notify_waiters();
-            // If the opener went away, its reservation is dropped here: given back.
-            let _ = deliver.send(opened);
+            // If the opener went away, its reservation is dropped here: given back; and a
+            // failure nobody waits for any more is still told.
+            if let Err(Err(error)) = deliver.send(opened) {
+                tracing::warn!(%error, "pals: a connection opened for a caller that stopped waiting failed");
+            }
         });
         delivered
             .await

@@ -90,18 +90,23 @@ async fn a_server_that_is_not_listening_fails_within_the_connect_timeout() {
     );
 }
 
-#[test]
-fn a_server_that_accepts_but_never_answers_fails_at_the_connect_timeout() {
+/// A port where connections are accepted and kept open without a word: a hung server, or
+/// a black hole.
+fn silent_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // Accept connections and keep them open without a word: a hung server or a black hole.
     std::thread::spawn(move || {
         let mut held = Vec::new();
-        for stream in listener.incoming().take(4) {
+        for stream in listener.incoming() {
             held.push(stream);
         }
-        std::thread::park();
     });
+    port
+}
+
+#[test]
+fn a_server_that_accepts_but_never_answers_fails_at_the_connect_timeout() {
+    let port = silent_server();
     let connect_timeout = Duration::from_millis(300);
     let locker = pals::Locker::builder("app")
         .url(&format!("postgresql://postgres@127.0.0.1:{port}/postgres"))
@@ -116,6 +121,55 @@ fn a_server_that_accepts_but_never_answers_fails_at_the_connect_timeout() {
         "took {took:?}"
     );
     assert!(err.to_string().contains("connect timeout"), "{err}");
+}
+
+#[pals::exclusive(name = "job", timeout = "300ms", locker = locker)]
+async fn short_timeout_job(locker: &pals::Locker) -> Result<(), pals::Error> {
+    unreachable!("no lock can be taken from a silent server")
+}
+
+/// A lock timeout shorter than the connect timeout bounds the whole call: the connection
+/// still being opened does not hold the caller to the connect timeout (10 s by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lock_timeout_bounds_the_call_while_a_connection_is_being_opened() {
+    let port = silent_server();
+    let locker = pals::Locker::new(
+        "app",
+        &format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+    )
+    .unwrap();
+    let within = |took: Duration, timeout: Duration| {
+        took >= timeout && took < timeout + Duration::from_millis(700)
+    };
+
+    let timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let got = locker.lock("a").acquire_timeout(timeout).await;
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    assert!(
+        within(started.elapsed(), timeout),
+        "acquire_timeout: {:?}",
+        started.elapsed()
+    );
+
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let got = locker.lock("b").timeout(timeout).try_acquire().await;
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    assert!(
+        within(started.elapsed(), timeout),
+        "try_acquire: {:?}",
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let err = short_timeout_job(&locker).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        within(started.elapsed(), timeout),
+        "the attribute: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
