@@ -25,7 +25,8 @@ pub struct Holder {
     pub granted: bool,
     /// The server process id of the session (`None` for a prepared transaction).
     pub pid: Option<i32>,
-    /// The session's `application_name` (pals sets `pals:{app}`).
+    /// The session's `application_name` (pals sets `pals:{app}@{host}:{pid}`: see
+    /// [`application_name`](crate::application_name)).
     pub application_name: String,
     /// The client's address, when it connected over TCP.
     pub client_addr: Option<String>,

@@ -100,8 +100,8 @@ pub use pals_macros::exclusive;
 pub use tls::TlsBackend;
 
 pub use locker::{
-    Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_POOL_SIZE,
-    DEFAULT_TIMEOUT,
+    application_name, Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT,
+    DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT,
 };
 
 /// Generated code of `#[pals::exclusive]`; not public API.

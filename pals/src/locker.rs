@@ -456,15 +456,57 @@ fn describe_config(config: &tokio_postgres::Config) -> String {
     }
 }
 
-/// `pals:{app}`, cut to the 63 bytes PostgreSQL keeps, on a character boundary.
-pub(crate) fn application_name(app: &str) -> String {
-    let mut name = format!("pals:{app}");
-    let mut end = name.len().min(63);
-    while !name.is_char_boundary(end) {
+/// The `application_name` that pals gives the sessions of `app` from this process, unless
+/// the URL names one: `pals:{app}@{host}:{pid}`, so that `pg_stat_activity` (and
+/// [`Locker::holders`]) tell which replica holds what.
+///
+/// PostgreSQL keeps 63 bytes of it: the app comes first and is kept whole where it fits,
+/// then the host name is shortened, then, for an app too long to leave room, the name is
+/// cut to `pals:{app}` alone (on a character boundary).
+///
+/// ```
+/// let name = pals::application_name("billing");
+/// assert!(name.starts_with("pals:billing@"));
+/// assert!(name.ends_with(&format!(":{}", std::process::id())));
+/// ```
+pub fn application_name(app: &str) -> String {
+    name_within_limit(app, host_name(), std::process::id())
+}
+
+/// `pals:{app}@{host}:{pid}` within PostgreSQL's 63 bytes (see [`application_name`]).
+fn name_within_limit(app: &str, host: &str, pid: u32) -> String {
+    const LIMIT: usize = 63;
+    let head = format!("pals:{app}");
+    let tail = format!(":{pid}");
+    let room_for_host = LIMIT.saturating_sub(head.len() + 1 + tail.len());
+    if room_for_host == 0 && head.len() + 1 + tail.len() > LIMIT {
+        return cut(head, LIMIT);
+    }
+    format!("{head}@{}{tail}", cut(host.to_string(), room_for_host))
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary.
+fn cut(mut text: String, limit: usize) -> String {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    name.truncate(end);
-    name
+    text.truncate(end);
+    text
+}
+
+/// This machine's host name (the kernel's on Linux, else `HOSTNAME` or `COMPUTERNAME`).
+fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "unknown-host".to_string())
+    })
 }
 
 #[cfg(test)]
@@ -472,10 +514,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn application_name_fits_postgres() {
-        assert_eq!(application_name("app"), "pals:app");
-        let long = application_name(&"é".repeat(100));
-        assert!(long.len() <= 63 && long.starts_with("pals:é"));
+    fn application_name_names_the_replica_within_63_bytes() {
+        assert_eq!(name_within_limit("app", "web-1", 42), "pals:app@web-1:42");
+        // A long host name is shortened first; the app and the pid stay whole.
+        let name = name_within_limit("billing", &"h".repeat(80), 123456);
+        assert_eq!(name.len(), 63);
+        assert!(
+            name.starts_with("pals:billing@hhh") && name.ends_with(":123456"),
+            "{name}"
+        );
+        // An app too long to leave room: the app alone, cut on a character boundary.
+        let name = name_within_limit(&"é".repeat(100), "web-1", 42);
+        assert!(name.len() <= 63 && name.starts_with("pals:é") && !name.contains('@'));
+        assert!(application_name("app").starts_with("pals:app@"));
     }
 
     #[test]
@@ -487,7 +538,10 @@ mod tests {
             Duration::from_secs(3),
             Keepalives::default(),
         );
-        assert_eq!(config.get_application_name(), Some("pals:app"));
+        assert_eq!(
+            config.get_application_name(),
+            Some(application_name("app").as_str())
+        );
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert!(config.get_keepalives());
         assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));

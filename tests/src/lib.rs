@@ -91,7 +91,7 @@ pub fn locker_with(
 
 /// The `application_name` pals gives the sessions of `app`.
 pub fn application_name(app: &str) -> String {
-    format!("pals:{app}")
+    pals::application_name(app)
 }
 
 /// Panics with instructions when no server answers at the test URL.
