@@ -12,6 +12,12 @@ use std::time::Duration;
 /// let err = pals::Error::Timeout { name: "app.name".into() };
 /// assert_eq!(err.to_string(), r#"Lock acquire failed for "app.name". Failed due to timeout."#);
 /// assert!(err.is_timeout());
+///
+/// // A very long name is shortened in the message, and kept whole in the error.
+/// let name = format!("app.{}", "x".repeat(10_000));
+/// let err = pals::Error::Timeout { name: name.clone() };
+/// assert!(err.to_string().len() < 200 && err.to_string().contains("(10004 bytes)"));
+/// assert!(matches!(err, pals::Error::Timeout { name: ref n } if *n == name));
 /// ```
 ///
 /// `Debug` prints the same sentence as `Display`, so that `fn main() -> Result<(), pals::Error>`
@@ -20,7 +26,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// The lock was busy: it was not acquired within the acquire timeout.
-    #[error("Lock acquire failed for \"{name}\". Failed due to timeout.")]
+    #[error("Lock acquire failed for \"{}\". Failed due to timeout.", shorten(.name))]
     Timeout {
         /// The full lock name, `"app.name"`.
         name: String,
@@ -29,7 +35,8 @@ pub enum Error {
     /// The lock was lost while held: its database session ended or stopped answering, so
     /// the server freed the lock and another holder may have it.
     #[error(
-        "Lock \"{name}\" was lost while held: its database session ended or stopped answering."
+        "Lock \"{}\" was lost while held: its database session ended or stopped answering.",
+        shorten(.name)
     )]
     LockLost {
         /// The full lock name, `"app.name"`.
@@ -70,6 +77,31 @@ pub enum Error {
     /// The background thread that drives database connections could not be started.
     #[error("cannot start the pals runtime thread: {0}")]
     Runtime(String),
+}
+
+/// A lock name as messages show it: whole up to 120 bytes; longer, its start and end with
+/// its length (the key is made from the whole name all the same).
+fn shorten(name: &str) -> std::borrow::Cow<'_, str> {
+    const KEEP_START: usize = 80;
+    const KEEP_END: usize = 24;
+    if name.len() <= 120 {
+        return name.into();
+    }
+    let mut start = KEEP_START;
+    while !name.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = name.len() - KEEP_END;
+    while !name.is_char_boundary(end) {
+        end += 1;
+    }
+    format!(
+        "{}...{} ({} bytes)",
+        &name[..start],
+        &name[end..],
+        name.len()
+    )
+    .into()
 }
 
 /// Whether the server or the driver refused the connection for a reason in its

@@ -66,16 +66,19 @@ pub struct Lock {
     key: i64,
     mode: Mode,
     timeout: Option<Duration>,
+    /// Made with an empty name: every acquire fails, saying so.
+    unnamed: bool,
 }
 
 impl Lock {
-    pub(crate) fn new(locker: Locker, name: Arc<str>, key: i64) -> Lock {
+    pub(crate) fn new(locker: Locker, name: Arc<str>, key: i64, unnamed: bool) -> Lock {
         Lock {
             locker,
             name,
             key,
             mode: Mode::Exclusive,
             timeout: None,
+            unnamed,
         }
     }
 
@@ -176,6 +179,13 @@ impl Lock {
     }
 
     async fn acquire_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
+        if self.unnamed {
+            return Err(Error::InvalidConfig(format!(
+                "a lock of app \"{}\" has an empty name: give each lock a name (with \
+                 #[pals::exclusive], check the arguments its name = \"...\" formats in)",
+                self.locker.app()
+            )));
+        }
         let started = Instant::now();
         let locker = &self.locker;
         // Queue behind this process's other callers for the same lock before taking a

@@ -114,6 +114,10 @@ impl Locker {
 
     /// The lock called `name` in this locker's application: `"{app}.{name}"`.
     ///
+    /// The name must not be empty: a lock made with `""` fails every acquire with
+    /// [`Error::InvalidConfig`] (an empty name is almost always an argument that was
+    /// meant to be formatted in, and would make every such caller share one lock).
+    ///
     /// ```
     /// let locker = pals::Locker::new("my-app-name", "postgresql://localhost/db")?;
     /// let lock = locker.lock("my-lock");
@@ -129,7 +133,7 @@ impl Locker {
             names.entry(key).or_insert_with(|| Arc::clone(&full_name));
         }
         drop(names);
-        Lock::new(self.clone(), full_name, key)
+        Lock::new(self.clone(), full_name, key, name.is_empty())
     }
 
     /// The advisory locks (on bigint keys) held or awaited in this locker's database right
@@ -174,7 +178,7 @@ impl Locker {
     /// # Ok::<(), pals::Error>(())
     /// ```
     pub fn lock_key(&self, key: i64) -> Lock {
-        Lock::new(self.clone(), key.to_string().into(), key)
+        Lock::new(self.clone(), key.to_string().into(), key, false)
     }
 
     /// The application name that namespaces this locker's lock names.
