@@ -92,7 +92,7 @@ pub(crate) fn unlock_each(locks: &[(i64, Mode)]) -> String {
 /// through `to_jsonb` so older servers fall back to the start of its statement).
 pub(crate) const HOLDERS: &str = "\
 SELECT ((l.classid::int8 << 32) | l.objid::int8) AS key, l.mode, l.granted, l.pid, \
-       coalesce(a.application_name, '') AS application_name, a.client_addr::text AS client_addr, \
+       coalesce(a.application_name, '') AS application_name, host(a.client_addr) AS client_addr, \
        extract(epoch FROM a.backend_start)::float8 AS backend_start, \
        CASE WHEN l.granted THEN NULL ELSE extract(epoch FROM now() - \
          coalesce((to_jsonb(l.*) ->> 'waitstart')::timestamptz, a.query_start))::float8 END AS waiting \
