@@ -2,9 +2,39 @@
 //! [PALs](https://github.com/level12/pals).
 //!
 //! Teams that already run PostgreSQL get fleet-wide mutual exclusion without Redis,
-//! ZooKeeper or etcd. A [`Locker`] names the application and owns a connection pool; its
-//! [`Lock`]s hand out [`LockGuard`]s that are always released, by [`LockGuard::release`] or
-//! in the background when dropped.
+//! ZooKeeper or etcd: scheduled jobs that must run on one replica at a time, migrations that
+//! must never run twice at once, a singleton worker (leader) in a fleet.
+//!
+//! ```sh
+//! cargo add pals
+//! ```
+//!
+//! # A function that runs on one replica at a time
+//!
+//! [`#[pals::exclusive]`](macro@exclusive) takes a lock before the body runs and releases
+//! it however the body ends (return, `?`, panic, cancellation). Without `locker =`, it uses
+//! the process-wide [`global()`] locker, configured by [`init`] or by the environment:
+//! `PALS_APP_NAME` (required) and `PALS_DB_URL`.
+//!
+//! ```
+//! # std::env::set_var("PALS_APP_NAME", "doc-crate");
+//! # if std::env::var("PALS_DB_URL").is_err() { std::env::set_var("PALS_DB_URL", "postgresql://postgres@127.0.0.1:54321/postgres"); }
+//! #[pals::exclusive(name = "nightly-report", timeout = "0", on_busy = "skip")]
+//! async fn nightly_report() -> Option<u32> {
+//!     Some(42) // None on the replicas that found the job taken
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+//! pals::init_from_env()?; // at startup: a configuration mistake shows here, not later
+//! assert_eq!(nightly_report().await, Some(42));
+//! # Ok(()) }
+//! ```
+//!
+//! # Locks by hand
+//!
+//! A [`Locker`] names the application and owns a connection pool; its [`Lock`]s hand out
+//! [`LockGuard`]s that are always released, by [`LockGuard::release`] or in the background
+//! when dropped.
 //!
 //! ```
 //! use std::time::Duration;
@@ -22,7 +52,58 @@
 //! ```
 //!
 //! Lock keys are PALs' ([`key`]): a Rust service and a Python service using the same app
-//! and lock names exclude each other.
+//! and lock names exclude each other. Locks held within a transaction are in [`xact`];
+//! who holds what is [`Locker::holders`].
+//!
+//! # Configuration
+//!
+//! The database is a URL (`postgresql://user:password@host:port/dbname?sslmode=...`) or
+//! libpq's `key=value` pairs, read as libpq reads it: what it leaves out comes from the
+//! `PG*` variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+//! `PGSSLMODE`, ...), then libpq's defaults (the local Unix socket, port 5432, the OS
+//! user), and a missing password from `~/.pgpass`. A host that is a directory is a Unix
+//! socket. `sslmode` goes from `disable` to `verify-full` ([`TlsBackend`]). A URL that cannot
+//! be used fails [`Locker::new`] with a message that says which part is wrong; the password
+//! never shows.
+//!
+//! | variable | read by | meaning |
+//! |---|---|---|
+//! | `PALS_APP_NAME` | [`global()`] | the application name: lock `job` is `"{app}.job"` |
+//! | `PALS_DB_URL` | [`global()`] | the database; unset, the `PG*` variables and defaults |
+//! | `PGHOST`, `PGPORT`, ... | every [`Locker`] | what the URL leaves out, as libpq |
+//!
+//! Sessions show in `pg_stat_activity` as `pals:{app}@{host}:{pid}`
+//! ([`application_name`]), unless the URL names them.
+//!
+//! # Good to know
+//!
+//! - **Not re-entrant.** A holder that asks for the same lock again (a recursive annotated
+//!   function, or another function with the same lock name) waits for itself, until its
+//!   timeout.
+//! - **Default names** of the attribute are per module and function name:
+//!   `module::run` of two types' methods in one module is one lock; give methods a `name`.
+//! - **Mistakes are loud.** A configuration mistake ([`Error::is_misconfiguration`]) is never
+//!   taken for a busy lock; a lock timeout bounds the whole call, the connect included.
+//! - **Many locks, few connections.** Locks taken at once share a session (thousands on the
+//!   default pool of 10); a wait takes a session of its own while it waits. At most
+//!   `pool_size` shared holders of one lock per process hold it at once.
+//! - **pgbouncer in transaction mode** breaks session locks: connect straight to
+//!   PostgreSQL (or through session pooling), or use [`xact`].
+//!
+//! # Failure modes
+//!
+//! PostgreSQL frees a session's locks the moment the session ends: a crashed holder's lock
+//! is free in milliseconds, and a live holder can lose its lock. pals makes sure the holder
+//! learns of it: [`LockGuard::is_held`] turns false and [`LockGuard::lost`] completes at once
+//! when the server closes the session (a terminated backend, a restart), and within two
+//! heartbeats ([`LockerBuilder::heartbeat`], 5 s by default) when the network goes silent.
+//! TCP keepalives are on (30 s idle, 10 s interval, 3 probes; the URL's `keepalives_*`
+//! settings change them); the *server's* keepalives decide how soon it frees the lock of a
+//! holder that vanished without a word. Query cancels (`pg_cancel_backend`, a role's
+//! `statement_timeout`) never leave a lock held for nobody: the session checks `pg_locks`
+//! for itself before the call returns. Use `on_lost = "cancel"` or `select!` on
+//! [`LockGuard::lost`] for long holders, and make side effects idempotent for the short
+//! window between the server freeing a lock and the holder noticing.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -98,6 +179,8 @@ pub use lock::{Lock, Mode};
 /// return; async functions take the lock when first polled and await the release.
 pub use pals_macros::exclusive;
 pub use tls::TlsBackend;
+/// The tokio-postgres that pals is built on, for [`LockerBuilder::config`] and [`xact`].
+pub use tokio_postgres;
 
 pub use locker::{
     application_name, Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT,
