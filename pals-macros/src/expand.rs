@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::visit::Visit;
-use syn::{FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
+use syn::{AttrStyle, FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
 
 use crate::parse::{placeholders, Args, OnBusy, Wait};
 
@@ -22,6 +22,18 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         block,
     } = &function;
     let is_async = sig.asyncness.is_some();
+    let ident = &sig.ident;
+    // The path of the pals crate: `crate = path`, or `::pals`.
+    let krate_at = |span: Span| match &args.krate {
+        Some(path) => located_at(&path.to_token_stream(), span),
+        None => quote_spanned!(span=> ::pals),
+    };
+    let krate = krate_at(Span::call_site());
+    // Inner attributes (`#![allow(...)]`) were parsed with the function's; they go back
+    // at the top of its body.
+    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
+        .iter()
+        .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
     let (return_type, return_span) = match &sig.output {
         ReturnType::Default => (quote!(()), sig.ident.span()),
         ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
@@ -30,7 +42,25 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         ReturnType::Default => false,
         ReturnType::Type(_, ty) => contains_impl_trait(ty),
     };
-    if opaque_return && args.on_busy() == OnBusy::Skip {
+    let unit_return = match &sig.output {
+        ReturnType::Default => true,
+        ReturnType::Type(_, ty) => matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty()),
+    };
+    // A function that returns nothing cannot report a busy lock: it skips by default.
+    let on_busy = match args.on_busy {
+        Some((OnBusy::Error, span)) if unit_return => {
+            return Err(syn::Error::new(
+                span,
+                "on_busy = \"error\" needs a return type that can carry the error, and `()` \
+                 cannot: return a `Result<_, E>` where `E: From<pals::Error>`, or use \
+                 on_busy = \"skip\" (the default for a function that returns nothing)",
+            ));
+        }
+        Some((on_busy, _)) => on_busy,
+        None if unit_return => OnBusy::Skip,
+        None => OnBusy::Error,
+    };
+    if opaque_return && on_busy == OnBusy::Skip {
         let span = args.on_busy.map_or(return_span, |(_, span)| span);
         return Err(syn::Error::new(
             span,
@@ -49,73 +79,97 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
 
     // Internal locals are hygienic: the body cannot see them, nor clash with them.
     let local = |name: &str| Ident::new(name, Span::mixed_site());
-    let (held, output, locker, name, spec, error) = (
+    let (held, output, locker, name, spec, error, lock) = (
         local("__pals_held"),
         local("__pals_output"),
         local("__pals_locker"),
         local("__pals_name"),
         local("__pals_spec"),
         local("__pals_error"),
+        local("__pals_lock"),
     );
 
-    let name_expr = lock_name(&args, &function)?;
+    let name_expr = lock_name(&args, &function, &krate)?;
     let locker_expr = match &args.locker {
         Some(expr) => quote_spanned! {expr.span()=> {
-            let #locker: &::pals::Locker = #expr;
-            ::core::result::Result::<&::pals::Locker, ::pals::Error>::Ok(#locker)
+            let #locker: &#krate::Locker = #expr;
+            ::core::result::Result::<&#krate::Locker, #krate::Error>::Ok(#locker)
         }},
-        None => quote!(::pals::__private::global()),
+        None => quote!(#krate::__private::global()),
     };
     let timeout = match args.timeout {
         None => quote!(::core::option::Option::None),
         Some(Wait::Millis(ms)) => {
-            quote!(::core::option::Option::Some(::pals::__private::Duration::from_millis(#ms)))
+            quote!(::core::option::Option::Some(#krate::__private::Duration::from_millis(#ms)))
         }
         Some(Wait::Forever) => quote!(::core::option::Option::Some(
-            ::pals::__private::Duration::MAX
+            #krate::__private::Duration::MAX
         )),
     };
     let min_hold = match args.min_hold {
         None => quote!(::core::option::Option::None),
         Some(ms) => {
-            quote!(::core::option::Option::Some(::pals::__private::Duration::from_millis(#ms)))
+            quote!(::core::option::Option::Some(#krate::__private::Duration::from_millis(#ms)))
         }
     };
     let shared = args.shared.unwrap_or(false);
 
     // What the function returns instead of running its body. Spanned at the return type,
     // so a type that cannot carry it is reported there.
-    let (on_busy, on_failure) = match args.on_busy() {
+    let (busy, failed) = match on_busy {
         OnBusy::Error => {
-            let ret = quote_spanned!(return_span=> ::pals::__private::error_return(#error));
-            (ret.clone(), ret)
+            let krate = krate_at(return_span);
+            let ret = quote_spanned!(return_span=> #krate::__private::error_return(#error));
+            (
+                quote!(#krate::__private::Acquired::Busy(#error) => return #ret,),
+                quote!(#krate::__private::Acquired::Failed(#error, _) => return #ret,),
+            )
         }
-        OnBusy::Skip => (
-            quote_spanned!(return_span=> ::pals::__private::skipped_return()),
-            quote_spanned!(return_span=> {
+        OnBusy::Skip => {
+            let krate = krate_at(return_span);
+            let skipped = quote_spanned!(return_span=> #krate::__private::skipped_return());
+            // Returned as an error where the return type can carry one; else a
+            // misconfiguration panics, and any other failure is logged and skipped.
+            let resolved = quote_spanned!(return_span=> {
                 #[allow(unused_imports)]
-                use ::pals::__private::{ReturnFailure as _, SkipFailure as _};
-                match (&&::pals::__private::OnFailure::<#return_type>::new()).resolve(#error) {
-                    ::pals::__private::Resolved::Return(#error) => #error,
-                    ::pals::__private::Resolved::Skip => ::pals::__private::skipped_return(),
+                use #krate::__private::{ReturnFailure as _, SkipFailure as _};
+                match (&&#krate::__private::OnFailure::<#return_type>::new())
+                    .resolve(#error, &#lock, &#spec)
+                {
+                    #krate::__private::Resolved::Return(#error) => #error,
+                    #krate::__private::Resolved::Skip => #skipped,
                 }
-            }),
-        ),
+            });
+            (
+                quote! {
+                    #krate::__private::Acquired::Busy(#error) => {
+                        #krate::__private::log_busy_skip(&#error, &#spec);
+                        return #skipped;
+                    }
+                },
+                quote!(#krate::__private::Acquired::Failed(#error, #lock) => return #resolved,),
+            )
+        }
     };
 
     let acquire = if is_async {
-        quote!(::pals::__private::acquire(#locker, #name, #spec).await)
+        quote!(#krate::__private::acquire(#locker, #name, #spec).await)
     } else {
-        quote!(::pals::__private::blocking_acquire(#locker, #name, #spec))
+        quote!(#krate::__private::blocking_acquire(#locker, #name, #spec))
     };
     let take_lock = quote! {
         let #locker = #locker_expr;
         let #name: &str = #name_expr;
-        let #spec = ::pals::__private::LockSpec { timeout: #timeout, shared: #shared, min_hold: #min_hold };
+        let #spec = #krate::__private::LockSpec {
+            timeout: #timeout,
+            shared: #shared,
+            min_hold: #min_hold,
+            function: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+        };
         let #held = match #acquire {
-            ::pals::__private::Acquired::Held(#held) => #held,
-            ::pals::__private::Acquired::Busy(#error) => return #on_busy,
-            ::pals::__private::Acquired::Failed(#error) => return #on_failure,
+            #krate::__private::Acquired::Held(#held) => #held,
+            #busy
+            #failed
         };
     };
 
@@ -140,16 +194,17 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             // If the lock is lost, the body is dropped where it stands and the function
             // returns the LockLost error (or, with on_busy = "skip", the skipped value).
             Some(_) => {
-                let on_lost = match args.on_busy() {
+                let krate = krate_at(return_span);
+                let on_lost = match on_busy {
                     OnBusy::Error => {
-                        quote_spanned!(return_span=> ::pals::__private::error_return(#error))
+                        quote_spanned!(return_span=> #krate::__private::error_return(#error))
                     }
                     OnBusy::Skip => {
-                        quote_spanned!(return_span=> ::pals::__private::skipped_return())
+                        quote_spanned!(return_span=> #krate::__private::skipped_return())
                     }
                 };
                 quote! {
-                    match ::pals::__private::unless_lost(&#held, #run_body).await {
+                    match #krate::__private::unless_lost(&#held, #run_body).await {
                         ::core::result::Result::Ok(#output) => #output,
                         ::core::result::Result::Err(#error) => {
                             let _ = &#error;
@@ -159,19 +214,21 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
                 }
             }
         };
-        quote! {{
+        quote! {
             #take_lock
             let #output = #run_body;
-            #held.release().await;
-            #output
-        }}
+            // Released in the tail expression: clippy's significant_drop_tightening (nursery)
+            // reads a release awaited in a statement before the tail as a guard kept longer
+            // than needed.
+            #held.release_returning(#output).await
+        }
     } else {
         // A sync body runs in place. Its value is taken before the lock is released, so
         // that temporaries of its last expression drop while the lock is still held; an
         // early `return`, `?` or panic releases it as the scope unwinds.
         // (A body that always returns, such as the one #[tokio::test] makes, leaves the
         // release below unreachable: it then happens as the scope ends.)
-        quote! {{
+        quote! {
             #take_lock
             #[allow(unused_braces, clippy::diverging_sub_expression)]
             let #output = #block;
@@ -180,18 +237,21 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
                 ::core::mem::drop(#held);
                 #output
             };
-        }}
+        }
     };
 
     Ok(quote! {
-        #(#attrs)*
-        #vis #sig #body
+        #(#outer_attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            #body
+        }
     })
 }
 
 /// The expression for the lock name: the template with its placeholders formatted in, or
 /// `module_path::function` by default.
-fn lock_name(args: &Args, function: &ItemFn) -> syn::Result<TokenStream> {
+fn lock_name(args: &Args, function: &ItemFn, krate: &TokenStream) -> syn::Result<TokenStream> {
     let Some(template) = &args.name else {
         let ident = &function.sig.ident;
         return Ok(quote!(::core::concat!(
@@ -237,7 +297,7 @@ fn lock_name(args: &Args, function: &ItemFn) -> syn::Result<TokenStream> {
         .map(|a| Ident::new(&a.to_string(), template.span()));
     let template = LitStr::new(&template.value(), template.span());
     Ok(quote!(
-        &::pals::__private::format!(#template, #(#names = #named),*)
+        &#krate::__private::format!(#template, #(#names = #named),*)
     ))
 }
 
@@ -267,4 +327,23 @@ fn contains_impl_trait(ty: &Type) -> bool {
     let mut finder = Finder(false);
     finder.visit_type(ty);
     finder.0
+}
+
+/// `tokens` reported at `span` (for errors about the return type), resolved as before.
+fn located_at(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            if let proc_macro2::TokenTree::Group(group) = &token {
+                let mut respanned =
+                    proc_macro2::Group::new(group.delimiter(), located_at(&group.stream(), span));
+                respanned.set_span(group.span().located_at(span));
+                token = respanned.into();
+            } else {
+                token.set_span(token.span().located_at(span));
+            }
+            token
+        })
+        .collect()
 }

@@ -18,11 +18,17 @@ pub fn exclusive(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     let function = match syn::parse::<syn::ItemFn>(item.clone()) {
         Ok(function) => function,
-        Err(_) => {
-            let error = syn::Error::new_spanned(
-                proc_macro2::TokenStream::from(item.clone()),
-                "#[pals::exclusive] goes on a function (a free function or a method) with a body",
-            );
+        Err(error) => {
+            // An item that is not a function (a struct, a trait method without a body, ...)
+            // gets the explanation; anything else is a function syn cannot read, and its
+            // own error says where.
+            let error = match syn::parse::<syn::Item>(item.clone()) {
+                Ok(syn::Item::Fn(_)) | Err(_) => error,
+                Ok(other) => syn::Error::new_spanned(
+                    other,
+                    "#[pals::exclusive] goes on a function (a free function or a method) with a body",
+                ),
+            };
             return with_item(error, item);
         }
     };

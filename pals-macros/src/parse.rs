@@ -2,11 +2,11 @@
 
 use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
-use syn::{Expr, LitBool, LitStr, Result};
+use syn::{Expr, LitBool, LitStr, Path, Result};
 
 /// The arguments the attribute accepts, in the order the docs list them.
 pub(crate) const VALID_ARGUMENTS: &str =
-    "name, timeout, on_busy, on_lost, shared, locker, min_hold";
+    "name, timeout, on_busy, on_lost, shared, locker, min_hold, crate";
 
 /// What to do when the lock is not acquired within the timeout.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -33,14 +33,12 @@ pub(crate) struct Args {
     pub shared: Option<bool>,
     pub locker: Option<Expr>,
     pub min_hold: Option<u64>,
+    /// `crate = path`: the path of the pals crate in the generated code (default `::pals`).
+    pub krate: Option<Path>,
     seen: Vec<String>,
 }
 
 impl Args {
-    pub(crate) fn on_busy(&self) -> OnBusy {
-        self.on_busy.map_or(OnBusy::Error, |(on_busy, _)| on_busy)
-    }
-
     /// Parses one `key = value` argument (called by `syn::meta::parser`).
     pub(crate) fn parse(&mut self, meta: ParseNestedMeta) -> Result<()> {
         let key = meta
@@ -62,7 +60,17 @@ impl Args {
         self.seen.push(key.clone());
         let value = meta.value()?;
         match key.as_str() {
-            "name" => self.name = Some(value.parse()?),
+            "name" => {
+                let lit: LitStr = value.parse()?;
+                if lit.value().is_empty() {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "the lock name is empty: give the lock a name, or leave `name` out for \
+                         the default (the function's path)",
+                    ));
+                }
+                self.name = Some(lit);
+            }
             "timeout" => {
                 let lit: LitStr = value.parse()?;
                 self.timeout =
@@ -111,6 +119,24 @@ impl Args {
             }
             "shared" => self.shared = Some(value.parse::<LitBool>()?.value),
             "locker" => self.locker = Some(value.parse()?),
+            // A path (`crate = pals_renamed`) or, as serde and tokio write it, a string
+            // holding one (`crate = "pals_renamed"`).
+            "crate" => {
+                self.krate = Some(if value.peek(LitStr) {
+                    let lit: LitStr = value.parse()?;
+                    lit.parse::<Path>().map_err(|_| {
+                        syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "invalid crate path \"{}\": expected the path of the pals crate, such as `crate = pals_renamed`",
+                                lit.value()
+                            ),
+                        )
+                    })?
+                } else {
+                    value.call(Path::parse_mod_style)?
+                });
+            }
             _ => unreachable!("checked against VALID_ARGUMENTS above"),
         }
         Ok(())

@@ -127,7 +127,7 @@ mod tls;
 pub mod xact;
 
 pub use error::Error;
-pub use exclusive::{LockErrorReturn, Skippable};
+pub use exclusive::{LockErrorReturn, Outcome, Skippable};
 pub use global::{global, init, init_from_env, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
 pub use inspect::Holder;
@@ -166,17 +166,23 @@ pub use lock::{Lock, Mode};
 /// |---|---|
 /// | `name = "..."` | lock name; default `concat!(module_path!(), "::", fn_name)`. `{ident}` placeholders format the function's arguments in (`name = "tenant-{tenant_id}"`); `{{` and `}}` are literal braces. |
 /// | `timeout = "..."` | how long to wait: `"0"` tries once, `"300ms"`, `"5s"`, `"2m"`, `"1h"`, `"forever"`; default: the locker's default timeout. |
-/// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (default) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` does not run the body and returns the type's [`Skippable`] value: `()`, `None`, `Ok(skipped)`. |
+/// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (the default for functions that return a value) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` (the default, and the only choice, for functions that return nothing) does not run the body and returns the type's [`Skippable`] value: `()`, `None`, [`Outcome::Skipped`], `Ok(skipped)`; the skip is logged at debug level. |
 /// | `shared = true` | take the shared (reader) lock. |
 /// | `on_lost = "cancel"` | async functions only: if the lock is lost while the body runs, the body is dropped and the function returns `Err(pals::Error::LockLost)` converted with `From` (or the skipped value with `on_busy = "skip"`). Default `"continue"`. |
 /// | `locker = EXPR` | use this `&Locker` (a static, an argument, a call) instead of [`global()`]. |
 /// | `min_hold = "30s"` | keep the lock at least this long after it was acquired; the function returns at once and the lock is released in the background when the time is up. |
+/// | `crate = path` | the path of the pals crate in the generated code, for a crate that has pals under another name or through a re-export (`crate = pals_renamed`, or `crate = "pals_renamed"`); default `::pals`. |
 ///
-/// When the acquire fails because the database does (not because the lock is busy),
-/// `on_busy = "error"` returns the error; `on_busy = "skip"` returns it where the return type
-/// is a `Result` whose error converts from `pals::Error`, and otherwise logs it (`tracing`, at
-/// error level) and skips. Sync functions use the blocking API and release before they
-/// return; async functions take the lock when first polled and await the release.
+/// When the acquire fails (not because the lock is busy), `on_busy = "error"` returns the
+/// error; `on_busy = "skip"` returns it where the return type is a `Result` whose error
+/// converts from `pals::Error`. Otherwise a misconfiguration
+/// ([`Error::is_misconfiguration`]: pals not configured, a bad URL, a refused login, an
+/// unknown database, TLS) panics with a message naming the lock and the function: it is
+/// never a skip. Any other failure (the database down or unreachable) is logged (`tracing`,
+/// error level, with the lock and the function; printed to stderr at most once a minute per
+/// lock when no subscriber is installed) and the call skipped. Sync functions use the
+/// blocking API and release before they return; async functions take the lock when first
+/// polled and await the release.
 pub use pals_macros::exclusive;
 pub use tls::TlsBackend;
 /// The tokio-postgres that pals is built on, for [`LockerBuilder::config`] and [`xact`].
@@ -191,8 +197,8 @@ pub use locker::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exclusive::{
-        acquire, blocking_acquire, error_return, skipped_return, unless_lost, Acquired, Held,
-        LockSpec, OnFailure, Resolved, ReturnFailure, SkipFailure,
+        acquire, blocking_acquire, error_return, log_busy_skip, skipped_return, unless_lost,
+        Acquired, Held, LockSpec, OnFailure, Resolved, ReturnFailure, SkipFailure,
     };
     pub use crate::global::global;
     pub use std::format;

@@ -1,0 +1,4 @@
+#[pals::exclusive(name = "")]
+fn job() {}
+
+fn main() {}
