@@ -2,6 +2,7 @@
 //! probe that looks at the server from outside the locker under test.
 
 pub mod cluster;
+pub mod events;
 pub mod proxy;
 
 use std::sync::atomic::{AtomicU64, Ordering};

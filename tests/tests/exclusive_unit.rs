@@ -6,9 +6,10 @@
 //! targets.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::LazyLock;
 
 use pals::{Locker, Outcome};
+use pals_tests::events::Recorder;
 use pals_tests::{locker, unique_app};
 
 static APP: LazyLock<String> = LazyLock::new(|| unique_app("unit"));
@@ -146,45 +147,6 @@ mod pedantic {
 #[pals::exclusive(name = "unit-written", timeout = "0", locker = locker)]
 fn unit_written(locker: &Locker) -> () {
     pedantic::RUNS.fetch_add(1, Ordering::SeqCst);
-}
-
-/// Records the events of the threads it is the default of, as `LEVEL field=value ...`.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields<'a>(&'a mut String);
-        impl tracing::field::Visit for Fields<'_> {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={:?} ", field.name(), value));
-            }
-        }
-        let mut line = format!("{} ", event.metadata().level());
-        event.record(&mut Fields(&mut line));
-        self.0.lock().unwrap().push(line);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-impl Recorder {
-    fn lines(&self, level: &str, text: &str) -> Vec<String> {
-        let lines = self.0.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.starts_with(level) && l.contains(text))
-            .cloned()
-            .collect()
-    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -6,86 +6,26 @@
 //! is logged on pals' own runtime thread, which a thread-local subscriber would not see, and
 //! tracing caches per process whether each call site is enabled.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use pals::Locker;
+use pals_tests::events::Recorder;
 use pals_tests::{application_name, locker, probe_i64, unique_app};
 
-/// Records every event of the process as `LEVEL field=value ...`.
-struct Recorder(Mutex<Vec<String>>);
-
-impl tracing::Subscriber for Recorder {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields<'a>(&'a mut String);
-        impl tracing::field::Visit for Fields<'_> {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={:?} ", field.name(), value));
-            }
-        }
-        let mut line = format!("{} ", event.metadata().level());
-        event.record(&mut Fields(&mut line));
-        self.0.lock().unwrap().push(line);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// The process's recorder, installed on first use.
+/// The process's recorder, installed as the global default on first use.
 fn recorder() -> &'static Recorder {
-    static RECORDER: OnceLock<&'static Recorder> = OnceLock::new();
+    static RECORDER: OnceLock<Recorder> = OnceLock::new();
     RECORDER.get_or_init(|| {
-        let recorder: &'static Recorder = Box::leak(Box::new(Recorder(Mutex::new(Vec::new()))));
-        tracing::subscriber::set_global_default(Forward(recorder)).expect("no other subscriber");
+        let recorder = Recorder::default();
+        tracing::subscriber::set_global_default(recorder.clone()).expect("no other subscriber");
         recorder
     })
 }
 
-/// The error-level lines recorded so far that mention `text`.
+/// The error-level events recorded so far that mention `text`.
 fn errors_about(text: &str) -> Vec<String> {
-    recorder()
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.starts_with("ERROR") && line.contains(text))
-        .cloned()
-        .collect()
-}
-
-/// The global subscriber must be owned; this one forwards to the leaked recorder.
-struct Forward(&'static Recorder);
-
-impl tracing::Subscriber for Forward {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        self.0.enabled(metadata)
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        self.0.new_span(span)
-    }
-    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        self.0.record(span, values)
-    }
-    fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
-        self.0.record_follows_from(span, follows)
-    }
-    fn event(&self, event: &tracing::Event<'_>) {
-        self.0.event(event)
-    }
-    fn enter(&self, span: &tracing::span::Id) {
-        self.0.enter(span)
-    }
-    fn exit(&self, span: &tracing::span::Id) {
-        self.0.exit(span)
-    }
+    recorder().lines("ERROR", text)
 }
 
 /// Ends the server session of `app`'s only session, and returns once it is gone.

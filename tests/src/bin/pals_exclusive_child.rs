@@ -37,33 +37,6 @@ async fn result_job() -> Result<Option<u32>, pals::Error> {
     Ok(Some(1))
 }
 
-/// Prints every event to stdout, as `LEVEL field=value ...`.
-struct Printer;
-
-impl tracing::Subscriber for Printer {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields<'a>(&'a mut String);
-        impl tracing::field::Visit for Fields<'_> {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={:?} ", field.name(), value));
-            }
-        }
-        let mut line = format!("{} ", event.metadata().level());
-        event.record(&mut Fields(&mut line));
-        println!("{line}");
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -73,7 +46,8 @@ fn main() {
     match mode.as_str() {
         "sync" | "traced" => {
             if mode == "traced" {
-                tracing::subscriber::set_global_default(Printer).unwrap();
+                tracing::subscriber::set_global_default(pals_tests::events::Recorder::printing())
+                    .unwrap();
             }
             job();
             job();
