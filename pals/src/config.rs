@@ -16,6 +16,13 @@ use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts, TargetSessionAttr
 
 use crate::tls::{SslMode, TlsSettings};
 
+mod passfile;
+mod syntax;
+
+use passfile::{default_passfile, password_from_file};
+use syntax::mask_password;
+use syntax::{key_value_pairs, parse_url, strip_scheme};
+
 /// The connection parameters pals knows, with the environment variable that fills each in
 /// (as libpq).
 const PARAMETERS: &[(&str, Option<&str>)] = &[
@@ -137,52 +144,6 @@ pub(crate) fn read(url: &str, env: &Environment<'_>) -> Result<DbConfig, String>
     build(params, env).map_err(cannot)
 }
 
-/// `url` with any password in it replaced by `***`, for messages.
-pub(crate) fn mask_password(url: &str) -> String {
-    if let Some(rest) = strip_scheme(url) {
-        let scheme = &url[..url.len() - rest.len()];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{hosts}"),
-                None => authority.to_string(),
-            },
-            None => authority.to_string(),
-        };
-        let tail = tail
-            .split('&')
-            .map(|part| match part.split_once("password=") {
-                Some((before, _)) if before.is_empty() || before.ends_with('?') => {
-                    format!("{before}password=***")
-                }
-                _ => part.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        return format!("{scheme}{authority}{tail}");
-    }
-    match key_value_pairs(url) {
-        Ok(pairs) => {
-            let mut masked = String::new();
-            let mut copied = 0;
-            for pair in pairs.iter().filter(|p| p.key == "password") {
-                masked.push_str(&url[copied..pair.start]);
-                masked.push_str("password=***");
-                copied = pair.end;
-            }
-            masked.push_str(&url[copied..]);
-            masked
-        }
-        Err(_) => url.to_string(),
-    }
-}
-
-fn strip_scheme(url: &str) -> Option<&str> {
-    url.strip_prefix("postgresql://")
-        .or_else(|| url.strip_prefix("postgres://"))
-}
-
 /// The parameters `text` gives, by libpq name.
 fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
     let pairs = if text.is_empty() {
@@ -218,73 +179,6 @@ fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
         params.insert(key, value);
     }
     Ok(params)
-}
-
-/// The parts of `postgresql://` + `rest`: `[user[:password]@][host[:port][,...]][/dbname][?k=v&...]`.
-fn parse_url(rest: &str) -> Result<Vec<(String, String)>, String> {
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, dbname) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut pairs = Vec::new();
-    let hosts = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let (user, password) = match userinfo.split_once(':') {
-                Some((user, password)) => (user, Some(password)),
-                None => (userinfo, None),
-            };
-            if !user.is_empty() {
-                pairs.push(("user".to_string(), percent_decode(user)));
-            }
-            if let Some(password) = password {
-                pairs.push(("password".to_string(), percent_decode(password)));
-            }
-            hosts
-        }
-        None => authority,
-    };
-    let (mut host_list, mut port_list) = (Vec::new(), Vec::new());
-    for spec in hosts.split(',').filter(|_| !hosts.is_empty()) {
-        let (host, port) = split_host_port(spec)?;
-        host_list.push(percent_decode(host));
-        port_list.push(port.unwrap_or_default().to_string());
-    }
-    if host_list.iter().any(|h| !h.is_empty()) {
-        pairs.push(("host".to_string(), host_list.join(",")));
-    }
-    if port_list.iter().any(|p| !p.is_empty()) {
-        pairs.push(("port".to_string(), port_list.join(",")));
-    }
-    if !dbname.is_empty() {
-        pairs.push(("dbname".to_string(), percent_decode(dbname)));
-    }
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let Some((key, value)) = pair.split_once('=') else {
-            return Err(format!("`{pair}` in the query has no `=value`"));
-        };
-        pairs.push((percent_decode(key), percent_decode(value)));
-    }
-    Ok(pairs)
-}
-
-/// `host[:port]`, or `[ipv6][:port]`.
-fn split_host_port(spec: &str) -> Result<(&str, Option<&str>), String> {
-    if let Some(rest) = spec.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
-            return Err(format!(
-                "`{spec}` opens `[` for an IPv6 address and never closes it"
-            ));
-        };
-        return match after {
-            "" => Ok((host, None)),
-            _ => match after.strip_prefix(':') {
-                Some(port) => Ok((host, Some(port))),
-                None => Err(format!("unexpected `{after}` after `[{host}]`")),
-            },
-        };
-    }
-    Ok(match spec.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (spec, None),
-    })
 }
 
 fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<DbConfig, String> {
@@ -505,170 +399,6 @@ fn describe_target(hosts: &[String], ports: &[u16], params: &BTreeMap<String, St
     }
 }
 
-/// `~/.pgpass` (`%APPDATA%\postgresql\pgpass.conf` on Windows).
-fn default_passfile(env: &Environment<'_>) -> Option<PathBuf> {
-    if cfg!(windows) {
-        return (env.var)("APPDATA").map(|dir| PathBuf::from(dir).join("postgresql/pgpass.conf"));
-    }
-    env.home.as_ref().map(|home| home.join(".pgpass"))
-}
-
-/// The password for a connection from a libpq password file: the first line
-/// `host:port:dbname:user:password` that matches (`*` matches anything; `\:` and `\\` are
-/// a colon and a backslash). A socket directory matches `localhost`, as in libpq. Like
-/// libpq, a file that others may read is ignored, with a warning.
-fn password_from_file(
-    file: &Path,
-    host: &str,
-    port: u16,
-    dbname: &str,
-    user: &str,
-) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(file).ok()?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                file = %file.display(),
-                "pals: the password file can be read by others (chmod 0600 it); it is ignored, as libpq does"
-            );
-            return None;
-        }
-    }
-    let host = if host.starts_with('/') {
-        "localhost"
-    } else {
-        host
-    };
-    let port = port.to_string();
-    let wanted = [host, port.as_str(), dbname, user];
-    text.lines()
-        .filter(|line| !line.trim_start().starts_with('#'))
-        .find_map(|line| {
-            let fields = pgpass_fields(line);
-            let [h, p, d, u, password] = fields.as_slice() else {
-                return None;
-            };
-            [h, p, d, u]
-                .iter()
-                .zip(wanted)
-                .all(|(field, want)| field.as_str() == "*" || field.as_str() == want)
-                .then(|| password.clone())
-        })
-}
-
-/// The fields of one password-file line: split at unescaped colons, escapes removed.
-fn pgpass_fields(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => fields.last_mut().unwrap().extend(chars.next()),
-            ':' if fields.len() < 5 => fields.push(String::new()),
-            c => fields.last_mut().unwrap().push(c),
-        }
-    }
-    fields
-}
-
-/// `%XX` escapes decoded; anything else kept as it is.
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One `key = value` pair of a libpq key=value string, with where it stands.
-struct Pair {
-    key: String,
-    value: String,
-    start: usize,
-    end: usize,
-}
-
-/// The pairs of a libpq key=value string: spaces around `=` allowed, values bare or in
-/// single quotes, a backslash escaping the next character.
-fn key_value_pairs(text: &str) -> Result<Vec<Pair>, String> {
-    let bytes = text.as_bytes();
-    let mut pairs = Vec::new();
-    let mut i = 0;
-    let skip_spaces = |i: &mut usize| {
-        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
-            *i += 1;
-        }
-    };
-    loop {
-        skip_spaces(&mut i);
-        if i >= bytes.len() {
-            return Ok(pairs);
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let key = text[start..i].to_string();
-        skip_spaces(&mut i);
-        if i >= bytes.len() || bytes[i] != b'=' {
-            return Err(format!("`{key}` is not followed by `=`"));
-        }
-        i += 1;
-        skip_spaces(&mut i);
-        let mut value = Vec::new();
-        if i < bytes.len() && bytes[i] == b'\'' {
-            i += 1;
-            loop {
-                match bytes.get(i) {
-                    None => {
-                        return Err(format!("the quoted value of `{key}` has no closing quote"))
-                    }
-                    Some(b'\'') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(b'\\') if i + 1 < bytes.len() => {
-                        value.push(bytes[i + 1]);
-                        i += 2;
-                    }
-                    Some(&b) => {
-                        value.push(b);
-                        i += 1;
-                    }
-                }
-            }
-        } else {
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-                if bytes[i] == b'\\' && i + 1 < bytes.len() {
-                    i += 1;
-                }
-                value.push(bytes[i]);
-                i += 1;
-            }
-        }
-        let value = String::from_utf8_lossy(&value).into_owned();
-        pairs.push(Pair {
-            key,
-            value,
-            start,
-            end: i,
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,51 +558,5 @@ mod tests {
             Some(Duration::MAX),
             "0: no limit, as libpq"
         );
-    }
-
-    #[test]
-    fn password_file_lines_match_as_libpq_reads_them() {
-        let dir = std::env::temp_dir().join(format!("pals-pgpass-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("pgpass");
-        std::fs::write(
-            &file,
-            "# comment\nother:5432:*:*:wrong\ndb\\:x:*:orders:ann:first\n*:5432:*:ann:p\\:w\n",
-        )
-        .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        let found = |host, port, db, user| password_from_file(&file, host, port, db, user);
-        assert_eq!(
-            found("db.example", 5432, "orders", "ann"),
-            Some("p:w".into())
-        );
-        assert_eq!(found("other", 5432, "x", "bob"), Some("wrong".into()));
-        assert_eq!(found("db:x", 6000, "orders", "ann"), Some("first".into()));
-        assert_eq!(
-            found("/var/run/postgresql", 5432, "d", "ann"),
-            Some("p:w".into())
-        );
-        assert_eq!(found("h", 6000, "d", "ann"), None);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-            assert_eq!(
-                found("db.example", 5432, "orders", "ann"),
-                None,
-                "readable by others"
-            );
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn percent_escapes_and_bad_escapes() {
-        assert_eq!(percent_decode("%2Fx%+1%zz%"), "/x%+1%zz%");
-        assert_eq!(percent_decode("a%20b"), "a b");
     }
 }
