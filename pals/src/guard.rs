@@ -37,6 +37,24 @@ pub struct LockGuard {
     /// Reads `true` once the lock's session is known to be over.
     dead: watch::Receiver<bool>,
     rt: Handle,
+    /// The locker's count of background releases (see `Locker::wait_for_releases`).
+    releasing: Arc<watch::Sender<usize>>,
+}
+
+/// One background release, counted for `Locker::wait_for_releases` while it lives.
+struct Releasing(Arc<watch::Sender<usize>>);
+
+impl Releasing {
+    fn new(count: &Arc<watch::Sender<usize>>) -> Releasing {
+        count.send_modify(|count| *count += 1);
+        Releasing(Arc::clone(count))
+    }
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count -= 1);
+    }
 }
 
 /// What a guard owns while the lock is held.
@@ -65,6 +83,7 @@ impl LockGuard {
             acquired_at: Instant::now(),
             dead: held.hold.dead(),
             rt: lock.locker().rt().clone(),
+            releasing: Arc::clone(lock.locker().releasing()),
             held: Some(held),
             name: Arc::clone(lock.shared_name()),
         }
@@ -185,7 +204,9 @@ impl LockGuard {
         let held = self.held.take()?;
         let rt = self.rt.clone();
         let (name, key, acquired_at) = (self.name.clone(), self.key, self.acquired_at);
+        let releasing = Releasing::new(&self.releasing);
         let release = async move {
+            let _releasing = releasing; // counted until the release is done (or dropped)
             let held_for = acquired_at.elapsed();
             match held.release().await {
                 Ok(true) => {

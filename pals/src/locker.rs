@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 
 use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
@@ -56,6 +57,8 @@ struct LockerInner {
     rt: Handle,
     /// The names of the keys this locker has made locks for, for `holders()`.
     names: Mutex<HashMap<i64, Arc<str>>>,
+    /// How many of its locks are being released in the background.
+    releasing: Arc<watch::Sender<usize>>,
 }
 
 /// How many names a locker remembers for `holders()`; beyond, keys show without a name.
@@ -179,6 +182,37 @@ impl Locker {
     /// ```
     pub fn lock_key(&self, key: i64) -> Lock {
         Lock::new(self.clone(), key.to_string().into(), key, false)
+    }
+
+    /// Completes once every lock of this locker that is released in the background has
+    /// been released: dropped guards, and guards kept until a time by
+    /// [`LockGuard::release_at`](crate::LockGuard::release_at) or the attribute's
+    /// `min_hold`, whose time is waited for.
+    ///
+    /// Call it before the process exits. A lock lives only as long as its session: an exit
+    /// frees every lock at once, `min_hold` included, and a replica whose scheduler fires a
+    /// moment later could then run the same job again.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// let locker = pals::Locker::new("doc-wait-releases", &url)?;
+    /// let guard = locker.lock("report").acquire().await?;
+    /// let until = Instant::now() + Duration::from_millis(100);
+    /// guard.release_at(until);
+    /// locker.wait_for_releases().await; // at the end of main
+    /// assert!(Instant::now() >= until);
+    /// assert!(locker.lock("report").try_acquire().await?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_releases(&self) {
+        let mut releasing = self.inner.releasing.subscribe();
+        let _ = releasing.wait_for(|count| *count == 0).await;
+    }
+
+    pub(crate) fn releasing(&self) -> &Arc<watch::Sender<usize>> {
+        &self.inner.releasing
     }
 
     /// The application name that namespaces this locker's lock names.
@@ -411,6 +445,7 @@ impl LockerBuilder {
                 heartbeat: self.heartbeat,
                 rt,
                 names: Mutex::default(),
+                releasing: Arc::new(watch::Sender::new(0)),
             }),
         })
     }

@@ -2,7 +2,7 @@
 //! never goes back into the pool.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pals_tests::{application_name, holders_of, locker, locker_with, probe_i64, unique_app};
 
@@ -127,4 +127,34 @@ async fn a_lost_session_is_closed_and_the_pool_recovers() {
     ));
     assert_ne!(pid, new_pid);
     assert!(again.release().await.unwrap());
+}
+
+/// `wait_for_releases` ends once the background releases are done: a dropped guard's, and
+/// a `release_at`'s, whose time it waits for; a locker with none returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_releases_outlasts_dropped_guards_and_min_hold() {
+    let app = unique_app("wait-releases");
+    let (mine, other) = (locker(&app), locker(&app));
+    mine.wait_for_releases().await; // nothing pending
+
+    drop(mine.lock("dropped").acquire().await.unwrap());
+    mine.wait_for_releases().await;
+    // Free at once for this locker too, whose next caller is let in only once the unlock
+    // is confirmed.
+    let again = mine.lock("dropped").try_acquire().await.unwrap();
+    assert!(again.is_some(), "the dropped guard's release was not done");
+    assert!(again.unwrap().release().await.unwrap());
+
+    let kept = mine.lock("kept").acquire().await.unwrap();
+    let until = Instant::now() + Duration::from_millis(300);
+    kept.release_at(until);
+    mine.wait_for_releases().await;
+    assert!(
+        Instant::now() >= until,
+        "returned before the kept lock's time"
+    );
+    assert!(
+        other.lock("kept").try_acquire().await.unwrap().is_some(),
+        "still held after wait_for_releases"
+    );
 }
