@@ -1,26 +1,46 @@
-//! A migration routine that must never run twice at once: `cargo run --example migrations`.
+//! Migrations that must never run twice at once, on the libraries a service already has:
+//! `cargo run --example migrations [xact]`.
 //!
-//! Several "instances" start at the same time and each calls `migrate()`. The attribute makes
-//! them take turns (`timeout = "forever"`): the first applies the migrations, the others wait,
-//! then find nothing left to do. The function is sync and uses the global locker, configured
-//! once with `pals::init`.
+//! refinery applies the SQL files of `examples/migrations/` (embedded at build time) over the
+//! application's own deadpool-postgres pool; pals guards the run. Start it on four replicas
+//! at once: the first applies the migrations, the others wait for the lock, then find
+//! nothing left to do.
+//!
+//! - By default, `#[pals::exclusive(timeout = "forever")]` around the runner: a session lock
+//!   from pals' own connections, held while refinery works on a pooled connection.
+//! - With `xact`, a transaction-scoped lock (`pals::xact`) taken in a transaction of a pooled
+//!   connection, and held until that transaction ends. refinery runs on a `Client` and opens
+//!   its own transactions, so it cannot run inside the caller's: it applies the migrations as
+//!   one group on a second pooled connection while the first holds the lock.
+//!
+//! Settings: `PALS_DB_URL`, `PALS_APP_NAME` (default `migrations-demo`), and `PALS_SCHEMA`, the
+//! schema migrated (default `pals_example`).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// Stands in for the schema_migrations table of a real database.
-static APPLIED: Mutex<Vec<&str>> = Mutex::new(Vec::new());
-const MIGRATIONS: [&str; 3] = ["001_create_users", "002_add_email", "003_index_email"];
+use deadpool_postgres::{Manager, Pool};
+use pals::tokio_postgres::{self, NoTls};
 
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// What can go wrong: the lock, the pool, the database, or a migration.
 #[derive(Debug)]
 enum MigrationError {
     Lock(pals::Error),
+    Pool(String),
+    Database(tokio_postgres::Error),
+    Migration(refinery::Error),
 }
 
 impl std::fmt::Display for MigrationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MigrationError::Lock(error) => write!(f, "migration lock: {error}"),
+            MigrationError::Pool(error) => write!(f, "connection pool: {error}"),
+            MigrationError::Database(error) => write!(f, "database: {error}"),
+            MigrationError::Migration(error) => write!(f, "migration: {error}"),
         }
     }
 }
@@ -33,36 +53,97 @@ impl From<pals::Error> for MigrationError {
     }
 }
 
-#[pals::exclusive(timeout = "forever")] // lock name: migrations::migrate
-fn migrate(instance: u32) -> Result<usize, MigrationError> {
-    let mut applied = 0;
-    for migration in MIGRATIONS {
-        if APPLIED.lock().unwrap().contains(&migration) {
-            continue;
-        }
-        std::thread::sleep(Duration::from_millis(50)); // run the DDL
-        APPLIED.lock().unwrap().push(migration);
-        println!("instance {instance}: applied {migration}");
-        applied += 1;
+impl From<deadpool_postgres::PoolError> for MigrationError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        MigrationError::Pool(error.to_string())
     }
-    Ok(applied)
 }
 
-fn main() -> Result<(), MigrationError> {
-    pals::init(pals::Locker::new(
-        "migrations-demo",
-        &pals_examples::db_url(),
-    )?)?;
-    let instances: Vec<_> = (1..=3)
-        .map(|n| std::thread::spawn(move || (n, migrate(n))))
-        .collect();
-    for instance in instances {
-        let (n, applied) = instance.join().expect("instance thread");
-        println!(
-            "instance {n}: done, {} migration(s) applied by this instance",
-            applied?
-        );
+impl From<tokio_postgres::Error> for MigrationError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        MigrationError::Database(error)
     }
-    assert_eq!(APPLIED.lock().unwrap().len(), MIGRATIONS.len());
+}
+
+impl From<refinery::Error> for MigrationError {
+    fn from(error: refinery::Error) -> Self {
+        MigrationError::Migration(error)
+    }
+}
+
+/// The session-lock way: pals holds the lock while refinery runs on a pooled connection.
+#[pals::exclusive(name = "migrations-{schema}", timeout = "forever")]
+async fn migrate(pool: &Pool, schema: &str) -> Result<refinery::Report, MigrationError> {
+    let mut client = pool.get().await?;
+    // Under the lock: two replicas creating the schema at once would collide.
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await?;
+    Ok(embedded::migrations::runner()
+        .run_async(&mut **client)
+        .await?)
+}
+
+/// The transaction-scoped way: the lock lives as long as a transaction of a pooled
+/// connection.
+async fn migrate_under_xact(
+    pool: &Pool,
+    app: &str,
+    schema: &str,
+) -> Result<refinery::Report, MigrationError> {
+    let mut holder = pool.get().await?;
+    let lock = holder.transaction().await?;
+    // deadpool-postgres' transaction derefs to tokio-postgres', which pals::xact takes.
+    let name = format!("migrations-{schema}");
+    pals::xact::acquire(&lock, app, &name, Duration::MAX).await?;
+    let mut client = pool.get().await?;
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await?;
+    let report = embedded::migrations::runner()
+        .set_grouped(true)
+        .run_async(&mut **client)
+        .await?;
+    lock.commit().await?; // ends the transaction: the lock is free
+    Ok(report)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), MigrationError> {
+    let url = pals_examples::db_url();
+    let app = std::env::var("PALS_APP_NAME").unwrap_or_else(|_| "migrations-demo".into());
+    let schema = std::env::var("PALS_SCHEMA").unwrap_or_else(|_| "pals_example".into());
+    let under_xact = std::env::args().nth(1).as_deref() == Some("xact");
+
+    // The application's pool, its sessions working in the schema.
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| MigrationError::Pool(format!("{url}: {e}")))?;
+    config.options(format!("-c search_path={schema}"));
+    let pool = Pool::builder(Manager::new(config, NoTls))
+        .max_size(4)
+        .build()
+        .map_err(|e| MigrationError::Pool(e.to_string()))?;
+    // pals' own locker, for the attribute.
+    pals::init(pals::Locker::new(&app, &url)?)?;
+
+    let report = if under_xact {
+        migrate_under_xact(&pool, &app, &schema).await?
+    } else {
+        migrate(&pool, &schema).await?
+    };
+    let applied: Vec<String> = report
+        .applied_migrations()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    match applied.len() {
+        0 => println!("pid {}: nothing to apply, up to date", std::process::id()),
+        n => println!(
+            "pid {}: applied {n} migration(s): {}",
+            std::process::id(),
+            applied.join(", ")
+        ),
+    }
     Ok(())
 }

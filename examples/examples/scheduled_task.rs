@@ -1,41 +1,74 @@
-//! A scheduled task that must run on one replica at a time: `cargo run --example scheduled_task`.
+//! A scheduled job that must run on one replica at a time, on tokio-cron-scheduler (the
+//! Rust counterpart of Spring's `@Scheduled`, where ShedLock users come from):
+//! `cargo run --example scheduled_task [TICKS]`.
 //!
-//! Two "replicas" (two lockers, as two processes would have) fire the same job on the same
-//! schedule. Whichever takes the lock runs the report; the other skips that tick. `min_hold`
-//! keeps the lock for a while after a fast run, so a replica whose clock fires a moment late
-//! does not run the job a second time.
+//! Every replica runs the same schedule: a cron job every 3 seconds. Whichever replica
+//! takes the lock runs the report; the others skip that tick. `min_hold` keeps the lock for
+//! 1 s after a fast run, so a replica whose scheduler fires a moment later (clock skew, a
+//! busy machine) does not run the same tick again; it must stay shorter than the period
+//! less the scheduler's lateness (a few hundred milliseconds, and up to a second and a half
+//! for the tick it fires at start). Start it twice: each tick runs once.
+//!
+//! Settings: `PALS_DB_URL`, `PALS_APP_NAME` (default `scheduler-demo`); TICKS (default 3):
+//! how many ticks this replica sees before it exits.
 
-use std::time::Duration;
+use tokio_cron_scheduler::{Job, JobScheduler};
 
-use pals::Locker;
+/// Seconds between ticks (the cron expression below).
+const PERIOD: u64 = 3;
 
-#[pals::exclusive(name = "nightly-report", timeout = "0", on_busy = "skip", min_hold = "300ms", locker = replica)]
-async fn nightly_report(replica: &Locker, who: &str, tick: u32) -> Option<String> {
-    tokio::time::sleep(Duration::from_millis(20)).await; // build the report
-    Some(format!("tick {tick}: report built by {who}"))
+#[pals::exclusive(
+    name = "nightly-report",
+    timeout = "0",
+    on_busy = "skip",
+    min_hold = "1s"
+)]
+async fn nightly_report(tick: i64) -> Option<String> {
+    // Build the report: fast, which is why min_hold matters.
+    Some(format!("report for tick {tick}"))
+}
+
+/// The tick a firing is for: the last scheduled second. The scheduler fires a few hundred
+/// milliseconds late, and once at start for a tick it just missed.
+fn current_tick() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    now - now % PERIOD as i64
 }
 
 #[tokio::main]
-async fn main() -> Result<(), pals::Error> {
-    let url = pals_examples::db_url();
-    let replicas = [
-        ("replica-a", Locker::new("scheduler-demo", &url)?),
-        ("replica-b", Locker::new("scheduler-demo", &url)?),
-    ];
-    for tick in 1..=3 {
-        // Both schedulers fire; the second one's clock is 60 ms late. The report took 20 ms,
-        // so without min_hold the late replica would find the lock free and run it again.
-        let (a, b) = tokio::join!(nightly_report(&replicas[0].1, replicas[0].0, tick), async {
-            tokio::time::sleep(Duration::from_millis(60)).await;
-            nightly_report(&replicas[1].1, replicas[1].0, tick).await
-        });
-        for (outcome, (who, _)) in [a, b].into_iter().zip(&replicas) {
-            match outcome {
-                Some(report) => println!("{report}"),
-                None => println!("tick {tick}: {who} skipped: another replica has the job"),
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let ticks: usize = match std::env::args().nth(1) {
+        Some(ticks) => ticks.parse()?,
+        None => 3,
+    };
+    let app = std::env::var("PALS_APP_NAME").unwrap_or_else(|_| "scheduler-demo".into());
+    pals::init(pals::Locker::new(app, &pals_examples::db_url())?)?;
+
+    let (fired, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let scheduler = JobScheduler::new().await?;
+    let job = Job::new_async("*/3 * * * * *", move |_id, _scheduler| {
+        let fired = fired.clone();
+        Box::pin(async move {
+            let tick = current_tick();
+            match nightly_report(tick).await {
+                Some(report) => println!("tick {tick}: ran: {report}"),
+                None => println!("tick {tick}: skipped: another replica has the job"),
             }
-        }
-        tokio::time::sleep(Duration::from_millis(400)).await; // until the next tick
+            let _ = fired.send(());
+        })
+    })?;
+    scheduler.add(job).await?;
+    scheduler.start().await?;
+    for _ in 0..ticks {
+        seen.recv().await;
     }
+    let mut scheduler = scheduler;
+    scheduler.shutdown().await?;
+    // min_hold lasts as long as the process: exiting now would free the lock at once, and a
+    // replica that fires a moment later would run this tick again.
+    pals::global()?.wait_for_releases().await;
     Ok(())
 }
