@@ -1,0 +1,208 @@
+//! What an annotated function returns instead of running its body: the error (a busy lock
+//! under `on_busy = "error"`, or a failure), or the type's skipped value.
+
+use std::marker::PhantomData;
+
+use super::report::skip_failure;
+use super::LockSpec;
+use crate::Error;
+
+/// Return types that can carry a [`pals::Error`](crate::Error) out of a function annotated
+/// with `#[pals::exclusive]` (`on_busy = "error"`, the default).
+///
+/// Implemented for `Result<T, E>` where `E: From<pals::Error>`; implement it for your own
+/// return types if they have a way to report the error.
+///
+/// ```
+/// use pals::LockErrorReturn;
+/// let r: Result<(), pals::Error> = LockErrorReturn::from_lock_error(pals::Error::NotConfigured);
+/// assert!(r.is_err());
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`#[pals::exclusive]` cannot return a lock error as `{Self}`",
+    label = "this return type cannot carry a `pals::Error`",
+    note = "with on_busy = \"error\" (the default), return `Result<T, E>` where `E: From<pals::Error>`",
+    note = "or use on_busy = \"skip\" to skip the body when the lock is busy"
+)]
+pub trait LockErrorReturn {
+    /// The value that returns `error` to the caller.
+    fn from_lock_error(error: Error) -> Self;
+}
+
+impl<T, E: From<Error>> LockErrorReturn for Result<T, E> {
+    fn from_lock_error(error: Error) -> Self {
+        Err(E::from(error))
+    }
+}
+
+/// Return types with a "skipped" value: what a function annotated with
+/// `#[pals::exclusive(on_busy = "skip")]` returns when the lock is busy and its body did not run.
+///
+/// `()` for `()`, `None` for `Option<T>`, [`Outcome::Skipped`] for [`Outcome<T>`],
+/// `Ok(T::skipped())` for `Result<T, E>`. Implement it for your own types:
+///
+/// ```
+/// #[derive(Debug, PartialEq)]
+/// enum Run { Done(u32), Skipped }
+/// impl pals::Skippable for Run {
+///     fn skipped() -> Self { Run::Skipped }
+/// }
+/// assert_eq!(<Result<Run, pals::Error> as pals::Skippable>::skipped().unwrap(), Run::Skipped);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`#[pals::exclusive(on_busy = \"skip\")]` has no skipped value for `{Self}`",
+    label = "no skipped value for this return type",
+    note = "skipped values exist for `()`, `Option<T>`, `pals::Outcome<T>` and `Result<T, E>` whose `T` has one",
+    note = "implement `pals::Skippable` for your type, or use on_busy = \"error\""
+)]
+pub trait Skippable {
+    /// The value returned in place of running the body.
+    fn skipped() -> Self;
+}
+
+impl Skippable for () {
+    fn skipped() -> Self {}
+}
+
+impl<T> Skippable for Option<T> {
+    fn skipped() -> Self {
+        None
+    }
+}
+
+impl<T: Skippable, E> Skippable for Result<T, E> {
+    fn skipped() -> Self {
+        Ok(T::skipped())
+    }
+}
+
+/// What a function annotated with `#[pals::exclusive(on_busy = "skip")]` returns when a skip
+/// must be told apart from a value of the body: [`Ran`](Outcome::Ran) with the body's
+/// value, or [`Skipped`](Outcome::Skipped) when another holder had the lock.
+///
+/// With `Option<T>` as the return type, a skip and the body's own `None` look the same;
+/// with `Outcome<Option<T>>` they do not. Inside a `Result`, a skip is `Ok(Outcome::Skipped)`.
+///
+/// ```
+/// use pals::Outcome;
+/// # use std::sync::LazyLock;
+/// # static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| pals::Locker::new("doc-outcome",
+/// #     &std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into())).unwrap());
+///
+/// #[pals::exclusive(name = "next-invoice", timeout = "0", on_busy = "skip", locker = &LOCKER)]
+/// fn next_invoice() -> Outcome<Option<u32>> {
+///     Outcome::Ran(None) // ran, and found nothing to do
+/// }
+///
+/// let outcome = next_invoice();
+/// assert_eq!(outcome, Outcome::Ran(None)); // not Outcome::Skipped: nobody else held the lock
+/// assert!(!outcome.is_skipped());
+/// assert_eq!(outcome.ran(), Some(None));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use]
+pub enum Outcome<T> {
+    /// The lock was taken and the body ran; this is its value.
+    Ran(T),
+    /// The lock was busy: the body did not run.
+    Skipped,
+}
+
+impl<T> Outcome<T> {
+    /// The body's value, `None` if the call was skipped.
+    pub fn ran(self) -> Option<T> {
+        match self {
+            Outcome::Ran(value) => Some(value),
+            Outcome::Skipped => None,
+        }
+    }
+
+    /// True if the lock was busy and the body did not run.
+    pub const fn is_skipped(&self) -> bool {
+        matches!(self, Outcome::Skipped)
+    }
+}
+
+impl<T> Skippable for Outcome<T> {
+    fn skipped() -> Self {
+        Outcome::Skipped
+    }
+}
+
+/// The return value for a busy lock under `on_busy = "error"`, and for a failed acquire.
+#[doc(hidden)]
+pub fn error_return<R: LockErrorReturn>(error: Error) -> R {
+    R::from_lock_error(error)
+}
+
+/// The return value for a busy lock under `on_busy = "skip"`.
+#[doc(hidden)]
+pub fn skipped_return<R: Skippable>() -> R {
+    R::skipped()
+}
+
+/// A failed acquire under `on_busy = "skip"`: returned as an error where the return type
+/// can carry one, else logged and skipped. Chosen by autoref specialisation at the call
+/// site: `(&&OnFailure::<R>::new()).resolve(error)`.
+#[doc(hidden)]
+pub struct OnFailure<R>(PhantomData<fn() -> R>);
+
+impl<R> OnFailure<R> {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        OnFailure(PhantomData)
+    }
+}
+
+/// What to do with a failed acquire under `on_busy = "skip"`.
+#[doc(hidden)]
+pub enum Resolved<R> {
+    /// Return this (the error, carried by the return type).
+    Return(R),
+    /// Return the skipped value (the error was logged).
+    Skip,
+}
+
+#[doc(hidden)]
+pub trait ReturnFailure<R> {
+    fn resolve(&self, error: Error, lock: &str, spec: &LockSpec) -> Resolved<R>;
+}
+
+impl<R: LockErrorReturn> ReturnFailure<R> for &OnFailure<R> {
+    fn resolve(&self, error: Error, _: &str, _: &LockSpec) -> Resolved<R> {
+        Resolved::Return(R::from_lock_error(error))
+    }
+}
+
+#[doc(hidden)]
+pub trait SkipFailure<R> {
+    fn resolve(&self, error: Error, lock: &str, spec: &LockSpec) -> Resolved<R>;
+}
+
+// No bound here: a return type without a skipped value is reported once, by the
+// `skipped_return` call the skip path makes anyway.
+impl<R> SkipFailure<R> for OnFailure<R> {
+    // A misconfiguration's panic points at the annotated function.
+    #[track_caller]
+    fn resolve(&self, error: Error, lock: &str, spec: &LockSpec) -> Resolved<R> {
+        skip_failure(&error, lock, spec.function);
+        Resolved::Skip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_tells_a_skip_from_a_value() {
+        assert_eq!(Outcome::Ran(None::<u32>).ran(), Some(None));
+        assert_eq!(<Outcome<Option<u32>> as Skippable>::skipped().ran(), None);
+        assert!(<Outcome<()> as Skippable>::skipped().is_skipped());
+        assert!(!Outcome::Ran(()).is_skipped());
+        assert_eq!(
+            <Result<Outcome<u8>, Error> as Skippable>::skipped().unwrap(),
+            Outcome::Skipped
+        );
+    }
+}
