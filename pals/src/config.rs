@@ -265,40 +265,30 @@ fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<
     {
         config.application_name(&name);
     }
-    if let Some(attrs) = get(&params, "target_session_attrs") {
-        config.target_session_attrs(match attrs.as_str() {
-            "any" => TargetSessionAttrs::Any,
-            "read-write" => TargetSessionAttrs::ReadWrite,
-            "read-only" => TargetSessionAttrs::ReadOnly,
-            other => {
-                return Err(format!(
-                    "target_session_attrs `{other}`: expected any, read-write or read-only"
-                ))
-            }
-        });
+    use TargetSessionAttrs as Attrs;
+    let attrs = [
+        ("any", Attrs::Any),
+        ("read-write", Attrs::ReadWrite),
+        ("read-only", Attrs::ReadOnly),
+    ];
+    if let Some(attrs) = one_of(&params, "target_session_attrs", &attrs)? {
+        config.target_session_attrs(attrs);
     }
-    if let Some(binding) = get(&params, "channel_binding") {
-        config.channel_binding(match binding.as_str() {
-            "disable" => ChannelBinding::Disable,
-            "prefer" => ChannelBinding::Prefer,
-            "require" => ChannelBinding::Require,
-            other => {
-                return Err(format!(
-                    "channel_binding `{other}`: expected disable, prefer or require"
-                ))
-            }
-        });
+    use ChannelBinding as Binding;
+    let bindings = [
+        ("disable", Binding::Disable),
+        ("prefer", Binding::Prefer),
+        ("require", Binding::Require),
+    ];
+    if let Some(binding) = one_of(&params, "channel_binding", &bindings)? {
+        config.channel_binding(binding);
     }
-    if let Some(balance) = get(&params, "load_balance_hosts") {
-        config.load_balance_hosts(match balance.as_str() {
-            "disable" => LoadBalanceHosts::Disable,
-            "random" => LoadBalanceHosts::Random,
-            other => {
-                return Err(format!(
-                    "load_balance_hosts `{other}`: expected disable or random"
-                ))
-            }
-        });
+    let balances = [
+        ("disable", LoadBalanceHosts::Disable),
+        ("random", LoadBalanceHosts::Random),
+    ];
+    if let Some(balance) = one_of(&params, "load_balance_hosts", &balances)? {
+        config.load_balance_hosts(balance);
     }
     if let Some(millis) = number(&params, "tcp_user_timeout", "milliseconds")? {
         config.tcp_user_timeout(Duration::from_millis(millis));
@@ -318,31 +308,22 @@ fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<
         },
     };
     let keepalives = Keepalives {
-        on: match get(&params, "keepalives").as_deref() {
-            None => None,
-            Some("1") => Some(true),
-            Some("0") => Some(false),
-            Some(other) => return Err(format!("keepalives `{other}`: expected 1 or 0")),
-        },
+        on: one_of(&params, "keepalives", &[("1", true), ("0", false)])?,
         idle: number(&params, "keepalives_idle", "seconds")?.map(Duration::from_secs),
         interval: number(&params, "keepalives_interval", "seconds")?.map(Duration::from_secs),
         count: number(&params, "keepalives_count", "probes")?
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
     };
 
-    let mode = match get(&params, "sslmode").as_deref() {
-        None => SslMode::Prefer,
-        Some("disable") => SslMode::Disable,
-        Some("allow" | "prefer") => SslMode::Prefer,
-        Some("require") => SslMode::Require,
-        Some("verify-ca") => SslMode::VerifyCa,
-        Some("verify-full") => SslMode::VerifyFull,
-        Some(other) => {
-            return Err(format!(
-                "sslmode `{other}`: expected disable, prefer, require, verify-ca or verify-full"
-            ))
-        }
-    };
+    let modes = [
+        ("disable", SslMode::Disable),
+        ("allow", SslMode::Prefer),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+    ];
+    let mode = one_of(&params, "sslmode", &modes)?.unwrap_or(SslMode::Prefer);
     let tls = TlsSettings {
         mode,
         root_cert: get(&params, "sslrootcert").map(PathBuf::from),
@@ -355,6 +336,26 @@ fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<
         keepalives,
         target,
     })
+}
+
+/// A parameter that must be one of `choices` (by name), as its value.
+fn one_of<T: Copy>(
+    params: &BTreeMap<String, String>,
+    key: &str,
+    choices: &[(&str, T)],
+) -> Result<Option<T>, String> {
+    let Some(text) = params.get(key) else {
+        return Ok(None);
+    };
+    if let Some((_, value)) = choices.iter().find(|(name, _)| name == text) {
+        return Ok(Some(*value));
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let (last, rest) = names.split_last().expect("choices are given");
+    Err(format!(
+        "{key} `{text}`: expected {} or {last}",
+        rest.join(", ")
+    ))
 }
 
 /// A parameter that must be a whole number of `unit`s.
