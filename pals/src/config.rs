@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio_postgres::config::{ChannelBinding, LoadBalanceHosts, TargetSessionAttrs};
+use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, TargetSessionAttrs};
 
 use crate::tls::{SslMode, TlsSettings};
 
@@ -328,7 +328,7 @@ fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<
         mode,
         root_cert: get(&params, "sslrootcert").map(PathBuf::from),
     };
-    let target = describe_target(&hosts, &ports, &params);
+    let target = describe_target(&config);
     Ok(DbConfig {
         config,
         tls,
@@ -383,18 +383,21 @@ fn default_host(port: u16, env: &Environment<'_>) -> String {
     "localhost".to_string()
 }
 
-/// `host:port` (or the socket path) of the first host, and how many more there are.
-fn describe_target(hosts: &[String], ports: &[u16], params: &BTreeMap<String, String>) -> String {
-    let port = ports[0];
-    let first = match (hosts.first(), params.get("hostaddr")) {
-        (Some(host), _) if host.starts_with('/') => format!("{host}/.s.PGSQL.{port}"),
-        (Some(host), Some(address)) => format!("{host} ({address}):{port}"),
-        (Some(host), None) if host.contains(':') => format!("[{host}]:{port}"),
-        (Some(host), None) => format!("{host}:{port}"),
+/// Where a configuration connects, for messages: `host:port` of its first host (with its
+/// address, if `hostaddr` gives one), or the socket's path, and how many more hosts there are.
+pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let address = config.get_hostaddrs().first();
+    let first = match (config.get_hosts().first(), address) {
+        #[cfg(unix)]
+        (Some(Host::Unix(path)), _) => format!("{}/.s.PGSQL.{port}", path.display()),
+        (Some(Host::Tcp(host)), Some(address)) => format!("{host} ({address}):{port}"),
+        (Some(Host::Tcp(host)), None) if host.contains(':') => format!("[{host}]:{port}"),
+        (Some(Host::Tcp(host)), None) => format!("{host}:{port}"),
         (None, Some(address)) => format!("{address}:{port}"),
         (None, None) => format!("localhost:{port}"),
     };
-    match hosts.len() {
+    match config.get_hosts().len() {
         0 | 1 => first,
         n => format!("{first} (and {} more hosts)", n - 1),
     }
@@ -403,7 +406,6 @@ fn describe_target(hosts: &[String], ports: &[u16], params: &BTreeMap<String, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_postgres::config::Host;
 
     /// An environment with these variables, no home, and a socket in `sockets` only.
     fn read_in(url: &str, vars: &[(&str, &str)], sockets: &[&str]) -> Result<DbConfig, String> {

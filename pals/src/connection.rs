@@ -110,7 +110,7 @@ impl PgConn {
         Ok(first_value(&messages).and_then(|n| n.parse().ok()))
     }
 
-    /// Runs a query that neither takes nor releases a lock.
+    /// The client, for queries that neither take nor release a lock.
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }

@@ -263,7 +263,7 @@ impl Lock {
     ///
     /// When no session is free for a wait (every one carries locks), the lock is tried
     /// again at once on a shared one, backing off up to 50 ms, until a session frees or
-    /// time runs out; failures of those tries count as busy.
+    /// time runs out; retryable failures of those tries count as busy, others end the acquire.
     async fn wait_once(&self, wait: Wait) -> Result<Option<Hold>, Failure> {
         let locker = &self.locker;
         let deadline = wait.deadline();

@@ -325,7 +325,7 @@ impl LockerBuilder {
             root_cert: None,
         };
         self.database = Some(Database::Config(Box::new(DbConfig {
-            target: describe_config(&config),
+            target: config::describe_target(&config),
             config,
             tls: settings,
             connect_timeout: None,
@@ -480,19 +480,6 @@ fn session_settings(
         .keepalives_idle(keepalives.idle.unwrap_or(Duration::from_secs(30)))
         .keepalives_interval(keepalives.interval.unwrap_or(Duration::from_secs(10)))
         .keepalives_retries(keepalives.count.unwrap_or(3));
-}
-
-/// `host:port` of a ready configuration's first host, for messages.
-fn describe_config(config: &tokio_postgres::Config) -> String {
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => format!("{host}:{port}"),
-        #[cfg(unix)]
-        Some(tokio_postgres::config::Host::Unix(path)) => {
-            format!("{}/.s.PGSQL.{port}", path.display())
-        }
-        None => format!("localhost:{port}"),
-    }
 }
 
 /// The `application_name` that pals gives the sessions of `app` from this process, unless

@@ -10,7 +10,8 @@
 //! in flight, else a new one while there is room, else the least busy. A lock that must be
 //! waited for waits on an idle session taken for it alone (a statement queued behind a wait
 //! would wait too); once the wait ends the session is shared again. One slot is kept for
-//! waits: instant statements open at most `size - 1` sessions unless none is open at all.
+//! waits: instant statements open at most `size - 1` sessions, unless no open or opening
+//! session could take the statement.
 //!
 //! Every open connection counts against the pool size until its connection task has ended,
 //! including one that is closing.

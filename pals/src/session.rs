@@ -223,12 +223,24 @@ impl Session {
         (number, first)
     }
 
-    /// Removes `key`'s entry: its lock is known not to be held.
-    fn forget(&self, books: &mut Books, key: i64) {
-        if let Some(entry) = books.remove(key) {
-            if let Some(settled) = entry.settled {
-                let _ = settled.send(());
-            }
+    /// Removes `key`'s entry: its lock is known not to be held. Wakes pickers (the session
+    /// may now take the key); true if it did.
+    fn forget(&self, books: &mut Books, key: i64) -> bool {
+        let Some(entry) = books.remove(key) else {
+            return false;
+        };
+        if let Some(settled) = entry.settled {
+            let _ = settled.send(());
+        }
+        self.changed.notify_waiters();
+        true
+    }
+
+    /// [`end_flight`](Session::end_flight) and [`forget`](Session::forget) for one
+    /// statement's end, with one wake-up for both.
+    fn end_flight_and_forget(&self, books: &mut Books, key: i64) {
+        books.in_flight -= 1;
+        if !self.forget(books, key) && books.in_flight == 0 {
             self.changed.notify_waiters();
         }
     }

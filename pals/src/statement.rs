@@ -1,8 +1,9 @@
 //! Every SQL text pals sends on its own sessions, in one place. (The transaction-level
 //! locks of `xact` run on the caller's transaction, and keep their SQL there.)
 //!
-//! Instant statements (`TRY_LOCK`, `UNLOCK`) are prepared once per session (see
-//! `connection`); the rest are simple queries, sent rarely.
+//! Instant statements ([`try_lock`], [`unlock`]) are prepared once per session (see
+//! `connection`); the rest are simple queries, sent rarely. (The heartbeat's empty query
+//! is in `connection`.)
 
 use crate::Mode;
 

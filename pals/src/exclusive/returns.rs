@@ -36,7 +36,9 @@ impl<T, E: From<Error>> LockErrorReturn for Result<T, E> {
 }
 
 /// Return types with a "skipped" value: what a function annotated with
-/// `#[pals::exclusive(on_busy = "skip")]` returns when the lock is busy and its body did not run.
+/// `#[pals::exclusive(on_busy = "skip")]` returns when its body did not run: the lock was
+/// busy, or lost under `on_lost = "cancel"`, or could not be taken for a failure that is
+/// not a misconfiguration (logged).
 ///
 /// `()` for `()`, `None` for `Option<T>`, [`Outcome::Skipped`] for [`Outcome<T>`],
 /// `Ok(T::skipped())` for `Result<T, E>`. Implement it for your own types:
@@ -78,7 +80,8 @@ impl<T: Skippable, E> Skippable for Result<T, E> {
 
 /// What a function annotated with `#[pals::exclusive(on_busy = "skip")]` returns when a skip
 /// must be told apart from a value of the body: [`Ran`](Outcome::Ran) with the body's
-/// value, or [`Skipped`](Outcome::Skipped) when another holder had the lock.
+/// value, or [`Skipped`](Outcome::Skipped) when the body did not run (another holder had the
+/// lock; or see [`Skippable`] for the other cases).
 ///
 /// With `Option<T>` as the return type, a skip and the body's own `None` look the same;
 /// with `Outcome<Option<T>>` they do not. Inside a `Result`, a skip is `Ok(Outcome::Skipped)`.
@@ -104,7 +107,7 @@ impl<T: Skippable, E> Skippable for Result<T, E> {
 pub enum Outcome<T> {
     /// The lock was taken and the body ran; this is its value.
     Ran(T),
-    /// The lock was busy: the body did not run.
+    /// The body did not run: the lock was busy (or see [`Skippable`]).
     Skipped,
 }
 
@@ -117,7 +120,7 @@ impl<T> Outcome<T> {
         }
     }
 
-    /// True if the lock was busy and the body did not run.
+    /// True if the body did not run.
     pub const fn is_skipped(&self) -> bool {
         matches!(self, Outcome::Skipped)
     }
@@ -142,8 +145,9 @@ pub fn skipped_return<R: Skippable>() -> R {
 }
 
 /// A failed acquire under `on_busy = "skip"`: returned as an error where the return type
-/// can carry one, else logged and skipped. Chosen by autoref specialisation at the call
-/// site: `(&&OnFailure::<R>::new()).resolve(error)`.
+/// can carry one; else a misconfiguration panics and any other failure is logged and
+/// skipped. Chosen by autoref specialisation at the call site:
+/// `(&&OnFailure::<R>::new()).resolve(error, &lock, &spec)`.
 #[doc(hidden)]
 pub struct OnFailure<R>(PhantomData<fn() -> R>);
 
@@ -159,7 +163,7 @@ impl<R> OnFailure<R> {
 pub enum Resolved<R> {
     /// Return this (the error, carried by the return type).
     Return(R),
-    /// Return the skipped value (the error was logged).
+    /// Return the skipped value (the failure was logged).
     Skip,
 }
 

@@ -1,6 +1,7 @@
 //! How a session settles what it does not know: it asks the server what it holds and
 //! unlocks what no guard owns (see the parent module for the invariant and the ordering).
 
+use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -55,9 +56,7 @@ impl Session {
                         }
                     }
                     Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => {
-                        // Some unlocks may have run: the next pass reads what is left.
-                        self.books().recheck = true;
-                        continue;
+                        continue; // some unlocks may have run: the next pass reads what is left
                     }
                     Some(Err(error)) => {
                         let why = format!("its unowned locks could not be unlocked: {error}");
@@ -131,8 +130,12 @@ impl Books {
     /// them until they are unlocked. `Err`: a held entry the server lacks.
     fn read_answer(&mut self, held: &[(i64, Mode)]) -> Result<Read, String> {
         let question = self.question.take().unwrap_or(0);
-        let gone_since = std::mem::take(&mut self.gone_since_question);
-        let on_server = |key: i64| held.iter().find(|(k, _)| *k == key).map(|(_, m)| *m);
+        // Looked up once per entry, under the books' lock: a session may carry thousands.
+        let gone_since: HashSet<i64> = std::mem::take(&mut self.gone_since_question)
+            .into_iter()
+            .collect();
+        let by_key: HashMap<i64, Mode> = held.iter().copied().collect();
+        let on_server = |key: i64| by_key.get(&key).copied();
         let mut read = Read::default();
         for (&key, entry) in &self.entries {
             if entry.last_sent > question {

@@ -119,7 +119,9 @@ impl Ticket {
             if self.dedicated {
                 books.dedicated = false;
             }
-            session.end_flight(&mut books);
+            if !matches!(answer, Ok(None)) {
+                session.end_flight(&mut books);
+            }
             match answer {
                 Ok(Some(())) => {
                     if let Some(entry) = books.entries.get_mut(&key) {
@@ -137,7 +139,7 @@ impl Ticket {
                     }));
                 }
                 Ok(None) => {
-                    session.forget(&mut books, key);
+                    session.end_flight_and_forget(&mut books, key);
                     return Ok(None);
                 }
                 Err(error) if ends_session(&error) => {
@@ -177,8 +179,7 @@ impl Drop for Ticket {
                 if self.dedicated {
                     books.dedicated = false;
                 }
-                session.forget(&mut books, self.key);
-                session.end_flight(&mut books);
+                session.end_flight_and_forget(&mut books, self.key);
             }
             Phase::Sent if self.dedicated => {
                 // The server does not notice a vanished client while it waits for a lock
@@ -261,15 +262,15 @@ impl Hold {
         };
         let settled = {
             let mut books = session.books();
-            session.end_flight(&mut books);
+            if answer.is_ok() {
+                session.end_flight_and_forget(&mut books, key);
+            } else {
+                session.end_flight(&mut books);
+            }
             match answer {
-                Ok(true) => {
-                    session.forget(&mut books, key);
-                    return Ok(true);
-                }
+                Ok(true) => return Ok(true),
                 Ok(false) => {
                     // The server did not hold what the books said: check the rest.
-                    session.forget(&mut books, key);
                     session.want_reconcile(&mut books);
                     return Ok(false);
                 }
