@@ -34,17 +34,14 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
     let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
         .iter()
         .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
-    let (return_type, return_span) = match &sig.output {
-        ReturnType::Default => (quote!(()), sig.ident.span()),
-        ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
-    };
-    let opaque_return = match &sig.output {
-        ReturnType::Default => false,
-        ReturnType::Type(_, ty) => contains_impl_trait(ty),
-    };
-    let unit_return = match &sig.output {
-        ReturnType::Default => true,
-        ReturnType::Type(_, ty) => matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty()),
+    let (return_type, return_span, opaque_return, unit_return) = match &sig.output {
+        ReturnType::Default => (quote!(()), sig.ident.span(), false, true),
+        ReturnType::Type(_, ty) => (
+            ty.to_token_stream(),
+            ty.span(),
+            contains_impl_trait(ty),
+            matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty()),
+        ),
     };
     // A function that returns nothing cannot report a busy lock: it skips by default.
     let on_busy = match args.on_busy {
@@ -89,7 +86,13 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         local("__pals_lock"),
     );
 
-    let name_expr = lock_name(&args, &function, &krate)?;
+    // The function's path: the default lock name, and the function that messages name.
+    let function_path = quote!(::core::concat!(
+        ::core::module_path!(),
+        "::",
+        ::core::stringify!(#ident)
+    ));
+    let name_expr = lock_name(&args, &function, &krate, &function_path)?;
     let locker_expr = match &args.locker {
         Some(expr) => quote_spanned! {expr.span()=> {
             let #locker: &#krate::Locker = #expr;
@@ -114,20 +117,23 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
     };
     let shared = args.shared.unwrap_or(false);
 
-    // What the function returns instead of running its body. Spanned at the return type,
-    // so a type that cannot carry it is reported there.
-    let (busy, failed) = match on_busy {
+    // What the function returns instead of running its body (a busy lock, a lost one).
+    // Spanned at the return type, so a type that cannot carry it is reported there.
+    let krate_at_return = krate_at(return_span);
+    let give_up = match on_busy {
         OnBusy::Error => {
-            let krate = krate_at(return_span);
-            let ret = quote_spanned!(return_span=> #krate::__private::error_return(#error));
-            (
-                quote!(#krate::__private::Acquired::Busy(#error) => return #ret,),
-                quote!(#krate::__private::Acquired::Failed(#error, _) => return #ret,),
-            )
+            quote_spanned!(return_span=> #krate_at_return::__private::error_return(#error))
         }
+        OnBusy::Skip => quote_spanned!(return_span=> #krate_at_return::__private::skipped_return()),
+    };
+    let (busy, failed) = match on_busy {
+        OnBusy::Error => (
+            quote!(#krate::__private::Acquired::Busy(#error) => return #give_up,),
+            quote!(#krate::__private::Acquired::Failed(#error, _) => return #give_up,),
+        ),
         OnBusy::Skip => {
-            let krate = krate_at(return_span);
-            let skipped = quote_spanned!(return_span=> #krate::__private::skipped_return());
+            let krate = &krate_at_return;
+            let skipped = &give_up;
             // Returned as an error where the return type can carry one; else a
             // misconfiguration panics, and any other failure is logged and skipped.
             let resolved = quote_spanned!(return_span=> {
@@ -164,7 +170,7 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             timeout: #timeout,
             shared: #shared,
             min_hold: #min_hold,
-            function: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+            function: #function_path,
         };
         let #held = match #acquire {
             #krate::__private::Acquired::Held(#held) => #held,
@@ -194,17 +200,9 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             // If the lock is lost, the body is dropped where it stands and the function
             // returns the LockLost error (or, with on_busy = "skip", the skipped value).
             Some(_) => {
-                let krate = krate_at(return_span);
-                let on_lost = match on_busy {
-                    OnBusy::Error => {
-                        quote_spanned!(return_span=> #krate::__private::error_return(#error))
-                    }
-                    OnBusy::Skip => {
-                        quote_spanned!(return_span=> #krate::__private::skipped_return())
-                    }
-                };
+                let on_lost = &give_up;
                 quote! {
-                    match #krate::__private::unless_lost(&#held, #run_body).await {
+                    match #krate_at_return::__private::unless_lost(&#held, #run_body).await {
                         ::core::result::Result::Ok(#output) => #output,
                         ::core::result::Result::Err(#error) => {
                             let _ = &#error;
@@ -251,14 +249,14 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
 
 /// The expression for the lock name: the template with its placeholders formatted in, or
 /// `module_path::function` by default.
-fn lock_name(args: &Args, function: &ItemFn, krate: &TokenStream) -> syn::Result<TokenStream> {
+fn lock_name(
+    args: &Args,
+    function: &ItemFn,
+    krate: &TokenStream,
+    function_path: &TokenStream,
+) -> syn::Result<TokenStream> {
     let Some(template) = &args.name else {
-        let ident = &function.sig.ident;
-        return Ok(quote!(::core::concat!(
-            ::core::module_path!(),
-            "::",
-            ::core::stringify!(#ident)
-        )));
+        return Ok(function_path.clone());
     };
     let found = placeholders(&template.value()).map_err(|e| syn::Error::new(template.span(), e))?;
     if found.is_empty() {
