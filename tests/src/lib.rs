@@ -240,6 +240,7 @@ pub fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::yield_now();
+        // Not a spin: on a loaded 2-core machine it would starve what it waits for.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }

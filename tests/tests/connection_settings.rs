@@ -41,9 +41,10 @@ async fn tcp_keepalives_are_on_with_a_30_second_idle_time() {
     let socket = our_socket(port).expect("the session's socket in /proc/net/tcp{,6}");
     let (kind, left) = socket;
     assert_eq!(kind, 2, "no keepalive timer on the socket");
+    // Armed when the socket last carried data, a moment ago: close to 30 s left.
     assert!(
-        left > 0 && left <= 30 * 100,
-        "keepalive fires in {left} hundredths of a second, expected at most 30 s"
+        left > 20 * 100 && left <= 30 * 100,
+        "keepalive fires in {left} hundredths of a second, expected 20 to 30 s"
     );
 }
 

@@ -184,6 +184,7 @@ fn functions_that_return_nothing_run_when_free_and_skip_when_busy() {
     for (name, function) in [
         ("unit-sync", "exclusive_unit::pedantic::unit_sync"),
         ("unit-async", "exclusive_unit::pedantic::unit_async"),
+        ("unit-skip", "exclusive_unit::pedantic::unit_explicit_skip"),
         ("unit-written", "exclusive_unit::unit_written"),
     ] {
         let lines = recorder.lines("DEBUG", &format!("{}.{name}", *APP));

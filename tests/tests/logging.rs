@@ -51,7 +51,7 @@ fn a_failure_that_the_return_type_cannot_carry_is_logged() {
     let app = unique_app("down");
     let down = pals::Locker::new(&app, &pals_tests::unreachable_url()).unwrap();
     assert_eq!(skip_mode_option_on_failure(&down), None);
-    let lines = errors_about("skipping");
+    let lines = errors_about(&format!("{app}.job"));
     assert!(
         lines
             .iter()
