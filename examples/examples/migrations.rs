@@ -25,51 +25,9 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// What can go wrong: the lock, the pool, the database, or a migration.
-#[derive(Debug)]
-enum MigrationError {
-    Lock(pals::Error),
-    Pool(String),
-    Database(tokio_postgres::Error),
-    Migration(refinery::Error),
-}
-
-impl std::fmt::Display for MigrationError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MigrationError::Lock(error) => write!(f, "migration lock: {error}"),
-            MigrationError::Pool(error) => write!(f, "connection pool: {error}"),
-            MigrationError::Database(error) => write!(f, "database: {error}"),
-            MigrationError::Migration(error) => write!(f, "migration: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for MigrationError {}
-
-impl From<pals::Error> for MigrationError {
-    fn from(error: pals::Error) -> Self {
-        MigrationError::Lock(error)
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for MigrationError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
-        MigrationError::Pool(error.to_string())
-    }
-}
-
-impl From<tokio_postgres::Error> for MigrationError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        MigrationError::Database(error)
-    }
-}
-
-impl From<refinery::Error> for MigrationError {
-    fn from(error: refinery::Error) -> Self {
-        MigrationError::Migration(error)
-    }
-}
+/// Whatever went wrong, told in words: the lock (it converts from `pals::Error`, as the
+/// attribute needs), the pool, the database, or a migration.
+type MigrationError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The session-lock way: pals holds the lock while refinery runs on a pooled connection.
 #[pals::exclusive(name = "migrations-{schema}", timeout = "forever")]
@@ -116,14 +74,11 @@ async fn main() -> Result<(), MigrationError> {
     let under_xact = std::env::args().nth(1).as_deref() == Some("xact");
 
     // The application's pool, its sessions working in the schema.
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| MigrationError::Pool(format!("{url}: {e}")))?;
+    let mut config: tokio_postgres::Config = url.parse()?;
     config.options(format!("-c search_path={schema}"));
     let pool = Pool::builder(Manager::new(config, NoTls))
         .max_size(4)
-        .build()
-        .map_err(|e| MigrationError::Pool(e.to_string()))?;
+        .build()?;
     // pals' own locker, for the attribute.
     pals::init(pals::Locker::new(&app, &url)?)?;
 

@@ -2,9 +2,9 @@
 //! Rust counterpart of Spring's `@Scheduled`, where ShedLock users come from):
 //! `cargo run --example scheduled_task [TICKS]`.
 //!
-//! Every replica runs the same schedule: a cron job every 3 seconds. Whichever replica
+//! Every replica runs the same schedule: a cron job every 4 seconds. Whichever replica
 //! takes the lock runs the report; the others skip that tick. `min_hold` keeps the lock for
-//! 1 s after a fast run, so a replica whose scheduler fires a moment later (clock skew, a
+//! 1.5 s after a fast run, so a replica whose scheduler fires a moment later (clock skew, a
 //! busy machine) does not run the same tick again; it must stay shorter than the period
 //! less the scheduler's lateness (a few hundred milliseconds, and up to a second and a half
 //! for the tick it fires at start). Start it twice: each tick runs once.
@@ -15,13 +15,13 @@
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 /// Seconds between ticks (the cron expression below).
-const PERIOD: u64 = 3;
+const PERIOD: u64 = 4;
 
 #[pals::exclusive(
     name = "nightly-report",
     timeout = "0",
     on_busy = "skip",
-    min_hold = "1s"
+    min_hold = "1500ms"
 )]
 async fn nightly_report(tick: i64) -> Option<String> {
     // Build the report: fast, which is why min_hold matters.
@@ -48,8 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     pals::init(pals::Locker::new(app, &pals_examples::db_url())?)?;
 
     let (fired, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let scheduler = JobScheduler::new().await?;
-    let job = Job::new_async("*/3 * * * * *", move |_id, _scheduler| {
+    let mut scheduler = JobScheduler::new().await?;
+    let job = Job::new_async("*/4 * * * * *", move |_id, _scheduler| {
         let fired = fired.clone();
         Box::pin(async move {
             let tick = current_tick();
@@ -65,7 +65,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..ticks {
         seen.recv().await;
     }
-    let mut scheduler = scheduler;
     scheduler.shutdown().await?;
     // min_hold lasts as long as the process: exiting now would free the lock at once, and a
     // replica that fires a moment later would run this tick again.
