@@ -673,7 +673,7 @@ async fn scale(settings: &Settings, app: &str, n: usize) -> Vec<Row> {
     let connections: i64 = probe
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            &[&format!("pals:{scale_app}")],
+            &[&pals::application_name(&scale_app)],
         )
         .await
         .unwrap()
