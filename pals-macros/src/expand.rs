@@ -116,6 +116,7 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         }
     };
     let shared = args.shared.unwrap_or(false);
+    let fenced = args.fenced.unwrap_or(false);
 
     // What the function returns instead of running its body (a busy lock, a lost one).
     // Spanned at the return type, so a type that cannot carry it is reported there.
@@ -169,6 +170,7 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         let #spec = #krate::__private::LockSpec {
             timeout: #timeout,
             shared: #shared,
+            fenced: #fenced,
             min_hold: #min_hold,
             function: #function_path,
         };
@@ -195,6 +197,11 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         });
         let stmts = &block.stmts;
         let run_body = quote!(async move { #type_hint #(#stmts)* });
+        // A fenced body reads its token with pals::current_fence().
+        let run_body = match fenced {
+            true => quote!(#krate::__private::with_fence(&#held, #run_body)),
+            false => run_body,
+        };
         let run_body = match args.cancel_on_lost {
             None => quote!(#run_body.await),
             // If the lock is lost, the body is dropped where it stands and the function
@@ -226,8 +233,13 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         // early `return`, `?` or panic releases it as the scope unwinds.
         // (A body that always returns, such as the one #[tokio::test] makes, leaves the
         // release below unreachable: it then happens as the scope ends.)
+        let fence_scope = fenced.then(|| {
+            let scope = local("__pals_fence_scope");
+            quote!(let #scope = #krate::__private::SyncFence::enter(&#held);)
+        });
         quote! {
             #take_lock
+            #fence_scope
             #[allow(unused_braces, clippy::diverging_sub_expression)]
             let #output = #block;
             #[allow(unreachable_code, clippy::needless_return)]

@@ -6,7 +6,7 @@ use syn::{Expr, LitBool, LitStr, Path, Result};
 
 /// The arguments the attribute accepts, in the order the docs list them.
 pub(crate) const VALID_ARGUMENTS: &str =
-    "name, timeout, on_busy, on_lost, shared, locker, min_hold, crate";
+    "name, timeout, on_busy, on_lost, shared, fenced, locker, min_hold, crate";
 
 /// What to do when the lock is not acquired within the timeout.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,7 @@ pub(crate) struct Args {
     /// `on_lost = "cancel"`, with the span of its value.
     pub cancel_on_lost: Option<Span>,
     pub shared: Option<bool>,
+    pub fenced: Option<bool>,
     pub locker: Option<Expr>,
     pub min_hold: Option<u64>,
     /// `crate = path`: the path of the pals crate in the generated code (default `::pals`).
@@ -118,6 +119,7 @@ impl Args {
                 }
             }
             "shared" => self.shared = Some(value.parse::<LitBool>()?.value),
+            "fenced" => self.fenced = Some(value.parse::<LitBool>()?.value),
             "locker" => self.locker = Some(value.parse()?),
             // A path (`crate = pals_renamed`) or, as serde and tokio write it, a string
             // holding one (`crate = "pals_renamed"`).

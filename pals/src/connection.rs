@@ -51,6 +51,7 @@ pub(crate) struct PgConn {
 /// Execute, with nothing for the server to parse or plan. Indexed by `Mode::index`.
 struct Prepared {
     try_lock: [Statement; 2],
+    try_lock_fenced: [Statement; 2],
     unlock: [Statement; 2],
 }
 
@@ -61,6 +62,21 @@ impl PgConn {
         self.client.query_one(statement, &[&key]).await?.try_get(0)
     }
 
+    /// [`try_lock`](PgConn::try_lock) that mints a fencing token from `sequence` with the
+    /// grant: `Some(token)` if the lock was taken.
+    pub(crate) async fn try_lock_fenced(
+        &self,
+        key: i64,
+        mode: Mode,
+        sequence: &str,
+    ) -> Result<Option<i64>, PgError> {
+        let statement = &self.prepared.try_lock_fenced[mode.index()];
+        self.client
+            .query_one(statement, &[&key, &sequence])
+            .await?
+            .try_get(0)
+    }
+
     /// `pg_advisory_unlock(key)` in `mode`: whether the session held the lock.
     pub(crate) async fn unlock(&self, key: i64, mode: Mode) -> Result<bool, PgError> {
         let statement = &self.prepared.unlock[mode.index()];
@@ -68,15 +84,21 @@ impl PgConn {
     }
 
     /// Waits for the lock in one statement, `lock_timeout_ms` at most (0: no limit).
-    /// `Ok(())`: granted.
+    /// `Ok(_)`: granted, with a fencing token from `fence` (the sequence) if one is given.
     pub(crate) async fn wait_lock(
         &self,
         key: i64,
         mode: Mode,
         lock_timeout_ms: u64,
-    ) -> Result<(), PgError> {
-        let sql = statement::wait_lock(key, mode, lock_timeout_ms, self.server_version);
-        self.client.simple_query(&sql).await.map(drop)
+        fence: Option<&str>,
+    ) -> Result<Option<i64>, PgError> {
+        let sql = statement::wait_lock(key, mode, lock_timeout_ms, self.server_version, fence);
+        let messages = self.client.simple_query(&sql).await?;
+        let token = messages.iter().rev().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).and_then(|token| token.parse().ok()),
+            _ => None,
+        });
+        Ok(token)
     }
 
     /// The advisory locks the server holds for this session, by key and mode; `Ok(None)`
@@ -297,10 +319,12 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
 /// The session's setup and prepared statements, in one round trip (tokio-postgres
 /// pipelines requests polled together).
 async fn setup(client: &Client) -> Result<(Prepared, i32, i32), PgError> {
-    let (setup, try_lock, try_lock_shared, unlock, unlock_shared) = tokio::join!(
+    let (setup, try_lock, try_lock_shared, fenced, fenced_shared, unlock, unlock_shared) = tokio::join!(
         client.simple_query(statement::SETUP),
         client.prepare(statement::try_lock(Mode::Exclusive)),
         client.prepare(statement::try_lock(Mode::Shared)),
+        client.prepare(statement::try_lock_fenced(Mode::Exclusive)),
+        client.prepare(statement::try_lock_fenced(Mode::Shared)),
         client.prepare(statement::unlock(Mode::Exclusive)),
         client.prepare(statement::unlock(Mode::Shared)),
     );
@@ -316,6 +340,7 @@ async fn setup(client: &Client) -> Result<(Prepared, i32, i32), PgError> {
         .unwrap_or((0, 0));
     let prepared = Prepared {
         try_lock: [try_lock?, try_lock_shared?],
+        try_lock_fenced: [fenced?, fenced_shared?],
         unlock: [unlock?, unlock_shared?],
     };
     Ok((prepared, pid, server_version))

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use crate::{runtime, Error, LockGuard, Locker};
 
+mod fence;
 mod report;
 mod returns;
 
+pub use fence::{current_fence, with_fence, SyncFence};
 pub use report::log_busy_skip;
 pub use returns::{
     error_return, skipped_return, LockErrorReturn, OnFailure, Outcome, Resolved, ReturnFailure,
@@ -24,6 +26,7 @@ pub struct LockSpec {
     /// `None`: the locker's default timeout.
     pub timeout: Option<Duration>,
     pub shared: bool,
+    pub fenced: bool,
     pub min_hold: Option<Duration>,
     /// The annotated function's path, `module_path::name`, for messages.
     pub function: &'static str,
@@ -51,6 +54,9 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
     let mut lock = locker.lock(name);
     if spec.shared {
         lock = lock.shared();
+    }
+    if spec.fenced {
+        lock = lock.fenced();
     }
     let timeout = spec.timeout.unwrap_or_else(|| lock.acquire_timeout_value());
     match lock.acquire_timeout(timeout).await {
@@ -87,6 +93,11 @@ impl Held {
             keep_until: min_hold.and_then(|hold| Instant::now().checked_add(hold)),
             blocking_drop,
         }
+    }
+
+    /// The fencing token of a fenced lock.
+    fn fence(&self) -> Option<u64> {
+        self.guard.as_ref().and_then(LockGuard::fence)
     }
 
     /// The `LockLost` error for this lock.

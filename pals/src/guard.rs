@@ -33,6 +33,8 @@ pub struct LockGuard {
     name: Arc<str>,
     key: i64,
     mode: Mode,
+    /// The fencing token minted with the grant (a fenced lock's).
+    token: Option<u64>,
     acquired_at: Instant,
     /// Reads `true` once the lock's session is known to be over.
     dead: watch::Receiver<bool>,
@@ -80,6 +82,7 @@ impl LockGuard {
         LockGuard {
             key: lock.key(),
             mode: lock.mode(),
+            token: held.hold.token,
             acquired_at: Instant::now(),
             dead: held.hold.dead(),
             rt: lock.locker().rt().clone(),
@@ -124,6 +127,15 @@ impl LockGuard {
             // An error means the connection's state is gone with it: lost too.
             let _ = dead.wait_for(|dead| *dead).await;
         }
+    }
+
+    /// The fencing token of this grant: `Some` for a [`fenced`](Lock::fenced) lock, a
+    /// number strictly greater than that of every earlier holder of the lock; `None` for
+    /// a lock that is not fenced. Pass it with every write to what the lock protects, and
+    /// have that refuse a token lower than the highest it has seen (see the
+    /// `fenced_writes` example).
+    pub fn fence(&self) -> Option<u64> {
+        self.token
     }
 
     /// How long the lock has been held.
@@ -252,6 +264,7 @@ impl fmt::Debug for LockGuard {
             .field("name", &self.name)
             .field("key", &self.key)
             .field("mode", &self.mode)
+            .field("fence", &self.token)
             .finish()
     }
 }

@@ -118,6 +118,7 @@ pub mod inspect;
 mod key;
 mod lock;
 mod locker;
+mod objects;
 mod pool;
 mod queue;
 mod runtime;
@@ -127,7 +128,7 @@ mod tls;
 pub mod xact;
 
 pub use error::Error;
-pub use exclusive::{LockErrorReturn, Outcome, Skippable};
+pub use exclusive::{current_fence, LockErrorReturn, Outcome, Skippable};
 pub use global::{global, init, init_from_env, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
 pub use inspect::Holder;
@@ -168,6 +169,7 @@ pub use lock::{Lock, Mode};
 /// | `timeout = "..."` | how long to wait: `"0"` tries once, `"300ms"`, `"5s"`, `"2m"`, `"1h"`, `"forever"`; default: the locker's default timeout. |
 /// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (the default for functions that return a value) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` (the default, and the only choice, for functions that return nothing) does not run the body and returns the type's [`Skippable`] value: `()`, `None`, [`Outcome::Skipped`], `Ok(skipped)`; the skip is logged at debug level. |
 /// | `shared = true` | take the shared (reader) lock. |
+/// | `fenced = true` | take a [fenced](Lock::fenced) lock; the body reads its token with [`current_fence()`]. |
 /// | `on_lost = "cancel"` | async functions only: if the lock is lost while the body runs, the body is dropped and the function returns `Err(pals::Error::LockLost)` converted with `From` (or the skipped value with `on_busy = "skip"`). Default `"continue"`. |
 /// | `locker = EXPR` | use this `&Locker` (a static, an argument, a call) instead of [`global()`]. |
 /// | `min_hold = "30s"` | keep the lock at least this long after it was acquired; the function returns at once and the lock is released in the background when the time is up. |
@@ -198,7 +200,8 @@ pub use locker::{
 pub mod __private {
     pub use crate::exclusive::{
         acquire, blocking_acquire, error_return, log_busy_skip, skipped_return, unless_lost,
-        Acquired, Held, LockSpec, OnFailure, Resolved, ReturnFailure, SkipFailure,
+        with_fence, Acquired, Held, LockSpec, OnFailure, Resolved, ReturnFailure, SkipFailure,
+        SyncFence,
     };
     pub use crate::global::global;
     pub use std::format;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
+use crate::objects::Objects;
 use crate::pool::Pool;
 use crate::queue::Queues;
 use crate::tls::{self, TlsBackend, TlsSettings};
@@ -59,6 +60,8 @@ struct LockerInner {
     names: Mutex<HashMap<i64, Arc<str>>>,
     /// How many of its locks are being released in the background.
     releasing: Arc<watch::Sender<usize>>,
+    /// The sequence and table for fencing tokens and elections, checked on first use.
+    objects: Objects,
 }
 
 /// How many names a locker remembers for `holders()`; beyond, keys show without a name.
@@ -112,6 +115,7 @@ impl Locker {
             connect_timeout: None,
             heartbeat: Some(DEFAULT_HEARTBEAT),
             tls_backend: None,
+            schema: "public".into(),
         }
     }
 
@@ -268,6 +272,15 @@ impl Locker {
         &self.inner.queues
     }
 
+    pub(crate) fn objects(&self) -> &Objects {
+        &self.inner.objects
+    }
+
+    /// The fencing sequence's name, once it is known to exist (made on first use).
+    pub(crate) async fn fence_sequence(&self) -> Result<&Arc<str>, Error> {
+        self.inner.objects.fence(&self.inner.pool).await
+    }
+
     pub(crate) fn rt(&self) -> &Handle {
         &self.inner.rt
     }
@@ -295,6 +308,7 @@ pub struct LockerBuilder {
     /// `None`: the URL's `connect_timeout`, else the default.
     connect_timeout: Option<Duration>,
     heartbeat: Option<Duration>,
+    schema: String,
 }
 
 impl LockerBuilder {
@@ -380,6 +394,25 @@ impl LockerBuilder {
         self
     }
 
+    /// The schema of the objects that fencing tokens and elections use (default `public`):
+    /// the sequence `pals_fence` ([`Lock::fenced`]) and the table `pals_leaders`
+    /// ([`Locker::election`]). pals creates each on first use if it is missing; a role
+    /// that may not create objects there needs an admin to make them first (the error
+    /// says how). Every process that shares locks must use the same schema: tokens
+    /// from two sequences do not compare.
+    ///
+    /// ```
+    /// let locker = pals::Locker::builder("my-app-name")
+    ///     .url("postgresql://localhost/db")
+    ///     .schema("locks")
+    ///     .build()?;
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn schema(mut self, schema: &str) -> Self {
+        self.schema = schema.to_owned();
+        self
+    }
+
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
         let database = match self.database {
@@ -425,6 +458,7 @@ impl LockerBuilder {
                 "heartbeat must be more than zero (or None for no heartbeat)".into(),
             ));
         }
+        let objects = Objects::new(&self.schema)?;
         session_settings(&mut config, &self.app, connect_timeout, keepalives);
         let rt = runtime::handle()?;
         let settings = ConnectionSettings {
@@ -446,6 +480,7 @@ impl LockerBuilder {
                 rt,
                 names: Mutex::default(),
                 releasing: Arc::new(watch::Sender::new(0)),
+                objects,
             }),
         })
     }

@@ -64,6 +64,8 @@ pub(crate) struct Want<'a> {
     /// How long a new session may take to open for this caller (`None`: the connect
     /// timeout); one still opening then is left to the next caller.
     pub(crate) open_by: Option<Instant>,
+    /// The sequence that mints a fencing token with the grant; `None`: not fenced.
+    pub(crate) fence: Option<&'a Arc<str>>,
 }
 
 enum Pick {
@@ -78,7 +80,8 @@ impl Want<'_> {
     /// Reserves a session for this statement; `dedicated`: for a wait.
     fn reserve(self, dedicated: bool) -> impl Fn(&Arc<Session>) -> Ticket + Send + 'static {
         let (key, mode, name) = (self.key, self.mode, Arc::clone(self.name));
-        move |session: &Arc<Session>| session.reserve(key, mode, &name, dedicated)
+        let fence = self.fence.cloned();
+        move |session: &Arc<Session>| session.reserve(key, mode, &name, dedicated, fence.as_ref())
     }
 }
 

@@ -27,6 +27,23 @@ pub(crate) fn try_lock(mode: Mode) -> &'static str {
     }
 }
 
+/// [`try_lock`] that mints a fencing token with the grant, in the same statement: the
+/// token (`nextval` of the sequence named by `$2`) if the lock was taken, else NULL. `CASE`
+/// evaluates `nextval` only after the lock is granted, so a holder's token is drawn after
+/// every earlier holder's (which drew theirs before releasing): strictly greater. The
+/// sequence is named by a parameter (cast to `regclass` when run) so that preparing the
+/// statement does not need the sequence to exist.
+pub(crate) fn try_lock_fenced(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Exclusive => {
+            "SELECT CASE WHEN pg_try_advisory_lock($1) THEN nextval($2::text::regclass) END"
+        }
+        Mode::Shared => {
+            "SELECT CASE WHEN pg_try_advisory_lock_shared($1) THEN nextval($2::text::regclass) END"
+        }
+    }
+}
+
 /// `pg_advisory_unlock`, by mode: whether the session held the lock.
 pub(crate) fn unlock(mode: Mode) -> &'static str {
     match mode {
@@ -44,7 +61,16 @@ pub(crate) fn unlock(mode: Mode) -> &'static str {
 /// client's socket once a second while it waits: a waiter whose client went away and whose
 /// cancel request was lost leaves the queue within a second, instead of staying queued
 /// (blocking others behind it) until the lock is granted.
-pub(crate) fn wait_lock(key: i64, mode: Mode, lock_timeout_ms: u64, server_version: i32) -> String {
+///
+/// `fence`: the sequence that mints a fencing token once the lock is granted, by a second
+/// statement in the same query (its value is the query's last row).
+pub(crate) fn wait_lock(
+    key: i64,
+    mode: Mode,
+    lock_timeout_ms: u64,
+    server_version: i32,
+    fence: Option<&str>,
+) -> String {
     let check = if server_version >= 140000 {
         "SET LOCAL client_connection_check_interval = 1000; "
     } else {
@@ -54,10 +80,19 @@ pub(crate) fn wait_lock(key: i64, mode: Mode, lock_timeout_ms: u64, server_versi
         Mode::Exclusive => "pg_advisory_lock",
         Mode::Shared => "pg_advisory_lock_shared",
     };
+    let mint = match fence {
+        Some(sequence) => format!("; SELECT nextval({})::text", literal(sequence)),
+        None => String::new(),
+    };
     format!(
         "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {lock_timeout_ms}; \
-         {check}SELECT {function}({key})"
+         {check}SELECT {function}({key}){mint}"
     )
+}
+
+/// `text` as an SQL string literal.
+pub(crate) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// What the session holds: one row per advisory lock on a bigint key, its key and
@@ -108,13 +143,30 @@ mod tests {
 
     #[test]
     fn waits_check_the_client_only_where_the_server_can() {
-        let new = wait_lock(7, Mode::Shared, 300, 150000);
+        let new = wait_lock(7, Mode::Shared, 300, 150000, None);
         assert!(new.contains("client_connection_check_interval"));
         assert!(new.ends_with("SELECT pg_advisory_lock_shared(7)"));
-        let old = wait_lock(-7, Mode::Exclusive, 0, 130000);
+        let old = wait_lock(-7, Mode::Exclusive, 0, 130000, None);
         assert!(!old.contains("client_connection_check_interval"));
         assert!(old.contains("lock_timeout = 0;"));
         assert!(old.ends_with("SELECT pg_advisory_lock(-7)"));
+    }
+
+    #[test]
+    fn a_fenced_wait_mints_its_token_after_the_grant() {
+        let sql = wait_lock(
+            7,
+            Mode::Exclusive,
+            0,
+            150000,
+            Some("\"o'k\".\"pals_fence\""),
+        );
+        assert!(
+            sql.ends_with(
+                "SELECT pg_advisory_lock(7); SELECT nextval('\"o''k\".\"pals_fence\"')::text"
+            ),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -77,6 +77,13 @@ impl TempCluster {
         self.pg_ctl(&["restart", "-m", "fast"]);
     }
 
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no checkpoint, the
+    /// next start recovers from the WAL) and starts it again.
+    pub fn crash_and_restart(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate"]);
+        self.pg_ctl(&["start"]);
+    }
+
     /// Stops the server (`pg_ctl stop -m fast`).
     pub fn stop(&self) {
         self.pg_ctl(&["stop", "-m", "fast"]);

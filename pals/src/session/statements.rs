@@ -21,6 +21,8 @@ pub(crate) struct Ticket {
     key: i64,
     mode: Mode,
     dedicated: bool,
+    /// The sequence that mints this lock's fencing token; `None`: not fenced.
+    fence: Option<Arc<str>>,
     phase: Phase,
 }
 
@@ -34,12 +36,14 @@ enum Phase {
 impl Session {
     /// Reserves this session for a lock statement on `key`: the entry exists (`Taking`)
     /// before anything is sent. `dedicated`: for a wait, which nothing else may share.
+    /// `fence`: the sequence that mints a fencing token with the grant.
     pub(crate) fn reserve(
         self: &Arc<Self>,
         key: i64,
         mode: Mode,
         name: &Arc<str>,
         dedicated: bool,
+        fence: Option<&Arc<str>>,
     ) -> Ticket {
         let mut books = self.books();
         let entry = Entry {
@@ -59,6 +63,7 @@ impl Session {
             key,
             mode,
             dedicated,
+            fence: fence.cloned(),
             phase: Phase::Reserved,
         }
     }
@@ -66,13 +71,30 @@ impl Session {
 
 impl Ticket {
     /// `pg_try_advisory_lock`: `Ok(Some)` taken, `Ok(None)` busy.
-    pub(crate) async fn try_lock(mut self) -> Result<Option<Hold>, Failure> {
+    pub(crate) async fn try_lock(self) -> Result<Option<Hold>, Failure> {
+        match self.fence.clone() {
+            None => self.try_unfenced().await,
+            Some(sequence) => self.try_fenced(&sequence).await,
+        }
+    }
+
+    async fn try_unfenced(mut self) -> Result<Option<Hold>, Failure> {
         let session = Arc::clone(&self.session);
         let statement = session.conn.try_lock(self.key, self.mode);
         let mut statement = pin!(statement);
         let first = self.send(statement.as_mut());
         let answer = session.answer(first, statement).await;
-        self.settle(answer.map(|taken| taken.map(|taken| taken.then_some(()))))
+        self.settle(answer.map(|taken| taken.map(|taken| taken.then_some(None))))
+            .await
+    }
+
+    async fn try_fenced(mut self, sequence: &str) -> Result<Option<Hold>, Failure> {
+        let session = Arc::clone(&self.session);
+        let statement = session.conn.try_lock_fenced(self.key, self.mode, sequence);
+        let mut statement = pin!(statement);
+        let first = self.send(statement.as_mut());
+        let answer = session.answer(first, statement).await;
+        self.settle(answer.map(|token| token.map(|token| token.map(|t| Some(t as u64)))))
             .await
     }
 
@@ -84,14 +106,19 @@ impl Ticket {
         answer_by: Option<Instant>,
     ) -> Result<Option<Hold>, Failure> {
         let session = Arc::clone(&self.session);
-        let statement = session.conn.wait_lock(self.key, self.mode, lock_timeout_ms);
+        let fence = self.fence.clone();
+        let statement =
+            session
+                .conn
+                .wait_lock(self.key, self.mode, lock_timeout_ms, fence.as_deref());
         let mut statement = pin!(statement);
         let answer = match (self.send(statement.as_mut()), answer_by) {
             (Poll::Ready(answer), _) => Some(answer),
             (Poll::Pending, None) => Some(statement.await),
             (Poll::Pending, Some(by)) => runtime::until(&session.rt, by, statement).await,
         };
-        self.settle(answer.map(|waited| waited.map(Some))).await
+        let token = |token: Option<i64>| Some(token.map(|t| t as u64));
+        self.settle(answer.map(|waited| waited.map(token))).await
     }
 
     /// Sends the statement (see [`Session::send`]); from now on its outcome is the server's.
@@ -101,10 +128,11 @@ impl Ticket {
         Session::send(&mut books, Some(self.key), statement).1
     }
 
-    /// Books the answer: `Some(Ok(Some(())))` taken, `Some(Ok(None))` busy, `None` no answer.
+    /// Books the answer: `Some(Ok(Some(token)))` taken (with its fencing token, if fenced),
+    /// `Some(Ok(None))` busy, `None` no answer.
     async fn settle(
         mut self,
-        answer: Option<Result<Option<()>, PgError>>,
+        answer: Option<Result<Option<Option<u64>>, PgError>>,
     ) -> Result<Option<Hold>, Failure> {
         self.phase = Phase::Done;
         let session = Arc::clone(&self.session);
@@ -123,7 +151,7 @@ impl Ticket {
                 session.end_flight(&mut books);
             }
             match answer {
-                Ok(Some(())) => {
+                Ok(Some(token)) => {
                     if let Some(entry) = books.entries.get_mut(&key) {
                         entry.state = State::Held;
                         entry.since = Instant::now();
@@ -136,6 +164,7 @@ impl Ticket {
                         key,
                         mode,
                         owned,
+                        token,
                     }));
                 }
                 Ok(None) => {
@@ -209,6 +238,8 @@ pub(crate) struct Hold {
     mode: Mode,
     /// The lock may still be held for this guard: until the unlock's answer is in.
     owned: bool,
+    /// The fencing token minted with the grant; `None`: not fenced.
+    pub(crate) token: Option<u64>,
 }
 
 impl Drop for Hold {
