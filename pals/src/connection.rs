@@ -10,10 +10,10 @@
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage, Statement};
+use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage, Statement};
 
 use crate::tls::Connector;
 use crate::{statement, Error, Mode};
@@ -269,6 +269,24 @@ const SETUP_TRIES: usize = 3;
 
 /// Opens a connection; call it on the library's runtime, which will drive it.
 pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> {
+    open_with(settings, None).await
+}
+
+/// Notifications (`NOTIFY`) that reach a connection opened with [`open_listening`].
+pub(crate) type Notifications = mpsc::UnboundedReceiver<tokio_postgres::Notification>;
+
+/// [`open`] for a session that `LISTEN`s: the notifications it receives, in order.
+pub(crate) async fn open_listening(
+    settings: ConnectionSettings,
+) -> Result<(PgConn, Notifications), Error> {
+    let (tell, notifications) = mpsc::unbounded_channel();
+    Ok((open_with(settings, Some(tell)).await?, notifications))
+}
+
+async fn open_with(
+    settings: ConnectionSettings,
+    notify: Option<mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Result<PgConn, Error> {
     let timeout = settings.connect_timeout;
     // The timeout covers the whole startup (TCP, TLS, authentication, setup), not only the
     // TCP connect that tokio-postgres' own connect_timeout bounds: a server that accepts and
@@ -277,7 +295,7 @@ pub(crate) async fn open(settings: ConnectionSettings) -> Result<PgConn, Error> 
     let marker = MarkDeadOnDrop(Arc::clone(&watch));
     let mut io_task = None;
     let opened = tokio::time::timeout(timeout, async {
-        let (client, task) = connect(&settings, marker)
+        let (client, task) = connect(&settings, marker, notify)
             .await
             .map_err(|error| Error::connect_failed(error, &settings.target))?;
         io_task = Some(task);
@@ -351,10 +369,12 @@ async fn setup(client: &Client) -> Result<(Prepared, i32, i32), PgError> {
 async fn connect(
     settings: &ConnectionSettings,
     marker: MarkDeadOnDrop,
+    notify: Option<mpsc::UnboundedSender<tokio_postgres::Notification>>,
 ) -> Result<(Client, AbortHandle), PgError> {
     fn drive<S, T>(
-        connection: tokio_postgres::Connection<S, T>,
+        mut connection: tokio_postgres::Connection<S, T>,
         marker: MarkDeadOnDrop,
+        notify: Option<mpsc::UnboundedSender<tokio_postgres::Notification>>,
     ) -> AbortHandle
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -362,8 +382,21 @@ async fn connect(
     {
         tokio::spawn(async move {
             let _marker = marker;
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "pals: database connection ended with an error");
+            // What awaiting the connection does, keeping the notifications.
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(notification))) => {
+                        if let Some(notify) = &notify {
+                            let _ = notify.send(notification);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "pals: database connection ended with an error");
+                        return;
+                    }
+                    None => return,
+                }
             }
         })
         .abort_handle()
@@ -372,17 +405,17 @@ async fn connect(
     Ok(match &settings.tls {
         Connector::Plain => {
             let (client, connection) = config.connect(NoTls).await?;
-            (client, drive(connection, marker))
+            (client, drive(connection, marker, notify))
         }
         #[cfg(feature = "rustls")]
         Connector::Rustls(tls) => {
             let (client, connection) = config.connect(tls.clone()).await?;
-            (client, drive(connection, marker))
+            (client, drive(connection, marker, notify))
         }
         #[cfg(feature = "native-tls")]
         Connector::Native(tls) => {
             let (client, connection) = config.connect(tls.clone()).await?;
-            (client, drive(connection, marker))
+            (client, drive(connection, marker, notify))
         }
     })
 }

@@ -65,14 +65,26 @@ pub(crate) struct Held {
     pub(crate) hold: Hold,
     /// This process's turn at the key, given up once the unlock is settled.
     pub(crate) permit: InProcessPermit,
+    /// Run once the unlock is settled (a semaphore tells its waiters).
+    pub(crate) after_release: Option<AfterRelease>,
 }
+
+/// What runs once a guard's unlock is settled, however it was released.
+pub(crate) type AfterRelease = Box<dyn FnOnce() + Send + Sync>;
 
 impl Held {
     async fn release(self) -> Result<bool, Error> {
-        let Held { hold, permit } = self;
+        let Held {
+            hold,
+            permit,
+            after_release,
+        } = self;
         let released = hold.release().await;
         // Only now may the next caller of this process go to the database.
         drop(permit);
+        if let Some(after_release) = after_release {
+            after_release();
+        }
         released
     }
 }
@@ -136,6 +148,23 @@ impl LockGuard {
     /// `fenced_writes` example).
     pub fn fence(&self) -> Option<u64> {
         self.token
+    }
+
+    /// Runs `after` once the lock's unlock is settled (released, dropped, or lost).
+    pub(crate) fn after_release(&mut self, after: AfterRelease) {
+        if let Some(held) = &mut self.held {
+            held.after_release = Some(after);
+        }
+    }
+
+    /// Reads `true` once the lock is known to be lost.
+    pub(crate) fn dead_watch(&self) -> watch::Receiver<bool> {
+        self.dead.clone()
+    }
+
+    /// The backend pid of the session that holds the lock.
+    pub(crate) fn pid(&self) -> Option<i32> {
+        self.held.as_ref().map(|held| held.hold.pid())
     }
 
     /// How long the lock has been held.

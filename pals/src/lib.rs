@@ -110,23 +110,29 @@
 
 mod config;
 mod connection;
+mod election;
 mod error;
 mod exclusive;
 mod global;
 mod guard;
 pub mod inspect;
 mod key;
+mod listen;
 mod lock;
 mod locker;
 mod objects;
 mod pool;
 mod queue;
 mod runtime;
+mod semaphore;
 mod session;
 mod statement;
 mod tls;
 pub mod xact;
 
+pub use election::{
+    Election, Leader, Observer, Term, DEFAULT_CAMPAIGN_BACKOFF, DEFAULT_OBSERVE_RECHECK,
+};
 pub use error::Error;
 pub use exclusive::{current_fence, LockErrorReturn, Outcome, Skippable};
 pub use global::{global, init, init_from_env, APP_NAME_ENV, DATABASE_URL_ENV};
@@ -186,6 +192,7 @@ pub use lock::{Lock, Mode};
 /// blocking API and release before they return; async functions take the lock when first
 /// polled and await the release.
 pub use pals_macros::exclusive;
+pub use semaphore::{Semaphore, SemaphoreGuard, PERMIT_RECHECK};
 pub use tls::TlsBackend;
 /// The tokio-postgres that pals is built on, for [`LockerBuilder::config`] and [`xact`].
 pub use tokio_postgres;

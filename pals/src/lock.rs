@@ -285,7 +285,12 @@ impl Lock {
             return Ok(None);
         };
         tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
-        Ok(Some(LockGuard::new(Held { hold, permit }, self)))
+        let held = Held {
+            hold,
+            permit,
+            after_release: None,
+        };
+        Ok(Some(LockGuard::new(held, self)))
     }
 
     /// What the pool is asked for; a new session may take until `open_by` to open

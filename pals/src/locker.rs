@@ -6,16 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
+use crate::listen::{Listener, Subscription, PERMIT_CHANNEL};
 use crate::objects::Objects;
 use crate::pool::Pool;
 use crate::queue::Queues;
+use crate::statement::literal;
 use crate::tls::{self, TlsBackend, TlsSettings};
-use crate::{runtime, Error, Holder, Lock};
+use crate::{runtime, Election, Error, Holder, Lock, Semaphore};
 
 /// The acquire timeout PALs uses by default: 30 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +64,10 @@ struct LockerInner {
     releasing: Arc<watch::Sender<usize>>,
     /// The sequence and table for fencing tokens and elections, checked on first use.
     objects: Objects,
+    /// The session that hears other processes give back permits and elect leaders.
+    listener: Listener,
+    /// Signalled when a semaphore permit of this locker is given back.
+    permits_freed: Notify,
 }
 
 /// How many names a locker remembers for `holders()`; beyond, keys show without a name.
@@ -141,6 +147,28 @@ impl Locker {
         }
         drop(names);
         Lock::new(self.clone(), full_name, key, name.is_empty())
+    }
+
+    /// A fleet-wide semaphore called `name`: at most `permits` holders at once, across
+    /// every process of this app (see [`Semaphore`] for its keys and how waiters wake).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// let locker = pals::Locker::new("doc-locker-semaphore", &url)?;
+    /// let permit = locker.semaphore("heavy-export", 3).acquire().await?;
+    /// // ... at most 3 replicas run the export at once ...
+    /// permit.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn semaphore(&self, name: &str, permits: u32) -> Semaphore {
+        Semaphore::new(self, name, permits)
+    }
+
+    /// The leader election called `name` (held on the lock `name` of this app): see
+    /// [`Election`].
+    pub fn election(&self, name: &str) -> Election {
+        Election::new(self, name)
     }
 
     /// The advisory locks (on bigint keys) held or awaited in this locker's database right
@@ -274,6 +302,41 @@ impl Locker {
 
     pub(crate) fn objects(&self) -> &Objects {
         &self.inner.objects
+    }
+
+    /// Events of the locker's listening session (started on first use).
+    pub(crate) fn listener_subscription(&self) -> Subscription {
+        let pool = &self.inner.pool;
+        self.inner
+            .listener
+            .subscribe(pool.settings(), &self.inner.rt)
+    }
+
+    /// Signalled when a semaphore permit of this locker is given back.
+    pub(crate) fn permits_freed(&self) -> &Notify {
+        &self.inner.permits_freed
+    }
+
+    /// A semaphore permit was given back: wake this locker's waiters, and tell other
+    /// processes' (`NOTIFY`, in the background; `payload` names the permit).
+    pub(crate) fn permit_given_back(&self, payload: String) {
+        self.inner.permits_freed.notify_waiters();
+        let locker = self.clone();
+        let limit = self.connect_timeout();
+        self.inner.rt.spawn(async move {
+            let sql = format!("SELECT pg_notify('{PERMIT_CHANNEL}', {})", literal(&payload));
+            let notify = async {
+                let turn = locker.pool().turn().await?;
+                turn.query(&sql).await
+            };
+            match tokio::time::timeout(limit, notify).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "pals: telling other processes of a freed permit failed")
+                }
+                Err(_) => tracing::debug!("pals: telling other processes of a freed permit timed out"),
+            }
+        });
     }
 
     /// The fencing sequence's name, once it is known to exist (made on first use).
@@ -481,6 +544,8 @@ impl LockerBuilder {
                 names: Mutex::default(),
                 releasing: Arc::new(watch::Sender::new(0)),
                 objects,
+                listener: Listener::new(),
+                permits_freed: Notify::new(),
             }),
         })
     }
@@ -557,7 +622,7 @@ fn cut(mut text: String, limit: usize) -> String {
 }
 
 /// This machine's host name (the kernel's on Linux, else `HOSTNAME` or `COMPUTERNAME`).
-fn host_name() -> &'static str {
+pub(crate) fn host_name() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -52,10 +52,6 @@ impl Objects {
         })
     }
 
-    pub(crate) fn schema(&self) -> &str {
-        &self.schema
-    }
-
     /// The sequence's qualified, quoted name.
     pub(crate) fn fence_name(&self) -> String {
         format!("{}.\"pals_fence\"", quote(&self.schema))

@@ -107,6 +107,10 @@ impl Pool {
         })
     }
 
+    pub(crate) fn settings(&self) -> &ConnectionSettings {
+        &self.shared.settings
+    }
+
     pub(crate) fn max_size(&self) -> usize {
         self.shared.size
     }

@@ -71,6 +71,11 @@ pub(crate) async fn within<F: Future>(rt: &Handle, limit: Duration, fut: F) -> O
     }
 }
 
+/// Sleeps until `deadline` on the library's runtime's timer (so under any executor).
+pub(crate) async fn sleep_until(rt: &Handle, deadline: Instant) {
+    until(rt, deadline, std::future::pending::<()>()).await;
+}
+
 /// Polls `fut` once, with a waker that does nothing: for starting work (sending a request)
 /// before handing the future to a runtime, whose first poll registers its own waker.
 pub(crate) fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {

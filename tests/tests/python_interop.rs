@@ -172,3 +172,31 @@ fn rust_holds_python_sees_it_busy() {
     assert!(!python_try(&app, "table", "exclusive"));
     assert!(reader.blocking_release().unwrap());
 }
+
+#[test]
+fn semaphore_permits_are_shared_with_pals_on_the_documented_keys() {
+    let app = unique_app("py-semaphore");
+    let rust = locker(&app);
+    let exports = rust.semaphore("export", 3);
+    // Python PALs takes permits by their lock names: "{name}.permit-{i}".
+    let first_python = PythonHolder::start(&app, "export.permit-0", "exclusive");
+    let _second_python = PythonHolder::start(&app, "export.permit-1", "exclusive");
+    let rust_permit = exports.blocking_try_acquire().unwrap();
+    let rust_permit = rust_permit.expect("one of 3 permits is left");
+    assert_eq!(rust_permit.permit(), 2);
+    assert!(
+        exports.blocking_try_acquire().unwrap().is_none(),
+        "3 holders over both languages"
+    );
+    assert!(!python_try(&app, "export.permit-2", "exclusive"));
+    // PALs sends no NOTIFY when it releases: a Rust waiter finds the permit at its
+    // next recheck.
+    drop(first_python);
+    let waited = exports
+        .blocking_acquire_timeout(pals::PERMIT_RECHECK * 4)
+        .unwrap()
+        .expect("the permit PALs gave back");
+    assert_eq!(waited.permit(), 0);
+    assert!(rust_permit.blocking_release().unwrap());
+    assert!(python_try(&app, "export.permit-2", "exclusive"));
+}

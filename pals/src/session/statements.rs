@@ -260,6 +260,11 @@ impl Drop for Hold {
 }
 
 impl Hold {
+    /// The backend pid of the session.
+    pub(crate) fn pid(&self) -> i32 {
+        self.session.conn.pid
+    }
+
     /// Reads `true` once the lock is lost with its session.
     pub(crate) fn dead(&self) -> watch::Receiver<bool> {
         self.session.dead()

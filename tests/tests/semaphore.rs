@@ -1,0 +1,202 @@
+//! `Locker::semaphore`: at most `permits` holders across lockers and processes, waiters
+//! woken when a permit is given back (in the process, and through NOTIFY from another),
+//! and the guarantees of a lock guard.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pals_tests::{application_name, eventually, locker, probe_i64, probe_query, unique_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn never_more_holders_than_permits() {
+    let app = unique_app("sem-bound");
+    let lockers = [locker(&app), locker(&app)];
+    let holding = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..10 {
+        let semaphore = lockers[task % 2].semaphore("export", 3);
+        let (holding, most) = (Arc::clone(&holding), Arc::clone(&most));
+        tasks.push(tokio::spawn(async move {
+            for round in 0..8 {
+                let permit = semaphore.acquire_timeout(Duration::from_secs(30)).await;
+                let permit = permit.unwrap().expect("a permit within 30 s");
+                let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                assert!(now <= 3, "{now} holders of a 3-permit semaphore");
+                tokio::time::sleep(Duration::from_millis(3)).await; // the work
+                holding.fetch_sub(1, Ordering::SeqCst);
+                if round % 2 == 0 {
+                    assert!(permit.release().await.unwrap());
+                } else {
+                    drop(permit);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 3, "the permits were all used");
+}
+
+/// Whether `app`'s listening session is up (it LISTENs, and waits for notifications).
+fn listening(app: &str) -> bool {
+    probe_i64(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+         AND query LIKE 'LISTEN %' AND state = 'idle'",
+        application_name(app)
+    )) == 1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_in_another_process_gets_a_freed_permit_at_once() {
+    // The "other process" is a locker of its own: its own sessions and listening
+    // session, as a process would have; the permit's release reaches it only by NOTIFY.
+    let app = unique_app("sem-handoff");
+    let holder = locker(&app).semaphore("export", 3);
+    let waiting = locker(&app).semaphore("export", 3);
+    let mut held = Vec::new();
+    let mut figures = Vec::new();
+    for _round in 0..5 {
+        while held.len() < 3 {
+            held.push(holder.acquire().await.unwrap());
+        }
+        let waiter = {
+            let waiting = waiting.clone();
+            tokio::spawn(async move {
+                let permit = waiting.acquire_timeout(Duration::from_secs(10)).await;
+                let permit = permit.unwrap().expect("a freed permit");
+                (Instant::now(), permit)
+            })
+        };
+        // The waiter sleeps once its locker listens (it tries once more after that).
+        assert!(eventually(Duration::from_secs(5), || listening(&app)));
+        assert!(waiting.try_acquire().await.unwrap().is_none());
+        let released = Instant::now();
+        assert!(held.pop().unwrap().release().await.unwrap());
+        let (taken, permit) = waiter.await.unwrap();
+        let handoff = taken.duration_since(released);
+        figures.push(handoff);
+        assert!(
+            handoff < Duration::from_millis(100),
+            "a permit given back reached the waiter {handoff:?} later (the recheck is {:?})",
+            pals::PERMIT_RECHECK
+        );
+        assert!(permit.release().await.unwrap());
+    }
+    println!("permit handoff across lockers (release to grant): {figures:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_in_the_same_locker_is_woken_without_the_database() {
+    let app = unique_app("sem-local");
+    let locker = locker(&app);
+    let semaphore = locker.semaphore("export", 1);
+    let permit = semaphore.acquire().await.unwrap();
+    let waiter = {
+        let semaphore = semaphore.clone();
+        tokio::spawn(async move { semaphore.acquire_timeout(Duration::from_secs(10)).await })
+    };
+    assert!(eventually(Duration::from_secs(5), || listening(&app)));
+    let released = Instant::now();
+    drop(permit); // the background release wakes the waiter
+    let permit = waiter.await.unwrap().unwrap().expect("the freed permit");
+    let handoff = released.elapsed();
+    assert!(handoff < Duration::from_millis(100), "{handoff:?}");
+    assert_eq!(permit.permit(), 0);
+}
+
+#[tokio::test]
+async fn a_permit_lost_with_its_session_is_found_by_the_recheck() {
+    let app = unique_app("sem-lost");
+    let holder = locker(&app);
+    let waiter_locker = locker(&app);
+    let semaphore = holder.semaphore("export", 1);
+    let permit = semaphore.acquire().await.unwrap();
+    let pid = probe_i64(&format!(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND \
+         ((classid::int8 << 32) | objid::int8) = {}",
+        semaphore.permit_locks()[0].key()
+    ));
+    let waiter = {
+        let semaphore = waiter_locker.semaphore("export", 1);
+        tokio::spawn(async move { semaphore.acquire_timeout(Duration::from_secs(10)).await })
+    };
+    probe_query(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
+    let terminated = Instant::now();
+    permit.lost().await;
+    assert!(!permit.is_held());
+    // Nobody said the permit was freed: the waiter's recheck finds it.
+    let taken = waiter
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the permit freed by the server");
+    let found = terminated.elapsed();
+    assert!(found < pals::PERMIT_RECHECK * 2, "{found:?}");
+    assert!(taken.is_held());
+    assert!(!permit.release().await.unwrap(), "no longer held");
+}
+
+#[tokio::test]
+async fn try_acquire_and_timeouts() {
+    let app = unique_app("sem-try");
+    let locker = locker(&app);
+    let semaphore = locker.semaphore("export", 2);
+    assert_eq!(semaphore.permits(), 2);
+    assert_eq!(semaphore.name(), format!("{app}.export"));
+    let a = semaphore.try_acquire().await.unwrap().unwrap();
+    let b = semaphore.try_acquire().await.unwrap().unwrap();
+    assert_ne!(a.permit(), b.permit());
+    assert!(semaphore.try_acquire().await.unwrap().is_none());
+    let started = Instant::now();
+    let none = semaphore
+        .acquire_timeout(Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let error = semaphore
+        .clone()
+        .timeout(Duration::from_millis(50))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("Lock acquire failed for \"{app}.export\". Failed due to timeout.")
+    );
+    // The permits are ordinary locks: the documented names.
+    assert!(locker
+        .lock("export.permit-0")
+        .try_acquire()
+        .await
+        .unwrap()
+        .is_none());
+    assert!(locker
+        .lock("export.permit-2")
+        .try_acquire()
+        .await
+        .unwrap()
+        .is_some());
+    let zero = locker.semaphore("none", 0).try_acquire().await.unwrap_err();
+    assert!(zero.is_misconfiguration(), "{zero}");
+    drop((a, b));
+}
+
+#[test]
+fn blocking_twins() {
+    let app = unique_app("sem-blocking");
+    let locker = locker(&app);
+    let semaphore = locker.semaphore("export", 1);
+    let permit = semaphore.blocking_acquire().unwrap();
+    assert!(semaphore.blocking_try_acquire().unwrap().is_none());
+    assert!(semaphore
+        .blocking_acquire_timeout(Duration::from_millis(20))
+        .unwrap()
+        .is_none());
+    assert!(permit.blocking_release().unwrap());
+    assert!(semaphore.blocking_try_acquire().unwrap().is_some());
+}
