@@ -48,13 +48,17 @@ type Hook = Arc<dyn Fn(&Leader) + Send + Sync>;
 /// let election = locker.election("scheduler").identity("replica-a");
 /// let observer = locker.election("scheduler");
 /// let led = election
-///     .run(|term| async move {
-///         // Only the leader runs this; `term.lost()` completes if leadership is lost
-///         // (the body is then dropped, and the candidate campaigns again).
-///         let leader = observer.leader().await?.expect("someone leads");
-///         assert_eq!(leader.identity(), "replica-a");
-///         assert_eq!(leader.fence(), term.fence());
-///         Ok::<_, pals::Error>(term.identity().to_string())
+///     .run(|term| {
+///         // The body may run again (a new term after a loss): it is made per term.
+///         let observer = observer.clone();
+///         async move {
+///             // Only the leader runs this. If leadership is lost, the body is dropped
+///             // where it stands, and the candidate campaigns again.
+///             let leader = observer.leader().await?.expect("someone leads");
+///             assert_eq!(leader.identity(), "replica-a");
+///             assert_eq!(leader.fence(), term.fence());
+///             Ok::<_, pals::Error>(term.identity().to_string())
+///         }
 ///     })
 ///     .await??;
 /// assert_eq!(led, "replica-a");
@@ -354,18 +358,19 @@ impl Election {
     /// with nobody to take over is seen at the next [recheck](Election::observe_recheck).
     ///
     /// ```
+    /// # use std::time::Duration;
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
     /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
     /// let locker = pals::Locker::new("doc-observe", &url)?;
-    /// let mut observer = locker.election("scheduler").observe();
+    /// let election = locker.election("scheduler");
+    /// let mut observer = election.clone().observe_recheck(Duration::from_millis(100)).observe();
     /// assert_eq!(observer.next().await, None); // nobody leads yet
-    /// let candidate = locker.election("scheduler").identity("replica-b");
-    /// candidate
-    ///     .run(|_term| async {
-    ///         let leader = observer.next().await.expect("a new leader");
-    ///         assert_eq!(leader.identity(), "replica-b");
-    ///     })
-    ///     .await?;
+    ///
+    /// let candidate = election.identity("replica-b");
+    /// candidate.run(|_term| async {}).await?; // leads, then steps down
+    /// let leader = observer.next().await.expect("heard at once");
+    /// assert_eq!(leader.identity(), "replica-b");
+    /// assert_eq!(observer.next().await, None); // seen at the next recheck
     /// # Ok(()) }
     /// ```
     pub fn observe(&self) -> Observer {

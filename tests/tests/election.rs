@@ -1,0 +1,264 @@
+//! `Locker::election`: three candidates in separate processes, one body at a time, a new
+//! leader within a second of the old one's death (process killed, or backend terminated),
+//! `leader()` from a fourth process, and `observe()` seeing every change in order.
+//!
+//! The processes are this test binary run again with `PALS_ELECTION_CHILD` set (see
+//! [`child`]); they print what they do, one line per event, with the time.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pals_tests::{db_url, locker, probe_i64, probe_query, unique_app};
+
+fn micros_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// The child processes' side: a candidate, an observer, or one `leader()` question.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var("PALS_ELECTION_CHILD") else {
+        return; // run as a test of the suite: nothing to do
+    };
+    let app = std::env::var("PALS_ELECTION_APP").unwrap();
+    let identity = std::env::var("PALS_ELECTION_IDENTITY").unwrap_or_default();
+    println!(); // ends the harness's "test child ... " line: each event has a line of its own
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let locker = pals::Locker::new(app, &db_url()).unwrap();
+        let election = locker.election("leader").identity(identity.clone());
+        match role.as_str() {
+            "candidate" => {
+                let result = election
+                    .run(|term| async move {
+                        let fence = term.fence();
+                        println!("elected {} {fence} {}", term.identity(), micros_now());
+                        loop {
+                            println!("tick {} {fence} {}", term.identity(), micros_now());
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    })
+                    .await;
+                println!("run ended {result:?}");
+            }
+            "observer" => {
+                let mut observer = election.observe();
+                loop {
+                    match observer.next().await {
+                        Some(leader) => println!("leader {} {}", leader.identity(), leader.fence()),
+                        None => println!("leader none"),
+                    }
+                }
+            }
+            "question" => match election.leader().await.unwrap() {
+                Some(leader) => println!("leader {} {}", leader.identity(), leader.fence()),
+                None => println!("leader none"),
+            },
+            other => panic!("unknown role {other}"),
+        }
+    });
+}
+
+/// A child process, and the lines it prints (sent to `lines` with its name).
+struct Process(Child);
+
+impl Process {
+    fn start(
+        role: &str,
+        app: &str,
+        identity: &str,
+        lines: &mpsc::Sender<(String, String)>,
+    ) -> Process {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+            .env("PALS_ELECTION_CHILD", role)
+            .env("PALS_ELECTION_APP", app)
+            .env("PALS_ELECTION_IDENTITY", identity)
+            .env("PALS_DB_URL", db_url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a child process");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (lines, identity) = (lines.clone(), identity.to_string());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if lines.send((identity.clone(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        Process(child)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the test has heard: every line, and the elections in order.
+struct Heard {
+    lines: mpsc::Receiver<(String, String)>,
+    /// (identity, fence, micros) of each "elected" line, in the order heard.
+    elected: Vec<(String, u64, i64)>,
+    /// (micros, identity, fence) of each tick.
+    ticks: Vec<(i64, String, u64)>,
+    /// What the observer printed.
+    observed: Vec<String>,
+}
+
+impl Heard {
+    /// Reads lines until `done` says so (or 20 s pass, which fails).
+    fn until(&mut self, what: &str, mut done: impl FnMut(&Heard) -> bool) {
+        let give_up = std::time::Instant::now() + Duration::from_secs(20);
+        while !done(self) {
+            let left = give_up.saturating_duration_since(std::time::Instant::now());
+            let (from, line) = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("waited 20 s for {what}"));
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["elected", identity, fence, at] => self.elected.push((
+                    identity.to_string(),
+                    fence.parse().unwrap(),
+                    at.parse().unwrap(),
+                )),
+                ["tick", identity, fence, at] => self.ticks.push((
+                    at.parse().unwrap(),
+                    identity.to_string(),
+                    fence.parse().unwrap(),
+                )),
+                ["leader", ..] if from == "observer" => self.observed.push(line.clone()),
+                _ => {}
+            }
+        }
+    }
+
+    fn leader(&self) -> &(String, u64, i64) {
+        self.elected.last().expect("someone was elected")
+    }
+}
+
+#[test]
+fn one_leader_at_a_time_and_fast_failover() {
+    let app = unique_app("election");
+    let election = locker(&app).election("leader");
+    let key = election.lock().key();
+    let (tell, lines) = mpsc::channel();
+    let mut heard = Heard {
+        lines,
+        elected: Vec::new(),
+        ticks: Vec::new(),
+        observed: Vec::new(),
+    };
+    let _observer = Process::start("observer", &app, "observer", &tell);
+    heard.until("the observer's first word", |h| !h.observed.is_empty());
+    assert_eq!(heard.observed, ["leader none"]);
+
+    let mut candidates: HashMap<String, Process> = ["c0", "c1", "c2"]
+        .into_iter()
+        .map(|id| (id.to_string(), Process::start("candidate", &app, id, &tell)))
+        .collect();
+    heard.until("a first leader", |h| !h.elected.is_empty());
+    let (first, first_fence, _) = heard.leader().clone();
+
+    // A fourth process asks who leads.
+    let question = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+        .env("PALS_ELECTION_CHILD", "question")
+        .env("PALS_ELECTION_APP", &app)
+        .env("PALS_DB_URL", db_url())
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&question.stdout);
+    assert!(
+        answer
+            .lines()
+            .any(|line| line == format!("leader {first} {first_fence}")),
+        "{answer}"
+    );
+
+    // Kill the leader's process: another is elected within a second.
+    let killed_at = micros_now();
+    drop(candidates.remove(&first));
+    heard.until("a leader after the kill", |h| h.elected.len() == 2);
+    let (second, second_fence, elected_at) = heard.leader().clone();
+    let after_kill = Duration::from_micros((elected_at - killed_at) as u64);
+    assert_ne!(second, first);
+    assert!(second_fence > first_fence);
+    assert!(after_kill < Duration::from_secs(1), "{after_kill:?}");
+
+    // Terminate the new leader's backend: its body is stopped, another is elected.
+    let pid = probe_i64(&format!(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+         AND ((classid::int8 << 32) | objid::int8) = {key}"
+    ));
+    let terminated_at = micros_now();
+    probe_query(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
+    heard.until("a leader after the terminate", |h| h.elected.len() == 3);
+    let (third, third_fence, elected_at) = heard.leader().clone();
+    let after_terminate = Duration::from_micros((elected_at - terminated_at) as u64);
+    assert!(third_fence > second_fence);
+    assert!(
+        after_terminate < Duration::from_secs(1),
+        "{after_terminate:?}"
+    );
+    println!(
+        "failover: {after_kill:?} after the leader's process was killed, \
+         {after_terminate:?} after its backend was terminated ({first} -> {second} -> {third})"
+    );
+
+    // The observer saw each leader, in order.
+    let expected: Vec<String> = [
+        (&first, first_fence),
+        (&second, second_fence),
+        (&third, third_fence),
+    ]
+    .iter()
+    .map(|(identity, fence)| format!("leader {identity} {fence}"))
+    .collect();
+    heard.until("the observer to see the third leader", |h| {
+        h.observed.iter().any(|line| *line == expected[2])
+    });
+    let leaders: Vec<&String> = heard
+        .observed
+        .iter()
+        .filter(|l| *l != "leader none")
+        .collect();
+    assert_eq!(
+        leaders,
+        expected.iter().collect::<Vec<_>>(),
+        "{:?}",
+        heard.observed
+    );
+
+    // One body at a time: once a term has ticked, no earlier term ticks again.
+    heard.until("the third leader's ticks", |h| {
+        h.ticks
+            .iter()
+            .filter(|(_, _, fence)| *fence == third_fence)
+            .count()
+            >= 5
+    });
+    let mut ticks = heard.ticks.clone();
+    ticks.sort();
+    let mut highest = 0;
+    for (at, identity, fence) in &ticks {
+        assert!(
+            *fence >= highest,
+            "{identity} (term {fence}) ran at {at} after term {highest} had begun"
+        );
+        highest = *fence;
+    }
+    drop(candidates);
+}
