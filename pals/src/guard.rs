@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use crate::metrics::{Kind, Meter};
 use crate::queue::InProcessPermit;
 use crate::session::Hold;
 use crate::{runtime, Error, Lock, Mode};
@@ -39,6 +40,7 @@ pub struct LockGuard {
     rt: Handle,
     /// The locker's count of background releases (see `Locker::wait_for_releases`).
     releasing: Arc<watch::Sender<usize>>,
+    meter: Meter,
 }
 
 /// One background release, counted for `Locker::wait_for_releases` while it lives.
@@ -84,6 +86,7 @@ impl LockGuard {
             dead: held.hold.dead(),
             rt: lock.locker().rt().clone(),
             releasing: Arc::clone(lock.locker().releasing()),
+            meter: lock.locker().meter().clone(),
             held: Some(held),
             name: Arc::clone(lock.shared_name()),
         }
@@ -166,6 +169,9 @@ impl LockGuard {
             .held
             .take()
             .expect("a guard holds its lock until released");
+        // Counted once the release is done, or if this future is dropped mid-way (the
+        // release then goes on in the background).
+        let _ended = HoldEnded(&self);
         let result = held.release().await;
         tracing::debug!(lock = %self.name, key = self.key, held = ?self.held_for(), ?result, "pals: lock released");
         result
@@ -204,6 +210,7 @@ impl LockGuard {
         let held = self.held.take()?;
         let rt = self.rt.clone();
         let (name, key, acquired_at) = (self.name.clone(), self.key, self.acquired_at);
+        let meter = self.meter.clone();
         let releasing = Releasing::new(&self.releasing);
         let release = async move {
             let _releasing = releasing; // counted until the release is done (or dropped)
@@ -219,6 +226,7 @@ impl LockGuard {
                     tracing::warn!(lock = %name, key, held = ?held_for, %error, "pals: background release failed; its session was closed")
                 }
             }
+            meter.released(Kind::Lock, &name, held_for);
         };
         Some((rt, release))
     }
@@ -243,6 +251,18 @@ impl Drop for LockGuard {
         if runtime::poll_once(release.as_mut()).is_pending() {
             rt.spawn(release);
         }
+    }
+}
+
+/// Tells the meter that a guard's hold ended, when dropped.
+struct HoldEnded<'a>(&'a LockGuard);
+
+impl Drop for HoldEnded<'_> {
+    fn drop(&mut self) {
+        let guard = self.0;
+        guard
+            .meter
+            .released(Kind::Lock, &guard.name, guard.held_for());
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::guard::{Held, LockGuard};
+use crate::metrics::Kind;
 use crate::pool::Want;
 use crate::queue::Wait;
 use crate::session::{Failure, Hold};
@@ -178,7 +179,20 @@ impl Lock {
         }
     }
 
+    /// [`take_within`](Lock::take_within), counted: taken, busy or failed.
     async fn acquire_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
+        let started = Instant::now();
+        let result = self.take_within(wait).await;
+        let meter = self.locker.meter();
+        match &result {
+            Ok(Some(_)) => meter.acquired(Kind::Lock, &self.name, started.elapsed()),
+            Ok(None) => meter.busy(Kind::Lock, &self.name, started.elapsed()),
+            Err(_) => meter.failed(Kind::Lock, &self.name),
+        }
+        result
+    }
+
+    async fn take_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
         if self.unnamed {
             return Err(Error::InvalidConfig(format!(
                 "a lock of app \"{}\" has an empty name: give each lock a name (with \

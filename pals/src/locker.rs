@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
+use crate::metrics::Meter;
 use crate::pool::Pool;
 use crate::queue::Queues;
 use crate::tls::{self, TlsBackend, TlsSettings};
@@ -59,6 +60,7 @@ struct LockerInner {
     names: Mutex<HashMap<i64, Arc<str>>>,
     /// How many of its locks are being released in the background.
     releasing: Arc<watch::Sender<usize>>,
+    meter: Meter,
 }
 
 /// How many names a locker remembers for `holders()`; beyond, keys show without a name.
@@ -112,6 +114,7 @@ impl Locker {
             connect_timeout: None,
             heartbeat: Some(DEFAULT_HEARTBEAT),
             tls_backend: None,
+            metric_lock_names: false,
         }
     }
 
@@ -271,6 +274,10 @@ impl Locker {
     pub(crate) fn rt(&self) -> &Handle {
         &self.inner.rt
     }
+
+    pub(crate) fn meter(&self) -> &Meter {
+        &self.inner.meter
+    }
 }
 
 impl fmt::Debug for Locker {
@@ -295,6 +302,7 @@ pub struct LockerBuilder {
     /// `None`: the URL's `connect_timeout`, else the default.
     connect_timeout: Option<Duration>,
     heartbeat: Option<Duration>,
+    metric_lock_names: bool,
 }
 
 impl LockerBuilder {
@@ -380,6 +388,17 @@ impl LockerBuilder {
         self
     }
 
+    /// With the cargo feature `metrics`: label each lock's figures with its full name
+    /// (`lock = "app.name"`) as well as the app (default `false`: per-app figures).
+    ///
+    /// Every distinct name is a series of its own in the metrics backend: names formatted
+    /// from arguments (`name = "tenant-{id}"`) are unbounded, and can overwhelm it. Turn
+    /// this on for a locker with a few fixed names. Without the feature it changes nothing.
+    pub fn metric_lock_names(mut self, on: bool) -> Self {
+        self.metric_lock_names = on;
+        self
+    }
+
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
         let database = match self.database {
@@ -427,12 +446,14 @@ impl LockerBuilder {
         }
         session_settings(&mut config, &self.app, connect_timeout, keepalives);
         let rt = runtime::handle()?;
+        let meter = Meter::new(&self.app, self.metric_lock_names);
         let settings = ConnectionSettings {
             config,
             connect_timeout,
             heartbeat: self.heartbeat,
             tls,
             target: target.into(),
+            meter: meter.clone(),
         };
         let pool = Pool::new(settings, self.pool_size, rt.clone())?;
         Ok(Locker {
@@ -446,6 +467,7 @@ impl LockerBuilder {
                 rt,
                 names: Mutex::default(),
                 releasing: Arc::new(watch::Sender::new(0)),
+                meter,
             }),
         })
     }
