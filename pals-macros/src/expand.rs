@@ -117,6 +117,7 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
     };
     let shared = args.shared.unwrap_or(false);
     let fenced = args.fenced.unwrap_or(false);
+    let skip_when_busy = on_busy == OnBusy::Skip;
 
     // What the function returns instead of running its body (a busy lock, a lost one).
     // Spanned at the return type, so a type that cannot carry it is reported there.
@@ -173,6 +174,7 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             fenced: #fenced,
             min_hold: #min_hold,
             function: #function_path,
+            skip_when_busy: #skip_when_busy,
         };
         let #held = match #acquire {
             #krate::__private::Acquired::Held(#held) => #held,

@@ -15,6 +15,7 @@ use tokio::task::AbortHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage, Statement};
 
+use crate::metrics::Meter;
 use crate::tls::Connector;
 use crate::{statement, Error, Mode};
 
@@ -28,6 +29,8 @@ pub(crate) struct ConnectionSettings {
     pub(crate) tls: Connector,
     /// Where connections go (`host:port`, or the socket's path), for messages.
     pub(crate) target: Arc<str>,
+    /// Counts the locks lost with a session.
+    pub(crate) meter: Meter,
 }
 
 /// A driver error, as the statements below return it.

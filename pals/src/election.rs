@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::listen::{Event, LEADER_CHANNEL};
+use crate::metrics::Kind;
 use crate::statement::literal;
 use crate::{runtime, Error, Lock, LockGuard, Locker};
 
@@ -152,7 +153,8 @@ impl Election {
     pub(crate) fn new(locker: &Locker, name: &str) -> Election {
         Election {
             locker: locker.clone(),
-            lock: locker.lock(name).fenced().timeout(Duration::MAX),
+            lock: (locker.lock(name).fenced().timeout(Duration::MAX))
+                .counted_as(Kind::Election, true),
             identity: default_identity().into(),
             backoff: DEFAULT_CAMPAIGN_BACKOFF,
             recheck: DEFAULT_OBSERVE_RECHECK,

@@ -30,6 +30,8 @@ pub struct LockSpec {
     pub min_hold: Option<Duration>,
     /// The annotated function's path, `module_path::name`, for messages.
     pub function: &'static str,
+    /// `on_busy = "skip"`: a busy lock skips the body (and is counted so).
+    pub skip_when_busy: bool,
 }
 
 /// The outcome of the attribute's acquire.
@@ -61,7 +63,12 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
     let timeout = spec.timeout.unwrap_or_else(|| lock.acquire_timeout_value());
     match lock.acquire_timeout(timeout).await {
         Ok(Some(guard)) => Acquired::Held(Held::new(guard, spec.min_hold, false)),
-        Ok(None) => Acquired::Busy(lock.timeout_error()),
+        Ok(None) => {
+            if spec.skip_when_busy {
+                locker.meter().skipped(lock.name());
+            }
+            Acquired::Busy(lock.timeout_error())
+        }
         Err(error) => Acquired::Failed(error, lock.name().to_string()),
     }
 }

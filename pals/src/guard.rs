@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use crate::metrics::{Kind, Meter};
 use crate::queue::InProcessPermit;
 use crate::session::Hold;
 use crate::{runtime, Error, Lock, Mode};
@@ -41,6 +42,8 @@ pub struct LockGuard {
     rt: Handle,
     /// The locker's count of background releases (see `Locker::wait_for_releases`).
     releasing: Arc<watch::Sender<usize>>,
+    meter: Meter,
+    kind: Kind,
 }
 
 /// One background release, counted for `Locker::wait_for_releases` while it lives.
@@ -99,6 +102,8 @@ impl LockGuard {
             dead: held.hold.dead(),
             rt: lock.locker().rt().clone(),
             releasing: Arc::clone(lock.locker().releasing()),
+            meter: lock.locker().meter().clone(),
+            kind: lock.kind(),
             held: Some(held),
             name: Arc::clone(lock.shared_name()),
         }
@@ -207,6 +212,9 @@ impl LockGuard {
             .held
             .take()
             .expect("a guard holds its lock until released");
+        // Counted once the release is done, or if this future is dropped mid-way (the
+        // release then goes on in the background).
+        let _ended = HoldEnded(&self);
         let result = held.release().await;
         tracing::debug!(lock = %self.name, key = self.key, held = ?self.held_for(), ?result, "pals: lock released");
         result
@@ -245,6 +253,7 @@ impl LockGuard {
         let held = self.held.take()?;
         let rt = self.rt.clone();
         let (name, key, acquired_at) = (self.name.clone(), self.key, self.acquired_at);
+        let (meter, kind) = (self.meter.clone(), self.kind);
         let releasing = Releasing::new(&self.releasing);
         let release = async move {
             let _releasing = releasing; // counted until the release is done (or dropped)
@@ -260,6 +269,7 @@ impl LockGuard {
                     tracing::warn!(lock = %name, key, held = ?held_for, %error, "pals: background release failed; its session was closed")
                 }
             }
+            meter.released(kind, &name, held_for);
         };
         Some((rt, release))
     }
@@ -284,6 +294,18 @@ impl Drop for LockGuard {
         if runtime::poll_once(release.as_mut()).is_pending() {
             rt.spawn(release);
         }
+    }
+}
+
+/// Tells the meter that a guard's hold ended, when dropped.
+struct HoldEnded<'a>(&'a LockGuard);
+
+impl Drop for HoldEnded<'_> {
+    fn drop(&mut self) {
+        let guard = self.0;
+        guard
+            .meter
+            .released(guard.kind, &guard.name, guard.held_for());
     }
 }
 

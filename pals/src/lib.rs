@@ -75,6 +75,16 @@
 //! Sessions show in `pg_stat_activity` as `pals:{app}@{host}:{pid}`
 //! ([`application_name`]), unless the URL names them.
 //!
+//! # Metrics
+//!
+//! With the cargo feature `metrics`, pals records through the
+//! [`metrics`](https://docs.rs/metrics) facade, for whichever exporter the application
+//! installs: `pals_acquired_total`, `pals_busy_total`, `pals_skipped_total`,
+//! `pals_errors_total`, `pals_lost_total` (counters), `pals_wait_seconds`,
+//! `pals_hold_seconds` (histograms) and `pals_held_locks` (a gauge), labelled by `app` and
+//! `kind`; lock names too only where a locker opts in
+//! ([`LockerBuilder::metric_lock_names`]). The README has the table.
+//!
 //! # Good to know
 //!
 //! - **Not re-entrant.** A holder that asks for the same lock again (a recursive annotated
@@ -120,6 +130,7 @@ mod key;
 mod listen;
 mod lock;
 mod locker;
+mod metrics;
 mod objects;
 mod pool;
 mod queue;
@@ -173,7 +184,7 @@ pub use lock::{Lock, Mode};
 /// |---|---|
 /// | `name = "..."` | lock name; default `concat!(module_path!(), "::", fn_name)`. `{ident}` placeholders format the function's arguments in (`name = "tenant-{tenant_id}"`); `{{` and `}}` are literal braces. |
 /// | `timeout = "..."` | how long to wait: `"0"` tries once, `"300ms"`, `"5s"`, `"2m"`, `"1h"`, `"forever"`; default: the locker's default timeout. |
-/// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (the default for functions that return a value) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` (the default, and the only choice, for functions that return nothing) does not run the body and returns the type's [`Skippable`] value: `()`, `None`, [`Outcome::Skipped`], `Ok(skipped)`; the skip is logged at debug level. |
+/// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (the default for functions that return a value) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` (the default, and the only choice, for functions that return nothing) does not run the body and returns the type's [`Skippable`] value: `()`, `None`, [`Outcome::Skipped`], `Ok(skipped)`; the skip is logged at debug level (and counted, with the `metrics` feature). |
 /// | `shared = true` | take the shared (reader) lock. |
 /// | `fenced = true` | take a [fenced](Lock::fenced) lock; the body reads its token with [`current_fence()`]. |
 /// | `on_lost = "cancel"` | async functions only: if the lock is lost while the body runs, the body is dropped and the function returns `Err(pals::Error::LockLost)` converted with `From` (or the skipped value with `on_busy = "skip"`). Default `"continue"`. |

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::guard::{Held, LockGuard};
+use crate::metrics::Kind;
 use crate::pool::Want;
 use crate::queue::Wait;
 use crate::session::{Failure, Hold};
@@ -68,6 +69,10 @@ pub struct Lock {
     timeout: Option<Duration>,
     /// Each grant mints a fencing token.
     fenced: bool,
+    /// What its figures count as, and whether its acquires are counted here (a semaphore
+    /// counts its own, once for all the permits it tries).
+    kind: Kind,
+    count_acquires: bool,
     /// Made with an empty name: every acquire fails, saying so.
     unnamed: bool,
 }
@@ -81,6 +86,8 @@ impl Lock {
             mode: Mode::Exclusive,
             timeout: None,
             fenced: false,
+            kind: Kind::Lock,
+            count_acquires: true,
             unnamed,
         }
     }
@@ -136,6 +143,18 @@ impl Lock {
     pub fn fenced(mut self) -> Lock {
         self.fenced = true;
         self
+    }
+
+    /// This lock counted (with the `metrics` feature) as `kind`; its acquires counted here
+    /// only if `count_acquires`.
+    pub(crate) fn counted_as(mut self, kind: Kind, count_acquires: bool) -> Lock {
+        self.kind = kind;
+        self.count_acquires = count_acquires;
+        self
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// True for a lock whose grants mint fencing tokens (see [`fenced`](Lock::fenced)).
@@ -231,7 +250,19 @@ impl Lock {
         }
     }
 
+    /// [`take_within`](Lock::take_within), counted: taken, busy or failed.
     async fn acquire_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
+        let started = Instant::now();
+        let result = self.take_within(wait).await;
+        if self.count_acquires {
+            self.locker
+                .meter()
+                .count(self.kind, &self.name, started, &result);
+        }
+        result
+    }
+
+    async fn take_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
         if self.unnamed {
             return Err(Error::InvalidConfig(format!(
                 "a lock of app \"{}\" has an empty name: give each lock a name (with \

@@ -12,6 +12,7 @@ use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
 use crate::listen::{Listener, Subscription, PERMIT_CHANNEL};
+use crate::metrics::Meter;
 use crate::objects::Objects;
 use crate::pool::Pool;
 use crate::queue::Queues;
@@ -68,6 +69,7 @@ struct LockerInner {
     listener: Listener,
     /// Signalled when a semaphore permit of this locker is given back.
     permits_freed: Notify,
+    meter: Meter,
 }
 
 /// How many names a locker remembers for `holders()`; beyond, keys show without a name.
@@ -122,6 +124,7 @@ impl Locker {
             heartbeat: Some(DEFAULT_HEARTBEAT),
             tls_backend: None,
             schema: "public".into(),
+            metric_lock_names: false,
         }
     }
 
@@ -347,6 +350,10 @@ impl Locker {
     pub(crate) fn rt(&self) -> &Handle {
         &self.inner.rt
     }
+
+    pub(crate) fn meter(&self) -> &Meter {
+        &self.inner.meter
+    }
 }
 
 impl fmt::Debug for Locker {
@@ -372,6 +379,7 @@ pub struct LockerBuilder {
     connect_timeout: Option<Duration>,
     heartbeat: Option<Duration>,
     schema: String,
+    metric_lock_names: bool,
 }
 
 impl LockerBuilder {
@@ -476,6 +484,17 @@ impl LockerBuilder {
         self
     }
 
+    /// With the cargo feature `metrics`: label each lock's figures with its full name
+    /// (`lock = "app.name"`) as well as the app (default `false`: per-app figures).
+    ///
+    /// Every distinct name is a series of its own in the metrics backend: names formatted
+    /// from arguments (`name = "tenant-{id}"`) are unbounded, and can overwhelm it. Turn
+    /// this on for a locker with a few fixed names. Without the feature it changes nothing.
+    pub fn metric_lock_names(mut self, on: bool) -> Self {
+        self.metric_lock_names = on;
+        self
+    }
+
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
         let database = match self.database {
@@ -524,12 +543,14 @@ impl LockerBuilder {
         let objects = Objects::new(&self.schema)?;
         session_settings(&mut config, &self.app, connect_timeout, keepalives);
         let rt = runtime::handle()?;
+        let meter = Meter::new(&self.app, self.metric_lock_names);
         let settings = ConnectionSettings {
             config,
             connect_timeout,
             heartbeat: self.heartbeat,
             tls,
             target: target.into(),
+            meter: meter.clone(),
         };
         let pool = Pool::new(settings, self.pool_size, rt.clone())?;
         Ok(Locker {
@@ -546,6 +567,7 @@ impl LockerBuilder {
                 objects,
                 listener: Listener::new(),
                 permits_freed: Notify::new(),
+                meter,
             }),
         })
     }

@@ -251,8 +251,13 @@ impl Pool {
             let opened = match connection::open(settings.clone()).await {
                 Ok(conn) => {
                     let changed = Arc::clone(&pool.changed);
-                    let session =
-                        Session::start(conn, changed, settings.connect_timeout, settings.heartbeat);
+                    let session = Session::start(
+                        conn,
+                        changed,
+                        settings.connect_timeout,
+                        settings.heartbeat,
+                        settings.meter.clone(),
+                    );
                     tokio::spawn(free_slot_when_dead(Arc::downgrade(&pool), session.dead()));
                     let mut slots = pool.slots();
                     slots.opening -= 1;

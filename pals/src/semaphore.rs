@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::listen::{Event, PERMIT_CHANNEL};
+use crate::metrics::Kind;
 use crate::{runtime, Error, Lock, LockGuard, Locker};
 
 /// How often a waiter for a permit checks on its own, in case a permit was freed without a
@@ -57,7 +58,10 @@ pub struct Semaphore {
 impl Semaphore {
     pub(crate) fn new(locker: &Locker, name: &str, permits: u32) -> Semaphore {
         let permits: Arc<[Lock]> = (0..permits)
-            .map(|i| locker.lock(&permit_name(name, i)))
+            .map(|i| {
+                let lock = locker.lock(&permit_name(name, i));
+                lock.counted_as(Kind::Semaphore, false)
+            })
             .collect();
         Semaphore {
             name: crate::key::full_name(locker.app(), name).into(),
@@ -113,6 +117,14 @@ impl Semaphore {
         &self,
         timeout: Duration,
     ) -> Result<Option<SemaphoreGuard>, Error> {
+        let started = Instant::now();
+        let result = self.take_within(timeout).await;
+        let meter = self.locker.meter();
+        meter.count(Kind::Semaphore, &self.name, started, &result);
+        result
+    }
+
+    async fn take_within(&self, timeout: Duration) -> Result<Option<SemaphoreGuard>, Error> {
         if self.permits.is_empty() {
             return Err(Error::InvalidConfig(format!(
                 "semaphore \"{}\" has 0 permits: nobody could ever hold it",

@@ -45,6 +45,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::connection::PgConn;
+use crate::metrics::Meter;
 use crate::{runtime, Error, Mode};
 
 mod reconcile;
@@ -61,6 +62,8 @@ pub(crate) struct Session {
     rt: Handle,
     /// How long the server may take to answer an instant statement: the connect timeout.
     answer_within: Duration,
+    /// Counts the locks lost when the session ends.
+    meter: Meter,
 }
 
 #[derive(Default)]
@@ -122,13 +125,14 @@ impl Failure {
 }
 
 impl Session {
-    /// A session on `conn`, watched: its held locks are logged as lost when it ends, and
-    /// pinged every `heartbeat` while it holds any. Call on the library's runtime.
+    /// A session on `conn`, watched: its held locks are logged and counted as lost when it
+    /// ends, and pinged every `heartbeat` while it holds any. Call on the library's runtime.
     pub(crate) fn start(
         conn: PgConn,
         changed: Arc<Notify>,
         answer_within: Duration,
         heartbeat: Option<Duration>,
+        meter: Meter,
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             conn,
@@ -136,6 +140,7 @@ impl Session {
             changed,
             rt: Handle::current(),
             answer_within,
+            meter,
         });
         let weak = Arc::downgrade(&session);
         tokio::spawn(watch_death(weak.clone(), session.conn.watch().subscribe()));
@@ -345,6 +350,7 @@ async fn watch_death(session: Weak<Session>, mut dead: watch::Receiver<bool>) {
                 why = session.conn.watch().why(),
                 "pals: lock lost: its database session ended while the lock was held"
             );
+            session.meter.lost(&lost.name);
         }
     }
     session.changed.notify_waiters();
