@@ -74,6 +74,17 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
         ));
     }
 
+    if let Some((_, span)) = args.permits {
+        let clash = match (args.shared, args.fenced) {
+            (Some(true), _) => Some("a semaphore permit has no shared mode: drop `shared = true`"),
+            (_, Some(true)) => Some("semaphore permits are not fenced: drop `fenced = true`"),
+            _ => None,
+        };
+        if let Some(clash) = clash {
+            return Err(syn::Error::new(span, clash));
+        }
+    }
+
     // Internal locals are hygienic: the body cannot see them, nor clash with them.
     let local = |name: &str| Ident::new(name, Span::mixed_site());
     let (held, output, locker, name, spec, error, lock) = (
@@ -117,6 +128,7 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
     };
     let shared = args.shared.unwrap_or(false);
     let fenced = args.fenced.unwrap_or(false);
+    let permits = args.permits.map_or(0, |(permits, _)| permits);
     let skip_when_busy = on_busy == OnBusy::Skip;
 
     // What the function returns instead of running its body (a busy lock, a lost one).
@@ -172,6 +184,7 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             timeout: #timeout,
             shared: #shared,
             fenced: #fenced,
+            permits: #permits,
             min_hold: #min_hold,
             function: #function_path,
             skip_when_busy: #skip_when_busy,

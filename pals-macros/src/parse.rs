@@ -2,11 +2,11 @@
 
 use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
-use syn::{Expr, LitBool, LitStr, Path, Result};
+use syn::{Expr, LitBool, LitInt, LitStr, Path, Result};
 
 /// The arguments the attribute accepts, in the order the docs list them.
 pub(crate) const VALID_ARGUMENTS: &str =
-    "name, timeout, on_busy, on_lost, shared, fenced, locker, min_hold, crate";
+    "name, timeout, on_busy, on_lost, shared, fenced, permits, locker, min_hold, crate";
 
 /// What to do when the lock is not acquired within the timeout.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub(crate) struct Args {
     pub cancel_on_lost: Option<Span>,
     pub shared: Option<bool>,
     pub fenced: Option<bool>,
+    /// `permits = N`: a semaphore of N permits instead of the lock, with the span of N.
+    pub permits: Option<(u32, Span)>,
     pub locker: Option<Expr>,
     pub min_hold: Option<u64>,
     /// `crate = path`: the path of the pals crate in the generated code (default `::pals`).
@@ -120,6 +122,22 @@ impl Args {
             }
             "shared" => self.shared = Some(value.parse::<LitBool>()?.value),
             "fenced" => self.fenced = Some(value.parse::<LitBool>()?.value),
+            "permits" => {
+                let lit: LitInt = value.parse()?;
+                let permits: u32 = lit.base10_parse().map_err(|_| {
+                    syn::Error::new(
+                        lit.span(),
+                        "permits must be a whole number from 1 to 4294967295",
+                    )
+                })?;
+                if permits == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "permits = 0 would never let the function run: give at least 1",
+                    ));
+                }
+                self.permits = Some((permits, lit.span()));
+            }
             "locker" => self.locker = Some(value.parse()?),
             // A path (`crate = pals_renamed`) or, as serde and tokio write it, a string
             // holding one (`crate = "pals_renamed"`).

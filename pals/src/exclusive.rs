@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use crate::{runtime, Error, LockGuard, Locker};
+use crate::{runtime, Error, LockGuard, Locker, SemaphoreGuard};
 
 mod fence;
 mod report;
@@ -27,6 +27,8 @@ pub struct LockSpec {
     pub timeout: Option<Duration>,
     pub shared: bool,
     pub fenced: bool,
+    /// `permits = N`: a permit of the semaphore `name` instead of the lock; 0: the lock.
+    pub permits: u32,
     pub min_hold: Option<Duration>,
     /// The annotated function's path, `module_path::name`, for messages.
     pub function: &'static str,
@@ -53,23 +55,31 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
         Ok(locker) => locker,
         Err(error) => return Acquired::Failed(error, name.to_string()),
     };
-    let mut lock = locker.lock(name);
-    if spec.shared {
-        lock = lock.shared();
-    }
-    if spec.fenced {
-        lock = lock.fenced();
-    }
-    let timeout = spec.timeout.unwrap_or_else(|| lock.acquire_timeout_value());
-    match lock.acquire_timeout(timeout).await {
+    let timeout = spec.timeout.unwrap_or(locker.default_timeout());
+    let (taken, full_name) = if spec.permits > 0 {
+        let semaphore = locker.semaphore(name, spec.permits);
+        let taken = semaphore.acquire_timeout(timeout).await;
+        let taken = taken.map(|permit| permit.map(SemaphoreGuard::into_lock_guard));
+        (taken, semaphore.name().to_string())
+    } else {
+        let mut lock = locker.lock(name);
+        if spec.shared {
+            lock = lock.shared();
+        }
+        if spec.fenced {
+            lock = lock.fenced();
+        }
+        (lock.acquire_timeout(timeout).await, lock.name().to_string())
+    };
+    match taken {
         Ok(Some(guard)) => Acquired::Held(Held::new(guard, spec.min_hold, false)),
         Ok(None) => {
             if spec.skip_when_busy {
-                locker.meter().skipped(lock.name());
+                locker.meter().skipped(&full_name);
             }
-            Acquired::Busy(lock.timeout_error())
+            Acquired::Busy(Error::Timeout { name: full_name })
         }
-        Err(error) => Acquired::Failed(error, lock.name().to_string()),
+        Err(error) => Acquired::Failed(error, full_name),
     }
 }
 

@@ -187,6 +187,7 @@ pub use lock::{Lock, Mode};
 /// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (the default for functions that return a value) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` (the default, and the only choice, for functions that return nothing) does not run the body and returns the type's [`Skippable`] value: `()`, `None`, [`Outcome::Skipped`], `Ok(skipped)`; the skip is logged at debug level (and counted, with the `metrics` feature). |
 /// | `shared = true` | take the shared (reader) lock. |
 /// | `fenced = true` | take a [fenced](Lock::fenced) lock; the body reads its token with [`current_fence()`]. |
+/// | `permits = N` | take one of `N` permits of the [semaphore](Locker::semaphore) `name` instead of the lock: at most `N` bodies run at once, fleet-wide (not with `shared` or `fenced`). |
 /// | `on_lost = "cancel"` | async functions only: if the lock is lost while the body runs, the body is dropped and the function returns `Err(pals::Error::LockLost)` converted with `From` (or the skipped value with `on_busy = "skip"`). Default `"continue"`. |
 /// | `locker = EXPR` | use this `&Locker` (a static, an argument, a call) instead of [`global()`]. |
 /// | `min_hold = "30s"` | keep the lock at least this long after it was acquired; the function returns at once and the lock is released in the background when the time is up. |

@@ -200,3 +200,40 @@ fn blocking_twins() {
     assert!(permit.blocking_release().unwrap());
     assert!(semaphore.blocking_try_acquire().unwrap().is_some());
 }
+
+mod attribute {
+    use std::sync::LazyLock;
+
+    use tokio::sync::{mpsc, watch};
+
+    use super::*;
+
+    static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| locker(&unique_app("sem-attr")));
+
+    /// Tells `entered` it runs, then waits for `go`.
+    #[pals::exclusive(name = "export", permits = 2, timeout = "0", on_busy = "skip", locker = &LOCKER)]
+    async fn export(
+        entered: mpsc::UnboundedSender<()>,
+        mut go: watch::Receiver<bool>,
+    ) -> Option<u32> {
+        entered.send(()).unwrap();
+        go.wait_for(|go| *go).await.unwrap();
+        Some(1)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_attribute_admits_as_many_bodies_as_permits() {
+        let (entered, mut inside) = mpsc::unbounded_channel();
+        let (go, wait) = watch::channel(false);
+        let first = tokio::spawn(export(entered.clone(), wait.clone()));
+        let second = tokio::spawn(export(entered.clone(), wait.clone()));
+        inside.recv().await.unwrap();
+        inside.recv().await.unwrap();
+        // Both permits are taken: a third call skips its body.
+        assert_eq!(export(entered.clone(), wait.clone()).await, None);
+        go.send(true).unwrap();
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(second.await.unwrap(), Some(1));
+        assert_eq!(export(entered, wait).await, Some(1), "permits given back");
+    }
+}
