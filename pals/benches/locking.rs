@@ -195,6 +195,29 @@ async fn run(settings: &Settings) -> Vec<Row> {
         raw: raw_figure,
     });
 
+    // What a fencing token costs: the fenced cycle against the plain one, both pals (the
+    // token is drawn in the lock's own statement: no extra round trip, some server time).
+    let fenced = locker.lock("fenced").fenced();
+    drop(fenced.acquire().await.unwrap()); // the sequence is checked (made) once, not timed
+    locker.wait_for_releases().await;
+    let (figure, plain_figure) = paired(
+        settings,
+        || async {
+            let guard = fenced.try_acquire().await.unwrap().expect("free");
+            assert!(guard.release().await.unwrap());
+        },
+        || async {
+            let guard = lock.try_acquire().await.unwrap().expect("free");
+            assert!(guard.release().await.unwrap());
+        },
+    )
+    .await;
+    rows.push(Row {
+        scenario: "1f fenced try_acquire + release (raw: pals unfenced)".into(),
+        pals: figure,
+        raw: plain_figure,
+    });
+
     // What TLS costs: the same cycle with pals over TLS (if the server offers it).
     let tls_url = settings.url.replace("sslmode=disable", "sslmode=require");
     if let Ok(tls_locker) = Locker::new(format!("{app}-tls"), &tls_url) {

@@ -322,8 +322,13 @@ impl Election {
                     };
                     return Ok((guard, leader));
                 }
-                // A later term wrote its row already: this grant was lost meanwhile.
-                None => drop(guard),
+                // A later term holds the lock and wrote its row: this grant was lost
+                // meanwhile. Campaign again, after the backoff.
+                None => {
+                    tracing::warn!(election = %self.lock.name(), "pals: elected, but a later leader had announced itself; campaigning again");
+                    drop(guard);
+                    self.back_off().await;
+                }
             }
         }
     }
@@ -335,11 +340,7 @@ impl Election {
         let table = self.locker.objects().leaders(self.locker.pool()).await?;
         let sql = format!(
             "SELECT l.identity, (extract(epoch FROM l.since) * 1000000)::int8::text, l.token::text \
-             FROM {table} l WHERE l.key = {key} AND EXISTS (\
-               SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' AND p.objsubid = 1 \
-               AND p.granted AND p.mode = 'ExclusiveLock' AND p.pid = l.pid \
-               AND ((p.classid::int8 << 32) | p.objid::int8) = l.key \
-               AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+             FROM {table} l WHERE l.key = {key} AND {HOLDS}",
             key = self.lock.key()
         );
         let turn = self.locker.pool().turn().await?;
@@ -496,8 +497,17 @@ impl fmt::Debug for Election {
     }
 }
 
+/// Whether the session that wrote row `l` of the leaders table holds its election's lock.
+const HOLDS: &str = "EXISTS (SELECT 1 FROM pg_locks p WHERE p.locktype = 'advisory' \
+    AND p.objsubid = 1 AND p.granted AND p.mode = 'ExclusiveLock' AND p.pid = l.pid \
+    AND ((p.classid::int8 << 32) | p.objid::int8) = l.key \
+    AND p.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+
 /// The statement that records a new leader and notifies observers, unless a later term
-/// has written its row already (then it returns no row).
+/// has written its row and still holds the lock (then it returns no row). A row whose
+/// writer no longer holds the lock, or is this session (an earlier term of it), is
+/// overwritten whatever its token: a sequence reset by hand must not keep every later
+/// leader from announcing itself.
 fn announce(table: &str, key: i64, name: &str, identity: &str, token: u64, pid: i32) -> String {
     format!(
         "WITH announced AS (\
@@ -505,7 +515,7 @@ fn announce(table: &str, key: i64, name: &str, identity: &str, token: u64, pid: 
            VALUES ({key}, {name}, {identity}, now(), {token}, {pid}) \
            ON CONFLICT (key) DO UPDATE SET name = EXCLUDED.name, identity = EXCLUDED.identity, \
              since = EXCLUDED.since, token = EXCLUDED.token, pid = EXCLUDED.pid \
-           WHERE l.token < EXCLUDED.token \
+           WHERE l.token < EXCLUDED.token OR l.pid = EXCLUDED.pid OR NOT {HOLDS} \
            RETURNING key, token, (extract(epoch FROM since) * 1000000)::int8 AS micros, identity) \
          SELECT micros::text, pg_notify('{LEADER_CHANNEL}', \
            key || ' ' || token || ' ' || micros || ' ' || identity)::text FROM announced",

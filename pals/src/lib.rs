@@ -75,6 +75,36 @@
 //! Sessions show in `pg_stat_activity` as `pals:{app}@{host}:{pid}`
 //! ([`application_name`]), unless the URL names them.
 //!
+//! # Fencing tokens, leader election, semaphores
+//!
+//! - [`Lock::fenced`]: every grant mints a token ([`LockGuard::fence`]) greater than every
+//!   earlier holder's, in the grant's own statement; the resource refuses a lower one, so a
+//!   holder that stalled and lost its lock cannot act late.
+//! - [`Locker::election`]: [`Election::run`] campaigns and runs the body as leader (dropped
+//!   if leadership is lost); [`Election::leader`] and [`Election::observe`] tell any replica
+//!   who leads.
+//! - [`Locker::semaphore`]: at most `permits` holders fleet-wide; waiters wake when a
+//!   permit is given back, without polling in a loop.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+//! # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+//! let locker = pals::Locker::new("doc-features", &url)?;
+//!
+//! let guard = locker.lock("ledger").fenced().acquire().await?;
+//! let token = guard.fence().expect("a fenced lock has a token");
+//! guard.release().await?;
+//!
+//! let exports = locker.semaphore("heavy-export", 3);
+//! let permit = exports.acquire().await?;
+//!
+//! let election = locker.election("scheduler").identity("replica-a");
+//! let fence = election.run(|term| async move { term.fence() }).await?;
+//! assert!(fence > token);
+//! permit.release().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Metrics
 //!
 //! With the cargo feature `metrics`, pals records through the

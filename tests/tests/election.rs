@@ -262,3 +262,106 @@ fn one_leader_at_a_time_and_fast_failover() {
     }
     drop(candidates);
 }
+
+mod in_process {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use pals_tests::locker_with;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_lost_term_drops_the_body_and_the_candidate_campaigns_again() {
+        let app = unique_app("election-lost");
+        let locker = locker(&app);
+        let (started, stopped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let election = {
+            let (started, stopped) = (Arc::clone(&started), Arc::clone(&stopped));
+            locker
+                .election("leader")
+                .identity("only")
+                .backoff(Duration::from_millis(10))
+                .on_started_leading(move |_| drop(started.fetch_add(1, Ordering::SeqCst)))
+                .on_stopped_leading(move |_| drop(stopped.fetch_add(1, Ordering::SeqCst)))
+        };
+        let key = election.lock().key();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct CountDrop(Arc<AtomicUsize>);
+        impl Drop for CountDrop {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let terms = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let result = election
+            .run(|term| {
+                let (dropped, terms) = (Arc::clone(&dropped), Arc::clone(&terms));
+                async move {
+                    let _count = CountDrop(dropped);
+                    terms.lock().unwrap().push(term.fence());
+                    if terms.lock().unwrap().len() == 1 {
+                        // First term: the server ends the session; the body never returns.
+                        let pid = probe_i64(&format!(
+                            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                             AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = {key}"
+                        ));
+                        probe_query(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
+                        std::future::pending::<()>().await;
+                    }
+                    assert!(term.is_leader());
+                    "second term"
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(result, "second term");
+        let terms = terms.lock().unwrap().clone();
+        assert_eq!(terms.len(), 2);
+        assert!(terms[1] > terms[0]);
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            2,
+            "the first body was dropped"
+        );
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert_eq!(stopped.load(Ordering::SeqCst), 2);
+        assert!(election.leader().await.unwrap().is_none(), "stepped down");
+        assert!(locker.lock("leader").try_acquire().await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_reset_sequence_does_not_keep_new_leaders_from_announcing() {
+        let schema = unique_app("election-reset").replace('-', "_");
+        probe_query(&format!("CREATE SCHEMA \"{schema}\"")).unwrap();
+        let app = unique_app("election-reset");
+        let locker = locker_with(&app, |b| b.schema(&schema));
+        let election = locker.election("leader").identity("a");
+        election.run(|_term| async {}).await.unwrap();
+        let first = election
+            .run(|term| async move { term.fence() })
+            .await
+            .unwrap();
+        probe_query(&format!(
+            "ALTER SEQUENCE \"{schema}\".pals_fence RESTART WITH 1"
+        ))
+        .unwrap();
+        let observer = election.clone();
+        let leader = election
+            .run(|term| {
+                let observer = observer.clone();
+                async move { (term.fence(), observer.leader().await.unwrap()) }
+            })
+            .await
+            .unwrap();
+        let _ = probe_query(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+        assert!(
+            leader.0 < first,
+            "the sequence went back: {} then {first}",
+            leader.0
+        );
+        let leader = leader.1.expect("the new leader announced itself");
+        assert_eq!(leader.fence(), 1);
+        assert_eq!(leader.identity(), "a");
+    }
+}
