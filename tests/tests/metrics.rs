@@ -436,3 +436,49 @@ async fn a_lost_lock_is_counted_with_its_name_where_names_are_opted_in() {
     assert_eq!(unit.as_deref(), Some("count"));
     assert!(help.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semaphores_and_elections_are_counted_as_their_kind() {
+    let recorded = recorded();
+    let app = unique_app("metrics-kinds");
+    let locker = locker(&app);
+    let exports = locker.semaphore("export", 3);
+    let mut permits = Vec::new();
+    for _ in 0..3 {
+        permits.push(exports.acquire().await.unwrap());
+    }
+    // A try of a full semaphore tries 3 permits: one busy, not three.
+    assert!(exports.try_acquire().await.unwrap().is_none());
+    let figures = recorded.of(&app);
+    let semaphore = labels(&[("app", &app), ("kind", "semaphore")]);
+    assert_eq!(figures.labels(ACQUIRED), semaphore);
+    assert_eq!(figures.count(ACQUIRED), 3);
+    assert_eq!(figures.count(BUSY), 1);
+    assert_eq!(figures.gauge(HELD), 3.0);
+    for permit in permits {
+        assert!(permit.release().await.unwrap());
+    }
+    let figures = recorded.of(&app);
+    assert_eq!(figures.gauge(HELD), 0.0);
+    assert_eq!(figures.samples(HOLD).len(), 3);
+
+    let election = locker.election("leader");
+    election.run(|_term| async {}).await.unwrap();
+    let figures = recorded.of(&app);
+    let kinds: BTreeSet<String> = figures
+        .labels(ACQUIRED)
+        .iter()
+        .flat_map(|labels| {
+            labels
+                .iter()
+                .filter(|(k, _)| k == "kind")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["election".into(), "semaphore".into()])
+    );
+    assert_eq!(figures.count(ACQUIRED), 4);
+    assert_eq!(figures.gauge(HELD), 0.0);
+}
