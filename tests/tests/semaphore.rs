@@ -237,3 +237,26 @@ mod attribute {
         assert_eq!(export(entered, wait).await, Some(1), "permits given back");
     }
 }
+
+#[tokio::test]
+async fn a_waiter_does_not_poll_the_database_in_a_loop() {
+    use pals_tests::proxy::{db_host_port, plain_url_via, Proxy};
+    let app = unique_app("sem-quiet");
+    let holder = locker(&app).semaphore("export", 2);
+    let _held = [
+        holder.acquire().await.unwrap(),
+        holder.acquire().await.unwrap(),
+    ];
+    let proxy = Proxy::start(&db_host_port());
+    let url = plain_url_via(proxy.port());
+    let waiter = pals_tests::locker_with(&app, |b| b.url(&url)).semaphore("export", 2);
+    let waited = Duration::from_secs(2);
+    assert!(waiter.acquire_timeout(waited).await.unwrap().is_none());
+    // One try of each permit at first, once more when the listening session is up, once
+    // per recheck, and a last one at the deadline: a handful of statements in 2 s.
+    let tries = proxy.count("pg_try_advisory_lock");
+    let rounds = 3 + (waited.as_millis() / pals::PERMIT_RECHECK.as_millis()) as usize;
+    println!("a waiter for 2 s sent {tries} try statements");
+    assert!(tries <= rounds * 2, "{tries} tries in {waited:?}");
+    assert!(tries >= 4, "it tried, and tried again: {tries}");
+}
