@@ -1,57 +1,48 @@
-//! A singleton worker (leader election) in a replica fleet, stopped gracefully as a rolling
-//! deploy stops it: `cargo run --example singleton_worker [JOBS]`.
+//! A singleton worker in a replica fleet, on leader election, stopped gracefully as a
+//! rolling deploy stops it: `cargo run --example singleton_worker [JOBS]`.
 //!
-//! Every replica runs this. One holds the lock and works; the others wait in line
-//! (`timeout = "forever"`). On SIGTERM or Ctrl-C the worker finishes the job in hand,
-//! returns, and the attribute releases the lock at once (not when the process ends, and not
+//! Every replica runs this. One is elected and works; the others wait in line (the
+//! database queues them). On SIGTERM or Ctrl-C the leader finishes the job in hand, its
+//! body returns, and `run` gives the lead up at once (not when the process ends, and not
 //! when a keepalive notices): a standby takes over within milliseconds. A standby told to
-//! stop leaves the line. With JOBS, the worker also steps down after that many jobs.
+//! stop leaves the line. With JOBS, the leader also steps down after that many jobs. A
+//! leader that loses its lock (its session ended) has its body stopped where it stands, and
+//! campaigns again.
 //!
 //! Settings: `PALS_DB_URL`, `PALS_APP_NAME` (default `worker-demo`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Set once this replica holds the lock.
-static LEADING: AtomicBool = AtomicBool::new(false);
+/// `Term::lost()` of the latest term, for a stop: while a term runs, the stop lets the job
+/// in hand finish and `run` gives the lead up; with no term, or the last one lost (its
+/// `lost()` has completed, and `run` campaigns again), the stop drops `run`, which leaves
+/// the line.
+static TERM_LOST: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>> = Mutex::new(None);
 
-#[pals::exclusive(name = "singleton-worker", timeout = "forever", on_lost = "cancel")]
-async fn run_worker(stop: watch::Receiver<bool>, jobs: u64) -> Result<u64, pals::Error> {
-    LEADING.store(true, Ordering::SeqCst);
-    println!("pid {}: leading", std::process::id());
+/// The leader's body: jobs, until told to stop or `jobs` are done.
+async fn work(term: pals::Term, stop: watch::Receiver<bool>, jobs: u64) -> u64 {
+    *TERM_LOST.lock().unwrap() = Some(Box::pin(term.lost()));
+    let pid = std::process::id();
+    println!("pid {pid}: leading (fence {})", term.fence());
     let mut done = 0;
     // The stop is looked at between jobs: the job in hand is finished, never cut in half.
     while done < jobs && !*stop.borrow() {
-        process_next_job().await;
+        process_next_job(term.fence()).await;
         done += 1;
-        println!("pid {}: processed job {done}", std::process::id());
+        println!("pid {pid}: processed job {done}");
     }
-    println!(
-        "pid {}: stepping down after {done} job(s)",
-        std::process::id()
-    );
-    Ok(done)
+    println!("pid {pid}: stepping down after {done} job(s)");
+    done
 }
 
-async fn process_next_job() {
-    tokio::time::sleep(Duration::from_millis(50)).await; // take a job from the queue, do it
-}
-
-/// Completes on SIGTERM (the deploy) or Ctrl-C.
-async fn stop_requested() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+async fn process_next_job(_fence: u64) {
+    // Take a job from the queue, do it; writes carry the fence (see `fenced_writes`).
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 #[tokio::main]
@@ -61,23 +52,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 3,
     };
     let app = std::env::var("PALS_APP_NAME").unwrap_or_else(|_| "worker-demo".into());
-    pals::init(pals::Locker::new(app, &pals_examples::db_url())?)?;
+    let locker = pals::Locker::new(app, &pals_examples::db_url())?;
+    let election = locker.election("singleton-worker");
     println!("pid {}: standing by", std::process::id());
 
     let (stop, stopped) = watch::channel(false);
-    let worker = run_worker(stopped, jobs);
+    let worker = election.run(|term| work(term, stopped.clone(), jobs));
     tokio::pin!(worker);
     tokio::select! {
         done = &mut worker => {
-            done?; // stepped down after its jobs: the lock is already released
+            done?; // stepped down after its jobs: the lead is already given up
         }
-        () = stop_requested() => {
-            // The worker finishes its job and returns, releasing the lock. A standby still
-            // waiting for the lock leaves the line: dropping the wait cancels it.
+        () = pals_examples::stop_requested() => {
             stop.send_replace(true);
-            if LEADING.load(Ordering::SeqCst) {
-                if let Err(error) = worker.await {
-                    eprintln!("pid {}: {error}", std::process::id());
+            // A running term: the job in hand is finished, the body returns, and `run`
+            // gives the lead up. A campaign (or a term lost meanwhile): dropping `run`
+            // leaves the line.
+            let lost = TERM_LOST.lock().unwrap().take();
+            if let Some(lost) = lost {
+                tokio::select! {
+                    done = &mut worker => { done?; }
+                    () = lost => {}
                 }
             }
         }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pals_tests::{db_url, probe_query, unique_app};
+use pals_tests::{db_url, probe_i64, probe_query, unique_app};
 
 /// The binary of example `name`, built by `cargo test` beside this test's own.
 fn example(name: &str) -> Command {
@@ -197,5 +198,279 @@ fn on_sigterm_the_worker_hands_over_to_a_standby_at_once() {
     assert!(
         standby.wait().unwrap().success(),
         "the standby exited with an error"
+    );
+}
+
+/// The last word of the line of `output` that starts with `prefix`, as a number.
+fn number_after(output: &str, prefix: &str) -> u64 {
+    let line = (output.lines())
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starts with {prefix:?} in:\n{output}"));
+    let word = line.rsplit(' ').next().unwrap();
+    word.parse()
+        .unwrap_or_else(|_| panic!("not a number at the end of {line:?}"))
+}
+
+#[test]
+fn a_stale_holder_s_late_write_is_refused_by_its_fencing_token() {
+    let app = unique_app("fenced");
+    let run = example("fenced_writes")
+        .env("PALS_APP_NAME", &app)
+        .spawn()
+        .expect("start fenced_writes");
+    let output = output_of(run, "fenced_writes");
+    println!("{output}");
+    let a = number_after(&output, "A: acquired the lock, token ");
+    let b = number_after(&output, "B: acquired the lock, token ");
+    assert!(b > a, "B's token {b} is not above A's {a}");
+    let lines: Vec<&str> = output.lines().collect();
+    for expected in [
+        format!("A: writes with token {a}: accepted"),
+        format!("B: writes with token {b}: accepted"),
+        format!("A: wakes and writes late with token {a}: rejected (0 rows)"),
+        // The lock really was lost, and pals says so.
+        "A: is_held() = false; release() -> false: the lock had been lost".to_string(),
+        format!("store: the row is \"written by B\", fence {b}"),
+    ] {
+        assert!(
+            lines.contains(&expected.as_str()),
+            "no {expected:?} in:\n{output}"
+        );
+    }
+    // The example cleans up after itself.
+    let table = (lines[0].strip_prefix("store: table "))
+        .and_then(|rest| rest.split(',').next())
+        .expect("the first line names the table");
+    assert_eq!(
+        probe_i64(&format!(
+            "SELECT count(*) FROM pg_class WHERE relname = '{table}'"
+        )),
+        0,
+        "table {table} was left behind"
+    );
+}
+
+/// A process of an example, killed if the test ends before it does.
+struct Running(Child);
+
+impl Running {
+    /// Sends SIGTERM, as a deploy (or `kill`) does.
+    fn terminate(&self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(term.success());
+    }
+
+    /// Waits for the process to end; fails unless it exited successfully.
+    fn exits_ok(mut self, what: &str) {
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "{what} exited with {status}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Example processes whose output lines arrive on one channel, each with its process's
+/// name and the moment it was read.
+struct Fleet {
+    tell: mpsc::Sender<(String, String, Instant)>,
+    lines: mpsc::Receiver<(String, String, Instant)>,
+    /// Every line read so far: (who, line, when), in the order read.
+    heard: Vec<(String, String, Instant)>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let (tell, lines) = mpsc::channel();
+        Fleet {
+            tell,
+            lines,
+            heard: Vec::new(),
+        }
+    }
+
+    fn start(&self, who: &str, mut command: Command) -> Running {
+        let mut child = command.spawn().expect("start an example");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tell, who) = (self.tell.clone(), who.to_string());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tell.send((who.clone(), line, Instant::now())).is_err() {
+                    return;
+                }
+            }
+        });
+        Running(child)
+    }
+
+    /// Reads lines until `done` holds of what was heard (30 s at most).
+    fn until(&mut self, what: &str, done: impl Fn(&Fleet) -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let heard = (self.lines.recv_timeout(left))
+                .unwrap_or_else(|_| panic!("waited 30 s for {what}; heard {:#?}", self.heard));
+            self.heard.push(heard);
+        }
+    }
+
+    /// The first line heard, or read from now on, for which `wanted(who, line)` holds; and
+    /// when it was read.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> (String, String, Instant) {
+        let find = |fleet: &Fleet| {
+            (fleet.heard.iter())
+                .find(|(who, line, _)| wanted(who, line))
+                .cloned()
+        };
+        self.until(what, |fleet| find(fleet).is_some());
+        find(self).unwrap()
+    }
+
+    /// What `who` printed so far.
+    fn lines_of(&self, who: &str) -> Vec<&str> {
+        (self.heard.iter())
+            .filter(|(from, _, _)| from == who)
+            .map(|(_, line, _)| line.as_str())
+            .collect()
+    }
+}
+
+/// How many sessions hold (`granted`) or await the advisory lock `key`.
+fn sessions_on(key: i64, granted: bool) -> i64 {
+    probe_i64(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = {granted} \
+           AND classid = (({key}::bigint >> 32) & 4294967295)::oid \
+           AND objid = ({key}::bigint & 4294967295)::oid AND objsubid = 1"
+    ))
+}
+
+#[test]
+fn election_one_of_two_candidates_leads_the_other_takes_over_and_the_observer_sees_both() {
+    let app = unique_app("election");
+    let election = |args: &[&str]| {
+        let mut command = example("election");
+        command.args(args).env("PALS_APP_NAME", &app);
+        command
+    };
+    let mut fleet = Fleet::new();
+    let observer = fleet.start("observer", election(&["observe"]));
+    let (_, first_word, _) = fleet.wait_for("the observer's first word", |_, _| true);
+    assert_eq!(first_word, "observer: nobody leads");
+
+    // Two candidates at once: one leads, the other waits in the database's queue.
+    let mut candidates: BTreeMap<&str, Running> = ["alpha", "beta"]
+        .into_iter()
+        .map(|name| (name, fleet.start(name, election(&["candidate", name]))))
+        .collect();
+    let (first, line, _) = fleet.wait_for("a leader", |who, line| {
+        line.starts_with(&format!("{who}: leading, fence "))
+    });
+    let first_fence = number_after(&line, &format!("{first}: leading, fence "));
+    let second = if first == "alpha" { "beta" } else { "alpha" };
+    let key = pals::key(&app, "leader");
+    assert!(
+        pals_tests::eventually(Duration::from_secs(10), || sessions_on(key, false) == 1),
+        "{second} is not waiting for the lock"
+    );
+    assert_eq!(
+        sessions_on(key, true),
+        1,
+        "one holder of the election's lock"
+    );
+    // The leader works under its term's token.
+    let item = format!("{first}: work item 1, fence {first_fence}");
+    fleet.wait_for("the leader's work", |who, line| {
+        who == first && line == item
+    });
+    // Another process asks who leads.
+    let asked = election(&["leader"])
+        .spawn()
+        .expect("start election leader");
+    let answer = output_of(asked, "election leader");
+    assert!(
+        answer.starts_with(&format!("{first} leads (fence {first_fence}, elected ")),
+        "{answer}"
+    );
+    assert!(
+        !fleet.lines_of(second).iter().any(|l| l.contains("leading")),
+        "two leaders: {:#?}",
+        fleet.heard
+    );
+
+    // SIGTERM to the leader: its body returns, it steps down, the other leads at once.
+    let signalled = Instant::now();
+    candidates[first.as_str()].terminate();
+    let (_, line, at) = fleet.wait_for("the second leader", |who, line| {
+        who == second && line.starts_with(&format!("{second}: leading, fence "))
+    });
+    let took_over = at.duration_since(signalled);
+    let second_fence = number_after(&line, &format!("{second}: leading, fence "));
+    println!("SIGTERM to the leader, to the other candidate leading: {took_over:?}");
+    assert!(
+        second_fence > first_fence,
+        "{second_fence} after {first_fence}"
+    );
+    fleet.wait_for("the first leader to exit", |who, line| {
+        who == first && line == format!("{first}: exiting")
+    });
+    candidates.remove(first.as_str()).unwrap().exits_ok(&first);
+    // Its body returned (it was not dropped), then `run` gave the lead up.
+    let story: Vec<&str> = (fleet.lines_of(&first).into_iter())
+        .filter(|line| !line.contains(": work item "))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            format!("{first}: campaigning"),
+            format!("{first}: leading, fence {first_fence}"),
+            format!("{first}: stepping down"),
+            format!("{first}: no longer leading"),
+            format!("{first}: exiting"),
+        ],
+    );
+    // Given up, not lost: far below a keepalive, and below the heartbeat (5 s).
+    assert!(
+        took_over < Duration::from_secs(2),
+        "took over after {took_over:?}"
+    );
+
+    // The observer saw both leaders, in order, then nobody once the second stopped.
+    let seen = format!("observer: {second} leads (fence {second_fence}, ");
+    fleet.wait_for("the observer to see the second leader", |who, line| {
+        who == "observer" && line.starts_with(&seen)
+    });
+    candidates[second].terminate();
+    fleet.wait_for("the second leader to exit", |who, line| {
+        who == second && line == format!("{second}: exiting")
+    });
+    candidates.remove(second).unwrap().exits_ok(second);
+    fleet.until("the observer to see nobody lead again", |fleet| {
+        fleet.lines_of("observer").last() == Some(&"observer: nobody leads")
+    });
+    observer.terminate();
+    observer.exits_ok("the observer");
+    let observed = fleet.lines_of("observer");
+    let leaders: Vec<&str> = (observed.iter())
+        .filter(|line| **line != "observer: nobody leads")
+        .map(|line| line.split(", elected").next().unwrap())
+        .collect();
+    assert_eq!(
+        leaders,
+        [
+            format!("observer: {first} leads (fence {first_fence}"),
+            format!("observer: {second} leads (fence {second_fence}"),
+        ],
+        "{observed:#?}"
     );
 }
