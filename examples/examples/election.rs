@@ -18,9 +18,6 @@
 //!
 //! Settings: `PALS_DB_URL`, `PALS_APP_NAME` (default `election-demo`).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use pals::{Election, Leader, Term};
@@ -28,15 +25,8 @@ use tokio::sync::watch;
 
 const USAGE: &str = "usage: election candidate [NAME] | election observe | election leader";
 
-/// `Term::lost()` of the latest term, for a stop: while a term runs, the stop waits for its
-/// body to return and `run` gives the lead up; with no term, or the last one lost (its
-/// `lost()` has completed, and `run` campaigns again), the stop drops `run`, which leaves
-/// the line.
-static TERM_LOST: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>> = Mutex::new(None);
-
 /// The leader's body: an item of work a second, under the term's token, until told to stop.
 async fn lead(term: Term, mut stop: watch::Receiver<bool>) {
-    *TERM_LOST.lock().unwrap() = Some(Box::pin(term.lost()));
     for item in 1.. {
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
@@ -57,23 +47,15 @@ async fn candidate(election: Election) -> Result<(), pals::Error> {
         // Called when the body returns, and when leadership is lost (then `run` campaigns again).
         .on_stopped_leading(|leader| println!("{}: no longer leading", leader.identity()));
     let (stop, stopped) = watch::channel(false);
-    let run = election.run(|term| lead(term, stopped.clone()));
-    tokio::pin!(run);
-    tokio::select! {
-        led = &mut run => led?, // the body returns only when told to stop
-        () = pals_examples::stop_requested() => {
-            stop.send_replace(true);
-            // A running term: the body returns, and `run` gives the lead up at once. A
-            // campaign (or a term lost meanwhile): dropping `run` leaves the line.
-            let lost = TERM_LOST.lock().unwrap().take();
-            if let Some(lost) = lost {
-                tokio::select! {
-                    led = &mut run => led?,
-                    () = lost => {}
-                }
-            }
-        }
-    }
+    let shutdown = async move {
+        pals_examples::stop_requested().await;
+        stop.send_replace(true); // the body sees it, and returns
+    };
+    // Stopped while campaigning: it leaves the line. While leading: the body returns and
+    // the lead is given up at once.
+    election
+        .run_until(shutdown, |term| lead(term, stopped.clone()))
+        .await?;
     Ok(())
 }
 
@@ -84,7 +66,7 @@ async fn observe(election: Election) {
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            leader = observer.next() => println!("observer: {}", describe(leader.as_ref())),
+            leader = observer.changed() => println!("observer: {}", describe(leader.as_ref())),
             () = &mut stop => return,
         }
     }

@@ -11,22 +11,12 @@
 //!
 //! Settings: `PALS_DB_URL`, `PALS_APP_NAME` (default `worker-demo`).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// `Term::lost()` of the latest term, for a stop: while a term runs, the stop lets the job
-/// in hand finish and `run` gives the lead up; with no term, or the last one lost (its
-/// `lost()` has completed, and `run` campaigns again), the stop drops `run`, which leaves
-/// the line.
-static TERM_LOST: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>> = Mutex::new(None);
-
 /// The leader's body: jobs, until told to stop or `jobs` are done.
 async fn work(term: pals::Term, stop: watch::Receiver<bool>, jobs: u64) -> u64 {
-    *TERM_LOST.lock().unwrap() = Some(Box::pin(term.lost()));
     let pid = std::process::id();
     println!("pid {pid}: leading (fence {})", term.fence());
     let mut done = 0;
@@ -57,26 +47,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("pid {}: standing by", std::process::id());
 
     let (stop, stopped) = watch::channel(false);
-    let worker = election.run(|term| work(term, stopped.clone(), jobs));
-    tokio::pin!(worker);
-    tokio::select! {
-        done = &mut worker => {
-            done?; // stepped down after its jobs: the lead is already given up
-        }
-        () = pals_examples::stop_requested() => {
-            stop.send_replace(true);
-            // A running term: the job in hand is finished, the body returns, and `run`
-            // gives the lead up. A campaign (or a term lost meanwhile): dropping `run`
-            // leaves the line.
-            let lost = TERM_LOST.lock().unwrap().take();
-            if let Some(lost) = lost {
-                tokio::select! {
-                    done = &mut worker => { done?; }
-                    () = lost => {}
-                }
-            }
-        }
-    }
+    let shutdown = async move {
+        pals_examples::stop_requested().await;
+        stop.send_replace(true); // the body sees it between jobs
+    };
+    // Stopped while in line: it leaves the line. While leading: the job in hand is
+    // finished, the body returns, and the lead is given up at once. After JOBS jobs the
+    // body returns too.
+    election
+        .run_until(shutdown, |term| work(term, stopped.clone(), jobs))
+        .await?;
     println!("pid {}: exiting", std::process::id());
     Ok(())
 }

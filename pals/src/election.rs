@@ -2,8 +2,9 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
@@ -224,9 +225,54 @@ impl Election {
     ///
     /// When the body returns, leadership is given up (the lock released) and its result
     /// returned. Dropping this future gives leadership up too (client-go's
-    /// ReleaseOnCancel).
-    pub async fn run<F, Fut, T>(&self, mut body: F) -> Result<T, Error>
+    /// ReleaseOnCancel). To stop a candidate gracefully, see
+    /// [`run_until`](Election::run_until).
+    pub async fn run<F, Fut, T>(&self, body: F) -> Result<T, Error>
     where
+        F: FnMut(Term) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let ran = self.run_until(std::future::pending(), body).await?;
+        Ok(ran.expect("never stopped"))
+    }
+
+    /// [`run`](Election::run) until `stop` completes, for a graceful shutdown:
+    ///
+    /// - stopped while campaigning (or backing off): it leaves the line at once, `Ok(None)`;
+    /// - stopped while leading: the body goes on (it should watch the same signal, and
+    ///   finish the work in hand), and its result is returned when it returns,
+    ///   `Ok(Some(result))`, leadership given up; if leadership is lost meanwhile, it does
+    ///   not campaign again: `Ok(None)`.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// let locker = pals::Locker::new("doc-run-until", &url)?;
+    /// let (stop, stopped) = tokio::sync::watch::channel(false);
+    /// let shutdown = {
+    ///     let mut stopped = stopped.clone();
+    ///     async move { let _ = stopped.wait_for(|stop| *stop).await; }
+    /// };
+    /// stop.send_replace(true); // SIGTERM came (here: at once)
+    /// let jobs = locker
+    ///     .election("worker")
+    ///     .run_until(shutdown, |_term| {
+    ///         let stopped = stopped.clone();
+    ///         async move {
+    ///             let mut jobs = 0;
+    ///             while !*stopped.borrow() {
+    ///                 jobs += 1; // the job in hand is finished before the check
+    ///             }
+    ///             jobs
+    ///         }
+    ///     })
+    ///     .await?;
+    /// assert!(matches!(jobs, None | Some(0))); // stopped while campaigning, or at once
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until<S, F, Fut, T>(&self, stop: S, mut body: F) -> Result<Option<T>, Error>
+    where
+        S: Future<Output = ()>,
         F: FnMut(Term) -> Fut,
         Fut: Future<Output = T>,
     {
@@ -237,13 +283,23 @@ impl Election {
                 self.identity.len()
             )));
         }
+        let mut stop = pin!(Stop::new(stop));
         loop {
-            let (guard, leader) = match self.campaign().await {
-                Ok(elected) => elected,
-                Err(error) if error.is_misconfiguration() => return Err(error),
-                Err(error) => {
+            let campaign = stop.as_mut().unless_stopped(self.campaign()).await;
+            let (guard, leader) = match campaign {
+                None => return Ok(None),
+                Some(Ok(elected)) => elected,
+                Some(Err(error)) if error.is_misconfiguration() => return Err(error),
+                Some(Err(error)) => {
                     tracing::warn!(election = %self.lock.name(), %error, "pals: campaign failed; trying again");
-                    self.back_off().await;
+                    if stop
+                        .as_mut()
+                        .unless_stopped(self.back_off())
+                        .await
+                        .is_none()
+                    {
+                        return Ok(None);
+                    }
                     continue;
                 }
             };
@@ -258,9 +314,11 @@ impl Election {
             let mut body = pin!(body(term));
             let mut lost = pin!(guard.lost());
             let finished = std::future::poll_fn(|cx| {
+                // The stop is noted, and the body goes on: it finishes its work in hand.
+                let _ = stop.as_mut().poll_stopped(cx);
                 // The body first: work that finished as the loss was found stands.
-                if let std::task::Poll::Ready(output) = body.as_mut().poll(cx) {
-                    return std::task::Poll::Ready(Some(output));
+                if let Poll::Ready(output) = body.as_mut().poll(cx) {
+                    return Poll::Ready(Some(output));
                 }
                 lost.as_mut().poll(cx).map(|()| None)
             })
@@ -274,12 +332,22 @@ impl Election {
                         tracing::warn!(election = %self.lock.name(), %error, "pals: giving up leadership failed; its session was closed");
                     }
                     tracing::info!(election = %self.lock.name(), "pals: leader stepped down");
-                    return Ok(output);
+                    return Ok(Some(output));
                 }
                 None => {
-                    tracing::error!(election = %self.lock.name(), identity = %leader.identity, "pals: leadership lost; the body was stopped; campaigning again");
+                    tracing::error!(election = %self.lock.name(), identity = %leader.identity, "pals: leadership lost; the body was stopped");
                     drop(guard);
-                    self.back_off().await;
+                    if stop.is_stopped() {
+                        return Ok(None);
+                    }
+                    if stop
+                        .as_mut()
+                        .unless_stopped(self.back_off())
+                        .await
+                        .is_none()
+                    {
+                        return Ok(None);
+                    }
                 }
             }
         }
@@ -298,7 +366,7 @@ impl Election {
         let table = Arc::clone(self.locker.objects().leaders(self.locker.pool()).await?);
         loop {
             let guard = self.lock.acquire().await?;
-            let (Some(token), Some(pid)) = (guard.fence(), guard.pid()) else {
+            let (Some(token), Some(pid)) = (guard.fence(), guard.backend_pid()) else {
                 continue; // lost at once
             };
             let sql = announce(
@@ -356,7 +424,7 @@ impl Election {
         Ok(leader)
     }
 
-    /// Follows the leader: [`Observer::next`] yields the current leader first, then each
+    /// Follows the leader: [`Observer::changed`] yields the current leader first, then each
     /// change, in order. A new leader is heard at once (its `NOTIFY`); a leader that dies
     /// with nobody to take over is seen at the next [recheck](Election::observe_recheck).
     ///
@@ -367,13 +435,13 @@ impl Election {
     /// let locker = pals::Locker::new("doc-observe", &url)?;
     /// let election = locker.election("scheduler");
     /// let mut observer = election.clone().observe_recheck(Duration::from_millis(100)).observe();
-    /// assert_eq!(observer.next().await, None); // nobody leads yet
+    /// assert_eq!(observer.changed().await, None); // nobody leads yet
     ///
     /// let candidate = election.identity("replica-b");
     /// candidate.run(|_term| async {}).await?; // leads, then steps down
-    /// let leader = observer.next().await.expect("heard at once");
+    /// let leader = observer.changed().await.expect("heard at once");
     /// assert_eq!(leader.identity(), "replica-b");
-    /// assert_eq!(observer.next().await, None); // seen at the next recheck
+    /// assert_eq!(observer.changed().await, None); // seen at the next recheck
     /// # Ok(()) }
     /// ```
     pub fn observe(&self) -> Observer {
@@ -429,6 +497,48 @@ async fn observe(election: Election, tell: mpsc::UnboundedSender<Option<Leader>>
     }
 }
 
+/// A stop signal that is remembered once it has come.
+struct Stop<S> {
+    signal: Option<Pin<Box<S>>>,
+}
+
+impl<S: Future<Output = ()>> Stop<S> {
+    fn new(signal: S) -> Stop<S> {
+        Stop {
+            signal: Some(Box::pin(signal)),
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.signal.is_none()
+    }
+
+    /// Ready once the stop has come (and from then on).
+    fn poll_stopped(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        match &mut this.signal {
+            None => Poll::Ready(()),
+            Some(signal) => {
+                ready!(signal.as_mut().poll(cx));
+                this.signal = None;
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// `work`'s output, or `None` if the stop comes first.
+    async fn unless_stopped<F: Future>(mut self: Pin<&mut Self>, work: F) -> Option<F::Output> {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            if self.as_mut().poll_stopped(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            work.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+}
+
 /// What an observer has told: changes only, leaders in the order of their terms.
 #[derive(Default)]
 struct Seen {
@@ -465,10 +575,11 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// The next change: the current leader on the first call, then each new leader in
-    /// order, and `None` when a leader is gone and nobody has taken over (yet). Waits for
-    /// the next change; cancel-safe.
-    pub async fn next(&mut self) -> Option<Leader> {
+    /// The leader after the next change: the current one on the first call, then each new
+    /// leader in order, and `None` when a leader is gone and nobody has taken over (yet).
+    /// Waits for the next change, forever if none comes (it is not a stream that ends:
+    /// `while let Some(..)` would stop at the first "nobody leads"); cancel-safe.
+    pub async fn changed(&mut self) -> Option<Leader> {
         match self.changes.recv().await {
             Some(change) => change,
             None => std::future::pending().await, // the task is aborted only on drop

@@ -167,8 +167,10 @@ impl LockGuard {
         self.dead.clone()
     }
 
-    /// The backend pid of the session that holds the lock.
-    pub(crate) fn pid(&self) -> Option<i32> {
+    /// The PostgreSQL backend pid of the session that holds the lock: its `pid` in
+    /// `pg_locks` and `pg_stat_activity` (what `pg_terminate_backend` takes). `None` once
+    /// released.
+    pub fn backend_pid(&self) -> Option<i32> {
         self.held.as_ref().map(|held| held.hold.pid())
     }
 

@@ -50,7 +50,7 @@ fn child() {
             "observer" => {
                 let mut observer = election.observe();
                 loop {
-                    match observer.next().await {
+                    match observer.changed().await {
                         Some(leader) => println!("leader {} {}", leader.identity(), leader.fence()),
                         None => println!("leader none"),
                     }
@@ -363,5 +363,80 @@ mod in_process {
         let leader = leader.1.expect("the new leader announced itself");
         assert_eq!(leader.fence(), 1);
         assert_eq!(leader.identity(), "a");
+    }
+}
+
+mod stopping {
+    use pals_tests::{eventually, holders_of};
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stopped_while_campaigning_it_leaves_the_line() {
+        let app = unique_app("election-stop-campaign");
+        let locker = locker(&app);
+        let election = locker.election("leader");
+        let key = election.lock().key();
+        // The lead is taken, by another locker (as another process would): the candidate
+        // waits in the server's queue.
+        let holder = pals_tests::locker(&app)
+            .lock("leader")
+            .acquire()
+            .await
+            .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let candidate = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            election
+                .run_until(shutdown, |_term| async { panic!("never elected") })
+                .await
+        });
+        assert!(eventually(Duration::from_secs(5), || holders_of(
+            &app, key, false
+        ) == 1));
+        stop.send(()).unwrap();
+        assert!(candidate.await.unwrap().unwrap().is_none());
+        assert!(eventually(Duration::from_secs(5), || holders_of(
+            &app, key, false
+        ) == 0));
+        drop(holder);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stopped_while_leading_it_does_not_campaign_again_after_a_loss() {
+        let app = unique_app("election-stop-lead");
+        let locker = locker(&app);
+        let election = locker.election("leader").backoff(Duration::from_millis(1));
+        let key = election.lock().key();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (elected, mut leading) = tokio::sync::mpsc::unbounded_channel();
+        let candidate = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            election
+                .run_until(shutdown, |term| {
+                    let elected = elected.clone();
+                    async move {
+                        elected.send(term.fence()).unwrap();
+                        std::future::pending::<()>().await; // finishing its work in hand
+                    }
+                })
+                .await
+        });
+        leading.recv().await.unwrap();
+        stop.send(()).unwrap();
+        // The body goes on after the stop; then the lead is lost.
+        let pid = probe_i64(&format!(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND ((classid::int8 << 32) | objid::int8) = {key}"
+        ));
+        probe_query(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
+        assert!(candidate.await.unwrap().unwrap().is_none());
+        assert!(leading.try_recv().is_err(), "no second term");
+        assert_eq!(holders_of(&app, key, true), 0);
     }
 }
