@@ -198,7 +198,9 @@ impl Election {
         self
     }
 
-    /// Called when this candidate's term ends: the body returned, or leadership was lost.
+    /// Called when this candidate's term ends: the body returned (before leadership is
+    /// given up), leadership was lost (after the body was dropped), the `run` future was
+    /// dropped, or the body panicked.
     #[must_use]
     pub fn on_stopped_leading(
         mut self,
@@ -219,9 +221,10 @@ impl Election {
     /// holds the election's lock, announces itself, and runs `body` with its [`Term`]. If
     /// leadership is lost while the body runs (the lock's session ended or stopped
     /// answering), the body is dropped where it stands, and the candidate campaigns again
-    /// after the [`backoff`](Election::backoff); so does a failed campaign (the database
-    /// down). It returns `Err` only for a misconfiguration
-    /// ([`Error::is_misconfiguration`]), which waiting would not mend.
+    /// after the [`backoff`](Election::backoff); so does a campaign that failed for a
+    /// passing reason (the database down or restarting, a cancel). It returns `Err` for a
+    /// misconfiguration ([`Error::is_misconfiguration`]) or an error in what the server
+    /// was asked (a privilege revoked on the leaders table), which waiting would not mend.
     ///
     /// When the body returns, leadership is given up (the lock released) and its result
     /// returned. Dropping this future gives leadership up too (client-go's
@@ -276,9 +279,10 @@ impl Election {
         F: FnMut(Term) -> Fut,
         Fut: Future<Output = T>,
     {
-        if self.identity.len() > MAX_IDENTITY {
+        if self.identity.len() > MAX_IDENTITY || self.identity.contains('\0') {
             return Err(Error::InvalidConfig(format!(
-                "the identity of a candidate in election \"{}\" is {} bytes; at most {MAX_IDENTITY}",
+                "the identity of a candidate in election \"{}\" must be at most \
+                 {MAX_IDENTITY} bytes, without NUL; it is {} bytes",
                 self.lock.name(),
                 self.identity.len()
             )));
@@ -289,7 +293,7 @@ impl Election {
             let (guard, leader) = match campaign {
                 None => return Ok(None),
                 Some(Ok(elected)) => elected,
-                Some(Err(error)) if error.is_misconfiguration() => return Err(error),
+                Some(Err(error)) if !is_transient(&error) => return Err(error),
                 Some(Err(error)) => {
                     tracing::warn!(election = %self.lock.name(), %error, "pals: campaign failed; trying again");
                     if stop
@@ -311,21 +315,27 @@ impl Election {
                 leader: leader.clone(),
                 dead: guard.dead_watch(),
             };
-            let mut body = pin!(body(term));
-            let mut lost = pin!(guard.lost());
-            let finished = std::future::poll_fn(|cx| {
-                // The stop is noted, and the body goes on: it finishes its work in hand.
-                let _ = stop.as_mut().poll_stopped(cx);
-                // The body first: work that finished as the loss was found stands.
-                if let Poll::Ready(output) = body.as_mut().poll(cx) {
-                    return Poll::Ready(Some(output));
-                }
-                lost.as_mut().poll(cx).map(|()| None)
-            })
-            .await;
-            if let Some(stopped) = &self.stopped {
-                stopped(&leader);
-            }
+            // The stopped-leading hook runs when the term ends, however: the body returned,
+            // leadership was lost, this future was dropped, or the body panicked.
+            let term_end = TermEnd {
+                hook: self.stopped.as_ref(),
+                leader: &leader,
+            };
+            let finished = {
+                let mut body = pin!(body(term));
+                let mut lost = pin!(guard.lost());
+                std::future::poll_fn(|cx| {
+                    // The stop is noted, and the body goes on: it finishes its work in hand.
+                    let _ = stop.as_mut().poll_stopped(cx);
+                    // The body first: work that finished as the loss was found stands.
+                    if let Poll::Ready(output) = body.as_mut().poll(cx) {
+                        return Poll::Ready(Some(output));
+                    }
+                    lost.as_mut().poll(cx).map(|()| None)
+                })
+                .await
+            }; // a lost term's body is dropped here, before anything else happens
+            drop(term_end);
             match finished {
                 Some(output) => {
                     if let Err(error) = guard.release().await {
@@ -363,11 +373,12 @@ impl Election {
 
     /// Waits for the lock, then announces this leader: the row, and the `NOTIFY`.
     async fn campaign(&self) -> Result<(LockGuard, Leader), Error> {
-        let table = Arc::clone(self.locker.objects().leaders(self.locker.pool()).await?);
+        let objects = self.locker.objects();
+        let table = Arc::clone(objects.leaders(self.locker.pool(), true).await?);
         loop {
             let guard = self.lock.acquire().await?;
             let (Some(token), Some(pid)) = (guard.fence(), guard.backend_pid()) else {
-                continue; // lost at once
+                continue; // not fenced: cannot happen (the lock is made fenced)
             };
             let sql = announce(
                 &table,
@@ -405,7 +416,11 @@ impl Election {
     /// sure the table exists): `None` when nobody does, or the lock's holder has not
     /// announced itself yet (or is not a pals election: a plain lock holder, or PALs).
     pub async fn leader(&self) -> Result<Option<Leader>, Error> {
-        let table = self.locker.objects().leaders(self.locker.pool()).await?;
+        let table = self
+            .locker
+            .objects()
+            .leaders(self.locker.pool(), false)
+            .await?;
         let sql = format!(
             "SELECT l.identity, (extract(epoch FROM l.since) * 1000000)::int8::text, l.token::text \
              FROM {table} l WHERE l.key = {key} AND {HOLDS}",
@@ -465,7 +480,7 @@ async fn observe(election: Election, tell: mpsc::UnboundedSender<Option<Leader>>
     loop {
         match election.leader().await {
             Ok(leader) => {
-                if let Some(change) = seen.change(leader) {
+                if let Some(change) = seen.change(leader, true) {
                     if tell.send(change).is_err() {
                         return;
                     }
@@ -480,7 +495,7 @@ async fn observe(election: Election, tell: mpsc::UnboundedSender<Option<Leader>>
                 event = events.next() => match event {
                     Some(Event::Notified { channel, payload }) if &*channel == LEADER_CHANNEL => {
                         let Some(leader) = parse_announcement(&payload, key) else { continue };
-                        if let Some(change) = seen.change(Some(leader)) {
+                        if let Some(change) = seen.change(Some(leader), false) {
                             if tell.send(change).is_err() {
                                 return;
                             }
@@ -493,6 +508,39 @@ async fn observe(election: Election, tell: mpsc::UnboundedSender<Option<Leader>>
                 _ = recheck.as_mut() => break,
                 _ = tell.closed() => return,
             }
+        }
+    }
+}
+
+/// Whether a failed campaign may succeed if tried again: the database unreachable or its
+/// session gone, a cancel, an operator's shutdown, a resource running short. Not a
+/// misconfiguration, nor an error in what the server was asked (a privilege revoked, a
+/// table altered by hand), which waiting would not mend.
+fn is_transient(error: &Error) -> bool {
+    if error.is_misconfiguration() {
+        return false;
+    }
+    match error {
+        Error::Database(error) => match error.code() {
+            None => true, // the connection, not the statement
+            Some(code) => ["08", "40", "53", "55", "57"]
+                .iter()
+                .any(|class| code.code().starts_with(class)),
+        },
+        _ => true,
+    }
+}
+
+/// Calls the stopped-leading hook when dropped.
+struct TermEnd<'a> {
+    hook: Option<&'a Hook>,
+    leader: &'a Leader,
+}
+
+impl Drop for TermEnd<'_> {
+    fn drop(&mut self) {
+        if let Some(hook) = self.hook {
+            hook(self.leader);
         }
     }
 }
@@ -539,29 +587,35 @@ impl<S: Future<Output = ()>> Stop<S> {
     }
 }
 
-/// What an observer has told: changes only, leaders in the order of their terms.
+/// What an observer has told: changes only.
 #[derive(Default)]
 struct Seen {
     told: bool,
     current: Option<Leader>,
-    /// The highest fencing token told: an older leader is never told again.
+    /// The highest fencing token told: an announcement of an older term is stale.
     highest: u64,
 }
 
 impl Seen {
-    fn change(&mut self, leader: Option<Leader>) -> Option<Option<Leader>> {
-        let changed = match (&self.current, &leader) {
+    /// `leader` as the database says it now (`read`), or as an announcement says it (which
+    /// may come late: one older than the highest told is ignored). A read is the truth,
+    /// even with a lower token than told before (the sequence was reset by hand).
+    fn change(&mut self, leader: Option<Leader>, read: bool) -> Option<Option<Leader>> {
+        let changed = match &leader {
             _ if !self.told => true,
-            (_, Some(new)) => new.fence > self.highest,
-            (Some(_), None) => true,
-            (None, None) => false,
+            Some(new) if !read => new.fence > self.highest,
+            _ => leader != self.current,
         };
         if !changed {
             return None;
         }
         self.told = true;
         if let Some(new) = &leader {
-            self.highest = self.highest.max(new.fence);
+            self.highest = if read {
+                new.fence
+            } else {
+                self.highest.max(new.fence)
+            };
         }
         self.current = leader.clone();
         Some(leader)
@@ -680,14 +734,29 @@ mod tests {
     #[test]
     fn observers_are_told_changes_in_term_order() {
         let mut seen = Seen::default();
-        assert_eq!(seen.change(None), Some(None), "the first state is told");
-        assert_eq!(seen.change(None), None);
-        assert_eq!(seen.change(Some(leader(5))), Some(Some(leader(5))));
-        assert_eq!(seen.change(Some(leader(5))), None, "no change");
-        assert_eq!(seen.change(Some(leader(3))), None, "an older term is stale");
-        assert_eq!(seen.change(None), Some(None));
-        assert_eq!(seen.change(Some(leader(5))), None, "gone leaders stay gone");
-        assert_eq!(seen.change(Some(leader(9))), Some(Some(leader(9))));
+        assert_eq!(
+            seen.change(None, true),
+            Some(None),
+            "the first state is told"
+        );
+        assert_eq!(seen.change(None, true), None);
+        assert_eq!(seen.change(Some(leader(5)), false), Some(Some(leader(5))));
+        assert_eq!(seen.change(Some(leader(5)), true), None, "no change");
+        assert_eq!(
+            seen.change(Some(leader(3)), false),
+            None,
+            "a late announcement"
+        );
+        assert_eq!(seen.change(None, true), Some(None));
+        assert_eq!(
+            seen.change(Some(leader(5)), false),
+            None,
+            "gone leaders stay gone"
+        );
+        assert_eq!(seen.change(Some(leader(9)), false), Some(Some(leader(9))));
+        // The sequence was reset: the database's word stands, and later terms count.
+        assert_eq!(seen.change(Some(leader(1)), true), Some(Some(leader(1))));
+        assert_eq!(seen.change(Some(leader(2)), false), Some(Some(leader(2))));
     }
 
     #[test]

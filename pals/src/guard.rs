@@ -44,6 +44,8 @@ pub struct LockGuard {
     releasing: Arc<watch::Sender<usize>>,
     meter: Meter,
     kind: Kind,
+    /// The name its figures go under: its own, or its semaphore's.
+    metric_name: Arc<str>,
 }
 
 /// One background release, counted for `Locker::wait_for_releases` while it lives.
@@ -82,12 +84,12 @@ impl Held {
             permit,
             after_release,
         } = self;
+        // Runs when the release is done, or when this future is dropped mid-way (the
+        // unlock is then reconciled in the background; waiters woken early try again).
+        let _after = after_release.map(RunOnDrop);
         let released = hold.release().await;
         // Only now may the next caller of this process go to the database.
         drop(permit);
-        if let Some(after_release) = after_release {
-            after_release();
-        }
         released
     }
 }
@@ -104,6 +106,7 @@ impl LockGuard {
             releasing: Arc::clone(lock.locker().releasing()),
             meter: lock.locker().meter().clone(),
             kind: lock.kind(),
+            metric_name: Arc::clone(lock.shared_name()),
             held: Some(held),
             name: Arc::clone(lock.shared_name()),
         }
@@ -156,6 +159,11 @@ impl LockGuard {
     }
 
     /// Runs `after` once the lock's unlock is settled (released, dropped, or lost).
+    /// Counts this guard's figures under `name` (a semaphore's, for its permits).
+    pub(crate) fn count_as(&mut self, name: &Arc<str>) {
+        self.metric_name = Arc::clone(name);
+    }
+
     pub(crate) fn after_release(&mut self, after: AfterRelease) {
         if let Some(held) = &mut self.held {
             held.after_release = Some(after);
@@ -255,7 +263,7 @@ impl LockGuard {
         let held = self.held.take()?;
         let rt = self.rt.clone();
         let (name, key, acquired_at) = (self.name.clone(), self.key, self.acquired_at);
-        let (meter, kind) = (self.meter.clone(), self.kind);
+        let (meter, kind, metric_name) = (self.meter.clone(), self.kind, self.metric_name.clone());
         let releasing = Releasing::new(&self.releasing);
         let release = async move {
             let _releasing = releasing; // counted until the release is done (or dropped)
@@ -271,7 +279,7 @@ impl LockGuard {
                     tracing::warn!(lock = %name, key, held = ?held_for, %error, "pals: background release failed; its session was closed")
                 }
             }
-            meter.released(kind, &name, held_for);
+            meter.released(kind, &metric_name, held_for);
         };
         Some((rt, release))
     }
@@ -299,6 +307,16 @@ impl Drop for LockGuard {
     }
 }
 
+/// Runs its hook when dropped.
+struct RunOnDrop(AfterRelease);
+
+impl Drop for RunOnDrop {
+    fn drop(&mut self) {
+        let hook = std::mem::replace(&mut self.0, Box::new(|| {}));
+        hook();
+    }
+}
+
 /// Tells the meter that a guard's hold ended, when dropped.
 struct HoldEnded<'a>(&'a LockGuard);
 
@@ -307,7 +325,7 @@ impl Drop for HoldEnded<'_> {
         let guard = self.0;
         guard
             .meter
-            .released(guard.kind, &guard.name, guard.held_for());
+            .released(guard.kind, &guard.metric_name, guard.held_for());
     }
 }
 

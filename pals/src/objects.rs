@@ -23,7 +23,10 @@ use crate::Error;
 pub(crate) struct Objects {
     schema: String,
     fence: OnceCell<Arc<str>>,
+    /// The leaders table, checked for what candidates do (read and write it), and for what
+    /// observers do (read it).
     leaders: OnceCell<Arc<str>>,
+    leaders_read: OnceCell<Arc<str>>,
 }
 
 /// One object: what it is for, and how it is made and checked.
@@ -49,6 +52,7 @@ impl Objects {
             schema: schema.to_owned(),
             fence: OnceCell::new(),
             leaders: OnceCell::new(),
+            leaders_read: OnceCell::new(),
         })
     }
 
@@ -73,7 +77,11 @@ impl Objects {
                     kind: "sequence",
                     purpose: "fencing tokens",
                     create: format!("CREATE SEQUENCE IF NOT EXISTS {name} AS bigint"),
-                    usable: format!("has_sequence_privilege({lit}, 'USAGE')"),
+                    // nextval needs USAGE or UPDATE.
+                    usable: format!(
+                        "(has_sequence_privilege({lit}, 'USAGE') \
+                         OR has_sequence_privilege({lit}, 'UPDATE'))"
+                    ),
                     grant: format!("GRANT USAGE ON SEQUENCE {name} TO"),
                 };
                 ensure(pool, &object, &self.schema).await?;
@@ -82,30 +90,42 @@ impl Objects {
             .await
     }
 
-    /// The leaders table's name, once it is known to exist (made if missing).
-    pub(crate) async fn leaders(&self, pool: &Pool) -> Result<&Arc<str>, Error> {
-        self.leaders
-            .get_or_try_init(|| async {
-                let name = self.leaders_name();
-                let lit = literal(&name);
-                let object = Object {
-                    name: &name,
-                    kind: "table",
-                    purpose: "leader election",
-                    create: format!(
-                        "CREATE TABLE IF NOT EXISTS {name} (\
+    /// The leaders table's name, once it is known to exist (made if missing) and the role
+    /// may `write` it (candidates), or read it (observers).
+    pub(crate) async fn leaders(&self, pool: &Pool, write: bool) -> Result<&Arc<str>, Error> {
+        let cell = if write {
+            &self.leaders
+        } else {
+            &self.leaders_read
+        };
+        let privileges: &[&str] = if write {
+            &["SELECT", "INSERT", "UPDATE"]
+        } else {
+            &["SELECT"]
+        };
+        cell.get_or_try_init(|| async {
+            let name = self.leaders_name();
+            let lit = literal(&name);
+            let object = Object {
+                name: &name,
+                kind: "table",
+                purpose: "leader election",
+                create: format!(
+                    "CREATE TABLE IF NOT EXISTS {name} (\
                          key bigint PRIMARY KEY, name text NOT NULL, identity text NOT NULL, \
                          since timestamptz NOT NULL, token bigint NOT NULL, pid int NOT NULL)"
-                    ),
-                    usable: ["SELECT", "INSERT", "UPDATE"]
-                        .map(|privilege| format!("has_table_privilege({lit}, '{privilege}')"))
-                        .join(" AND "),
-                    grant: format!("GRANT SELECT, INSERT, UPDATE ON {name} TO"),
-                };
-                ensure(pool, &object, &self.schema).await?;
-                Ok(Arc::from(name))
-            })
-            .await
+                ),
+                usable: privileges
+                    .iter()
+                    .map(|privilege| format!("has_table_privilege({lit}, '{privilege}')"))
+                    .collect::<Vec<_>>()
+                    .join(" AND "),
+                grant: format!("GRANT {} ON {name} TO", privileges.join(", ")),
+            };
+            ensure(pool, &object, &self.schema).await?;
+            Ok(Arc::from(name))
+        })
+        .await
     }
 }
 
@@ -126,7 +146,20 @@ async fn ensure(pool: &Pool, object: &Object<'_>, schema: &str) -> Result<(), Er
     let turn = pool.turn().await?;
     // Twice at most: a missing object is made, then checked again.
     for _ in 0..2 {
-        let answer = turn.query(&check).await?;
+        let answer = match turn.query(&check).await {
+            Err(Error::Database(error))
+                if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "{purpose} use the {kind} {name}, and this role may not use schema \
+                     {schema:?}; ask an admin to run: GRANT USAGE ON SCHEMA {schema_q} TO <role>",
+                    purpose = object.purpose,
+                    kind = object.kind,
+                    schema_q = quote(schema),
+                )))
+            }
+            answer => answer?,
+        };
         let row = answer.iter().find_map(|message| match message {
             tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
             _ => None,

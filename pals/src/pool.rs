@@ -167,7 +167,9 @@ impl Pool {
             .await
     }
 
-    /// A turn on a shared session for queries that take no lock.
+    /// A turn on a shared session for queries that take no lock, within the connect
+    /// timeout: a session given to a lock wait takes nothing else, and a pool whose every
+    /// session waits (as many campaigning elections as sessions) has none to give.
     pub(crate) async fn turn(&self) -> Result<Turn, Error> {
         let size = self.shared.size;
         let choose = |slots: &mut Slots| match slots.scan(Session::load).least_busy {
@@ -175,8 +177,16 @@ impl Pool {
             None if slots.open < size => Pick::Open,
             None => Pick::Wait,
         };
-        let turn = self.pick(None, None, choose, Session::turn).await?;
-        Ok(turn.expect("no deadline"))
+        let limit = self.shared.settings.connect_timeout;
+        let deadline = Instant::now().checked_add(limit);
+        let turn = self.pick(deadline, None, choose, Session::turn).await?;
+        turn.ok_or_else(|| Error::Connect {
+            reason: format!(
+                "no database session was free within {limit:?}: each of the pool's {size} \
+                 is taken by a lock wait; raise pool_size"
+            ),
+            source: None,
+        })
     }
 
     /// Picks under the pool's lock until `choose` finds a session, and `take`s it there (so

@@ -23,13 +23,14 @@ pub const PERMIT_RECHECK: Duration = Duration::from_millis(500);
 /// process must agree on `permits`: one that says 4 where the others say 3 lets a fourth
 /// holder in.
 ///
-/// **Waiting** does not poll the database in a loop. A waiter tries the permits (one try
-/// statement each, starting with the one that was freed last when it knows it), then
+/// **Waiting** does not poll the database in a tight loop. A waiter tries the permits (one
+/// try statement each, starting with the one that was freed last when it knows it), then
 /// sleeps until it hears that a permit was given back: at once from a guard of the same
-/// locker, through `LISTEN`/`NOTIFY` from another process (the releasing process sends
-/// `NOTIFY` after its unlock; the waiter's locker keeps one listening session), and at the
-/// latest after [`PERMIT_RECHECK`] (a holder that died frees its permit without a word).
-/// Waiters are not served in arrival order.
+/// locker (which wakes the waiters of all its semaphores), through `LISTEN`/`NOTIFY` from
+/// another process (the releasing process sends `NOTIFY` after its unlock; the waiter's
+/// locker keeps one listening session), and otherwise tries again every
+/// [`PERMIT_RECHECK`] (a holder that died frees its permit without a word): `permits`
+/// statements every 500 ms per waiter at most. Waiters are not served in arrival order.
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
@@ -139,27 +140,17 @@ impl Semaphore {
             let local = self.locker.permits_freed().notified();
             let mut local = std::pin::pin!(local);
             local.as_mut().enable();
-            if let Some(guard) = self.try_each(freed.take()).await? {
+            if let Some(guard) = self.try_each(freed.take(), deadline).await? {
                 return Ok(Some(guard));
             }
             let now = Instant::now();
             if timeout.is_zero() || deadline.is_some_and(|deadline| now >= deadline) {
                 return Ok(None);
             }
-            if subscription.is_none() {
-                let mut subscribed = self.locker.listener_subscription();
-                // Until the session listens, the recheck interval covers what it would hear.
-                let left = deadline.map(|deadline| deadline.saturating_duration_since(now));
-                let within = left.map_or(self.locker.connect_timeout(), |left| {
-                    left.min(self.locker.connect_timeout())
-                });
-                if subscribed.up(self.locker.rt(), within).await {
-                    subscription = Some(subscribed);
-                    continue; // try again: a permit may have been freed meanwhile
-                }
-                subscription = Some(subscribed);
-            }
-            let events = subscription.as_mut().expect("subscribed above");
+            // From now on, what other processes say reaches this waiter; until the listening
+            // session is up (it says so with a resync, and the permits are tried again), the
+            // recheck covers what it would hear.
+            let events = subscription.get_or_insert_with(|| self.locker.listener_subscription());
             let recheck = now + PERMIT_RECHECK;
             let wake_at = deadline.map_or(recheck, |deadline| deadline.min(recheck));
             let first_key = self.permits[0].key();
@@ -189,14 +180,24 @@ impl Semaphore {
 
     /// One try of each permit, starting with `first` (a permit known to be free) or where
     /// the last acquire left off.
-    async fn try_each(&self, first: Option<usize>) -> Result<Option<SemaphoreGuard>, Error> {
+    /// A try waits for a pool session until `deadline` at most (`None`: the connect
+    /// timeout bounds opening one).
+    async fn try_each(
+        &self,
+        first: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<SemaphoreGuard>, Error> {
         let count = self.permits.len();
         let start = first
             .filter(|permit| *permit < count)
             .unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % count);
         for offset in 0..count {
             let permit = (start + offset) % count;
-            if let Some(guard) = self.permits[permit].try_acquire().await? {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let lock = self.permits[permit].clone().timeout(left);
+            if let Some(guard) = lock.try_acquire().await? {
                 return Ok(Some(self.guard(guard, permit)));
             }
         }
@@ -208,6 +209,7 @@ impl Semaphore {
         let locker = self.locker.clone();
         let payload = format!("{}:{permit}", self.permits[0].key());
         guard.after_release(Box::new(move || locker.permit_given_back(payload)));
+        guard.count_as(&self.name);
         SemaphoreGuard {
             guard,
             permit: permit as u32,

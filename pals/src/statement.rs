@@ -12,8 +12,11 @@ use crate::Mode;
 /// session holding locks turned off for it: `idle_session_timeout` (PostgreSQL 14+) ends
 /// an idle session, `transaction_timeout` (17+) ends one whose lock wait runs long. Each is
 /// set only where the server knows it (an unknown setting is an error).
+/// `standard_conforming_strings` is set on (the default since 9.1, but a server or role
+/// may turn it off): [`literal`] quotes for it, and a backslash must not escape a quote.
 pub(crate) const SETUP: &str = "\
 SELECT pg_backend_pid()::text, current_setting('server_version_num'), \
+  set_config('standard_conforming_strings', 'on', false), \
   CASE WHEN current_setting('server_version_num')::int >= 140000 \
        THEN set_config('idle_session_timeout', '0', false) END, \
   CASE WHEN current_setting('server_version_num')::int >= 170000 \
@@ -90,7 +93,8 @@ pub(crate) fn wait_lock(
     )
 }
 
-/// `text` as an SQL string literal.
+/// `text` as an SQL string literal (the session has `standard_conforming_strings` on: see
+/// [`SETUP`]).
 pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }

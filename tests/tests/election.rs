@@ -282,8 +282,12 @@ mod in_process {
                 .election("leader")
                 .identity("only")
                 .backoff(Duration::from_millis(10))
-                .on_started_leading(move |_| drop(started.fetch_add(1, Ordering::SeqCst)))
-                .on_stopped_leading(move |_| drop(stopped.fetch_add(1, Ordering::SeqCst)))
+                .on_started_leading(move |_| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                })
+                .on_stopped_leading(move |_| {
+                    stopped.fetch_add(1, Ordering::SeqCst);
+                })
         };
         let key = election.lock().key();
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -328,6 +332,37 @@ mod in_process {
         assert_eq!(stopped.load(Ordering::SeqCst), 2);
         assert!(election.leader().await.unwrap().is_none(), "stepped down");
         assert!(locker.lock("leader").try_acquire().await.unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dropping_run_gives_the_lead_up_and_says_so() {
+        let app = unique_app("election-drop");
+        let locker = locker(&app);
+        let (stopped_tell, mut stopped) = tokio::sync::mpsc::unbounded_channel();
+        let election = locker
+            .election("leader")
+            .on_stopped_leading(move |leader| stopped_tell.send(leader.fence()).unwrap());
+        let (elected, mut leading) = tokio::sync::mpsc::unbounded_channel();
+        let candidate = {
+            let election = election.clone();
+            tokio::spawn(async move {
+                election
+                    .run(|term| {
+                        let elected = elected.clone();
+                        async move {
+                            elected.send(term.fence()).unwrap();
+                            std::future::pending::<()>().await
+                        }
+                    })
+                    .await
+            })
+        };
+        let fence = leading.recv().await.unwrap();
+        candidate.abort();
+        assert_eq!(stopped.recv().await, Some(fence), "the hook ran");
+        // Given up: another candidate leads at once.
+        let next = locker.election("leader");
+        assert!(next.run(|term| async move { term.fence() }).await.unwrap() > fence);
     }
 
     #[tokio::test]
@@ -438,5 +473,49 @@ mod stopping {
         assert!(candidate.await.unwrap().unwrap().is_none());
         assert!(leading.try_recv().is_err(), "no second term");
         assert_eq!(holders_of(&app, key, true), 0);
+    }
+}
+
+mod hostile_input {
+    use super::*;
+
+    #[tokio::test]
+    async fn identities_and_names_are_data_even_without_standard_conforming_strings() {
+        let schema = unique_app("election-quotes").replace('-', "_");
+        let role = format!("{schema}_r");
+        probe_query(&format!(
+            "CREATE SCHEMA \"{schema}\"; CREATE ROLE \"{role}\" LOGIN; \
+             GRANT USAGE, CREATE ON SCHEMA \"{schema}\" TO \"{role}\"; \
+             ALTER ROLE \"{role}\" SET standard_conforming_strings = off"
+        ))
+        .unwrap();
+        struct Cleanup(String);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = probe_query(&self.0);
+            }
+        }
+        let _cleanup = Cleanup(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
+        ));
+        let url = db_url().replacen("postgres@", &format!("{role}@"), 1);
+        let app = unique_app("election-quotes");
+        let locker = pals_tests::locker_with(&app, |b| b.url(&url).schema(&schema));
+        // With standard_conforming_strings off, \' would end a literal that only doubles
+        // its quotes, and the rest would run as SQL.
+        let identity = r"x\'; CREATE TABLE injected (); --";
+        let name = r"it\'s";
+        let election = locker.election(name).identity(identity);
+        let observer = election.clone();
+        let seen = election
+            .run(|_term| {
+                let observer = observer.clone();
+                async move { observer.leader().await }
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the leader");
+        assert_eq!(seen.identity(), identity);
     }
 }

@@ -218,9 +218,10 @@ async fn a_role_without_create_is_told_what_an_admin_must_run_and_works_once_don
     let error = locker.lock("x").fenced().acquire().await.unwrap_err();
     assert!(error.to_string().contains("may not use"), "{error}");
 
-    // With the grant, the role mints tokens without CREATE.
+    // With a grant, the role mints tokens without CREATE (UPDATE is enough for nextval,
+    // as USAGE is).
     probe_query(&format!(
-        "GRANT USAGE ON SEQUENCE \"{}\".pals_fence TO \"{role}\"",
+        "GRANT UPDATE ON SEQUENCE \"{}\".pals_fence TO \"{role}\"",
         schema.name
     ))
     .unwrap();
@@ -281,4 +282,27 @@ mod attribute {
             .unwrap();
         assert_eq!(none, None);
     }
+}
+
+#[tokio::test]
+async fn a_role_that_may_not_use_the_schema_is_told_so() {
+    let mut schema = Schema::new("fence-nousage");
+    let role = schema.role();
+    probe_query(&format!(
+        "REVOKE USAGE ON SCHEMA \"{}\" FROM \"{role}\"",
+        schema.name
+    ))
+    .unwrap();
+    let app = unique_app("fence-nousage");
+    let url = schema.url_as(&role);
+    let locker = locker_with(&app, |b| b.url(&url).schema(&schema.name));
+    let error = locker.lock("x").fenced().acquire().await.unwrap_err();
+    assert!(error.is_misconfiguration(), "{error}");
+    assert!(
+        error.to_string().contains(&format!(
+            "GRANT USAGE ON SCHEMA \"{}\" TO <role>",
+            schema.name
+        )),
+        "{error}"
+    );
 }

@@ -2,7 +2,8 @@
 //! [`current_fence`].
 
 use std::cell::Cell;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 
 use super::Held;
 
@@ -59,8 +60,17 @@ impl Drop for SyncFence {
     }
 }
 
-/// Runs an async body with its fencing token readable by [`current_fence`].
+/// Runs an async body with its fencing token readable by [`current_fence`]. While it is
+/// polled, a sync fenced function's token (one that blocks on this body) is hidden: the
+/// innermost function's token is the one read.
 #[doc(hidden)]
 pub async fn with_fence<F: Future>(held: &Held, body: F) -> F::Output {
-    TASK_FENCE.scope(held.fence(), body).await
+    let mut body = pin!(TASK_FENCE.scope(held.fence(), body));
+    poll_fn(|cx| {
+        let outer = SYNC_FENCE.with(|fence| fence.replace(None));
+        let polled = body.as_mut().poll(cx);
+        SYNC_FENCE.with(|fence| fence.set(outer));
+        polled
+    })
+    .await
 }
