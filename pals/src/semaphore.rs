@@ -170,6 +170,7 @@ impl Semaphore {
                     }
                 }
             };
+            tracing::debug!(semaphore = %self.name, permits = self.permits.len(), "pals: every permit is taken; waiting for one to be given back");
             tokio::select! {
                 permit = heard => freed = permit,
                 _ = local => {}

@@ -108,7 +108,7 @@ async fn a_waiter_in_the_same_locker_is_woken_without_the_database() {
     assert_eq!(permit.permit(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_permit_lost_with_its_session_is_found_by_the_recheck() {
     let app = unique_app("sem-lost");
     let holder = locker(&app);
@@ -124,6 +124,8 @@ async fn a_permit_lost_with_its_session_is_found_by_the_recheck() {
         let semaphore = waiter_locker.semaphore("export", 1);
         tokio::spawn(async move { semaphore.acquire_timeout(Duration::from_secs(10)).await })
     };
+    // The waiter sleeps once its locker listens (the holder's locker has no listener).
+    assert!(eventually(Duration::from_secs(5), || listening(&app)));
     probe_query(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
     let terminated = Instant::now();
     permit.lost().await;
@@ -259,4 +261,55 @@ async fn a_waiter_does_not_poll_the_database_in_a_loop() {
     println!("a waiter for 2 s sent {tries} try statements");
     assert!(tries <= rounds * 2, "{tries} tries in {waited:?}");
     assert!(tries >= 4, "it tried, and tried again: {tries}");
+}
+
+#[tokio::test]
+async fn a_waiter_in_the_same_locker_is_woken_even_when_notify_cannot_reach_it() {
+    use pals_tests::events::Recorder;
+    use pals_tests::proxy::{db_host_port, plain_url_via, Proxy};
+    // The waiter runs on this thread (a current-thread runtime): its events are recorded.
+    let recorder = Recorder::default();
+    let _recording = tracing::subscriber::set_default(recorder.clone());
+    let app = unique_app("sem-local-only");
+    let proxy = Proxy::start(&db_host_port());
+    let url = plain_url_via(proxy.port());
+    let locker = pals_tests::locker_with(&app, |b| b.url(&url));
+    // Sessions enough for what follows (three tries at once open three), opened before
+    // new connections are refused.
+    let warm: Vec<_> = ["a", "b", "c"].map(|name| locker.lock(name)).into();
+    let (a, b, c) = tokio::join!(
+        warm[0].try_acquire(),
+        warm[1].try_acquire(),
+        warm[2].try_acquire()
+    );
+    drop((a.unwrap(), b.unwrap(), c.unwrap()));
+    locker.wait_for_releases().await;
+    let semaphore = locker.semaphore("export", 1);
+    let permit = semaphore.acquire().await.unwrap();
+    // From now on no new connection gets through: the listening session never opens, so
+    // no NOTIFY can reach the waiter; only its own locker can wake it.
+    proxy.refuse_new();
+    let waiter = {
+        let semaphore = semaphore.clone();
+        tokio::spawn(async move {
+            let permit = semaphore.acquire_timeout(Duration::from_secs(5)).await;
+            (Instant::now(), permit.unwrap().expect("the freed permit"))
+        })
+    };
+    // Let the waiter run until it sleeps (its wake-up is armed before it tries).
+    let mut turns = 0;
+    while recorder.lines("DEBUG", "waiting for one").is_empty() {
+        turns += 1;
+        assert!(turns < 100_000, "the waiter never went to sleep");
+        tokio::task::yield_now().await;
+    }
+    let released = Instant::now();
+    assert!(permit.release().await.unwrap());
+    let (taken, _permit) = waiter.await.unwrap();
+    let handoff = taken.duration_since(released);
+    assert!(
+        handoff < Duration::from_millis(100),
+        "woken {handoff:?} after the release (the recheck is {:?})",
+        pals::PERMIT_RECHECK
+    );
 }
