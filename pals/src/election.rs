@@ -39,6 +39,13 @@ type Hook = Arc<dyn Fn(&Leader) + Send + Sync>;
 /// it only while the session that wrote it still holds the lock: one round trip, and never
 /// a leader that is gone.
 ///
+/// **One leader at a time, as far as a leader can know.** A leader learns that it lost
+/// the lock when its connection closes (at once for a terminated backend or a restart;
+/// within two [heartbeats](crate::LockerBuilder::heartbeat) for a silent network), and
+/// its body is dropped then; the server may grant the lock to the next candidate a moment
+/// before. Pass [`Term::fence`] with every write that must not come from two leaders,
+/// and have the store refuse a lower one (see [`Lock::fenced`]).
+///
 /// The anchors: Kubernetes client-go `leaderelection` (OnStartedLeading /
 /// OnStoppedLeading, ReleaseOnCancel) and etcd `concurrency.Election` (Campaign, Leader,
 /// Observe).
