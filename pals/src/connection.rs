@@ -56,6 +56,7 @@ struct Prepared {
     try_lock: [Statement; 2],
     try_lock_fenced: [Statement; 2],
     unlock: [Statement; 2],
+    unlock_and_notify: Statement,
 }
 
 impl PgConn {
@@ -80,10 +81,27 @@ impl PgConn {
             .try_get(0)
     }
 
-    /// `pg_advisory_unlock(key)` in `mode`: whether the session held the lock.
-    pub(crate) async fn unlock(&self, key: i64, mode: Mode) -> Result<bool, PgError> {
-        let statement = &self.prepared.unlock[mode.index()];
-        self.client.query_one(statement, &[&key]).await?.try_get(0)
+    /// `pg_advisory_unlock(key)` in `mode`: whether the session held the lock. With
+    /// `notify` (a semaphore permit's, exclusive), `NOTIFY pals_permit` with that payload
+    /// in the same statement.
+    pub(crate) async fn unlock(
+        &self,
+        key: i64,
+        mode: Mode,
+        notify: Option<&str>,
+    ) -> Result<bool, PgError> {
+        let row = match notify {
+            None => {
+                let statement = &self.prepared.unlock[mode.index()];
+                self.client.query_one(statement, &[&key]).await?
+            }
+            Some(payload) => {
+                debug_assert_eq!(mode, Mode::Exclusive, "permits are exclusive locks");
+                let statement = &self.prepared.unlock_and_notify;
+                self.client.query_one(statement, &[&key, &payload]).await?
+            }
+        };
+        row.try_get(0)
     }
 
     /// Waits for the lock in one statement, `lock_timeout_ms` at most (0: no limit).
@@ -340,7 +358,7 @@ async fn open_with(
 /// The session's setup and prepared statements, in one round trip (tokio-postgres
 /// pipelines requests polled together).
 async fn setup(client: &Client) -> Result<(Prepared, i32, i32), PgError> {
-    let (setup, try_lock, try_lock_shared, fenced, fenced_shared, unlock, unlock_shared) = tokio::join!(
+    let (setup, try_lock, try_lock_shared, fenced, fenced_shared, unlock, unlock_shared, notify) = tokio::join!(
         client.simple_query(statement::SETUP),
         client.prepare(statement::try_lock(Mode::Exclusive)),
         client.prepare(statement::try_lock(Mode::Shared)),
@@ -348,6 +366,7 @@ async fn setup(client: &Client) -> Result<(Prepared, i32, i32), PgError> {
         client.prepare(statement::try_lock_fenced(Mode::Shared)),
         client.prepare(statement::unlock(Mode::Exclusive)),
         client.prepare(statement::unlock(Mode::Shared)),
+        client.prepare(statement::UNLOCK_AND_NOTIFY),
     );
     let (pid, server_version) = setup?
         .iter()
@@ -363,6 +382,7 @@ async fn setup(client: &Client) -> Result<(Prepared, i32, i32), PgError> {
         try_lock: [try_lock?, try_lock_shared?],
         try_lock_fenced: [fenced?, fenced_shared?],
         unlock: [unlock?, unlock_shared?],
+        unlock_and_notify: notify?,
     };
     Ok((prepared, pid, server_version))
 }

@@ -164,6 +164,13 @@ impl LockGuard {
         self.metric_name = Arc::clone(name);
     }
 
+    /// Has the unlock `NOTIFY` other processes (a semaphore permit's `payload`).
+    pub(crate) fn notify_on_release(&mut self, payload: Arc<str>) {
+        if let Some(held) = &mut self.held {
+            held.hold.notify = Some(payload);
+        }
+    }
+
     pub(crate) fn after_release(&mut self, after: AfterRelease) {
         if let Some(held) = &mut self.held {
             held.after_release = Some(after);

@@ -11,12 +11,11 @@ use tokio::sync::{watch, Notify};
 use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
 use crate::key::{full_name, key_of_full_name};
-use crate::listen::{Listener, Subscription, PERMIT_CHANNEL};
+use crate::listen::{Listener, Subscription};
 use crate::metrics::Meter;
 use crate::objects::Objects;
 use crate::pool::Pool;
 use crate::queue::Queues;
-use crate::statement::literal;
 use crate::tls::{self, TlsBackend, TlsSettings};
 use crate::{runtime, Election, Error, Holder, Lock, Semaphore};
 
@@ -318,28 +317,6 @@ impl Locker {
     /// Signalled when a semaphore permit of this locker is given back.
     pub(crate) fn permits_freed(&self) -> &Notify {
         &self.inner.permits_freed
-    }
-
-    /// A semaphore permit was given back: wake this locker's waiters, and tell other
-    /// processes' (`NOTIFY`, in the background; `payload` names the permit).
-    pub(crate) fn permit_given_back(&self, payload: String) {
-        self.inner.permits_freed.notify_waiters();
-        let locker = self.clone();
-        let limit = self.connect_timeout();
-        self.inner.rt.spawn(async move {
-            let sql = format!("SELECT pg_notify('{PERMIT_CHANNEL}', {})", literal(&payload));
-            let notify = async {
-                let turn = locker.pool().turn().await?;
-                turn.query(&sql).await
-            };
-            match tokio::time::timeout(limit, notify).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, "pals: telling other processes of a freed permit failed")
-                }
-                Err(_) => tracing::debug!("pals: telling other processes of a freed permit timed out"),
-            }
-        });
     }
 
     /// The fencing sequence's name, once it is known to exist (made on first use).

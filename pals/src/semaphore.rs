@@ -27,7 +27,8 @@ pub const PERMIT_RECHECK: Duration = Duration::from_millis(500);
 /// try statement each, starting with the one that was freed last when it knows it), then
 /// sleeps until it hears that a permit was given back: at once from a guard of the same
 /// locker (which wakes the waiters of all its semaphores), through `LISTEN`/`NOTIFY` from
-/// another process (the releasing process sends `NOTIFY` after its unlock; the waiter's
+/// another process (the unlock statement of the releasing process carries the `NOTIFY`,
+/// delivered once the unlock commits: no extra round trip; the waiter's
 /// locker keeps one listening session), and otherwise tries again every
 /// [`PERMIT_RECHECK`] (a holder that died frees its permit without a word): `permits`
 /// statements every 500 ms per waiter at most. Waiters are not served in arrival order.
@@ -208,8 +209,11 @@ impl Semaphore {
     /// A permit's guard, which tells waiters when it is given back.
     fn guard(&self, mut guard: LockGuard, permit: usize) -> SemaphoreGuard {
         let locker = self.locker.clone();
+        // Other processes hear of it from the unlock itself (one statement); waiters of
+        // this locker, once it is settled.
         let payload = format!("{}:{permit}", self.permits[0].key());
-        guard.after_release(Box::new(move || locker.permit_given_back(payload)));
+        guard.notify_on_release(payload.into());
+        guard.after_release(Box::new(move || locker.permits_freed().notify_waiters()));
         guard.count_as(&self.name);
         SemaphoreGuard {
             guard,

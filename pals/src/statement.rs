@@ -47,6 +47,12 @@ pub(crate) fn try_lock_fenced(mode: Mode) -> &'static str {
     }
 }
 
+/// `pg_advisory_unlock` of a semaphore permit (exclusive), telling other processes in the
+/// same round trip: `NOTIFY pals_permit, $2` (see `listen`), sent when the statement's
+/// implicit transaction commits, after the unlock.
+pub(crate) const UNLOCK_AND_NOTIFY: &str =
+    "SELECT pg_advisory_unlock($1), pg_notify('pals_permit', $2)";
+
 /// `pg_advisory_unlock`, by mode: whether the session held the lock.
 pub(crate) fn unlock(mode: Mode) -> &'static str {
     match mode {
@@ -171,6 +177,12 @@ mod tests {
             ),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn permits_are_announced_on_the_channel_waiters_listen_to() {
+        let channel = format!("pg_notify('{}', $2)", crate::listen::PERMIT_CHANNEL);
+        assert!(UNLOCK_AND_NOTIFY.contains(&channel));
     }
 
     #[test]

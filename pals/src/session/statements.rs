@@ -165,6 +165,7 @@ impl Ticket {
                         mode,
                         owned,
                         token,
+                        notify: None,
                     }));
                 }
                 Ok(None) => {
@@ -240,6 +241,8 @@ pub(crate) struct Hold {
     owned: bool,
     /// The fencing token minted with the grant; `None`: not fenced.
     pub(crate) token: Option<u64>,
+    /// A semaphore permit's `NOTIFY` payload, sent by the unlock.
+    pub(crate) notify: Option<Arc<str>>,
 }
 
 impl Drop for Hold {
@@ -275,7 +278,8 @@ impl Hold {
     /// the lock. Dropped mid-way, the unlock's outcome is reconciled.
     pub(crate) async fn release(mut self) -> Result<bool, Error> {
         let (session, key, mode) = (Arc::clone(&self.session), self.key, self.mode);
-        let statement = session.conn.unlock(key, mode);
+        let notify = self.notify.take();
+        let statement = session.conn.unlock(key, mode, notify.as_deref());
         let mut statement = pin!(statement);
         let first = {
             let mut books = session.books();
