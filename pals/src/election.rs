@@ -300,7 +300,7 @@ impl Election {
             let (guard, leader) = match campaign {
                 None => return Ok(None),
                 Some(Ok(elected)) => elected,
-                Some(Err(error)) if !is_transient(&error) => return Err(error),
+                Some(Err(error)) if !error.is_transient() => return Err(error),
                 Some(Err(error)) => {
                     tracing::warn!(election = %self.lock.name(), %error, "pals: campaign failed; trying again");
                     if stop
@@ -328,20 +328,19 @@ impl Election {
                 hook: self.stopped.as_ref(),
                 leader: &leader,
             };
-            let finished = {
-                let mut body = pin!(body(term));
-                let mut lost = pin!(guard.lost());
+            // A stop is noted while the body runs, and the body goes on: it finishes its
+            // work in hand.
+            let body = body(term);
+            let noting_stop = async {
+                let mut body = pin!(body);
                 std::future::poll_fn(|cx| {
-                    // The stop is noted, and the body goes on: it finishes its work in hand.
                     let _ = stop.as_mut().poll_stopped(cx);
-                    // The body first: work that finished as the loss was found stands.
-                    if let Poll::Ready(output) = body.as_mut().poll(cx) {
-                        return Poll::Ready(Some(output));
-                    }
-                    lost.as_mut().poll(cx).map(|()| None)
+                    body.as_mut().poll(cx)
                 })
                 .await
-            }; // a lost term's body is dropped here, before anything else happens
+            };
+            // A lost term's body is dropped within, before anything else happens.
+            let finished = guard.unless_lost(noting_stop).await;
             drop(term_end);
             match finished {
                 Some(output) => {
@@ -516,25 +515,6 @@ async fn observe(election: Election, tell: mpsc::UnboundedSender<Option<Leader>>
                 _ = tell.closed() => return,
             }
         }
-    }
-}
-
-/// Whether a failed campaign may succeed if tried again: the database unreachable or its
-/// session gone, a cancel, an operator's shutdown, a resource running short. Not a
-/// misconfiguration, nor an error in what the server was asked (a privilege revoked, a
-/// table altered by hand), which waiting would not mend.
-fn is_transient(error: &Error) -> bool {
-    if error.is_misconfiguration() {
-        return false;
-    }
-    match error {
-        Error::Database(error) => match error.code() {
-            None => true, // the connection, not the statement
-            Some(code) => ["08", "40", "53", "55", "57"]
-                .iter()
-                .any(|class| code.code().starts_with(class)),
-        },
-        _ => true,
     }
 }
 

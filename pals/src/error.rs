@@ -162,6 +162,25 @@ impl Error {
         }
     }
 
+    /// Whether trying again later may succeed: the database unreachable or its session
+    /// gone, a cancel, an operator's shutdown, a resource running short (SQLSTATE classes
+    /// 08, 40, 53, 55, 57). Not a misconfiguration, nor an error in what the server was
+    /// asked (a privilege revoked, a table altered by hand), which waiting would not mend.
+    pub(crate) fn is_transient(&self) -> bool {
+        if self.is_misconfiguration() {
+            return false;
+        }
+        match self {
+            Error::Database(error) => match error.code() {
+                None => true, // the connection, not the statement
+                Some(code) => ["08", "40", "53", "55", "57"]
+                    .iter()
+                    .any(|class| code.code().starts_with(class)),
+            },
+            _ => true,
+        }
+    }
+
     pub(crate) fn connect_timeout(timeout: Duration, target: &str) -> Self {
         Error::Connect {
             reason: format!(

@@ -1,9 +1,8 @@
 //! Run-time support for the `#[pals::exclusive]` attribute: what a busy lock or a failed
 //! acquire turns into, and the scope that releases the lock however the body ends.
 
-use std::future::{poll_fn, Future};
-use std::pin::pin;
-use std::task::Poll;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{runtime, Error, LockGuard, Locker, SemaphoreGuard};
@@ -56,11 +55,13 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
         Err(error) => return Acquired::Failed(error, name.to_string()),
     };
     let timeout = spec.timeout.unwrap_or(locker.default_timeout());
+    // The full name is shared, not copied: a String is made only on the busy and failed
+    // paths.
     let (taken, full_name) = if spec.permits > 0 {
         let semaphore = locker.semaphore(name, spec.permits);
         let taken = semaphore.acquire_timeout(timeout).await;
         let taken = taken.map(|permit| permit.map(SemaphoreGuard::into_lock_guard));
-        (taken, semaphore.name().to_string())
+        (taken, Arc::clone(semaphore.shared_name()))
     } else {
         let mut lock = locker.lock(name);
         if spec.shared {
@@ -69,7 +70,10 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
         if spec.fenced {
             lock = lock.fenced();
         }
-        (lock.acquire_timeout(timeout).await, lock.name().to_string())
+        (
+            lock.acquire_timeout(timeout).await,
+            Arc::clone(lock.shared_name()),
+        )
     };
     match taken {
         Ok(Some(guard)) => Acquired::Held(Held::new(guard, spec.min_hold, false)),
@@ -77,9 +81,11 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
             if spec.skip_when_busy {
                 locker.meter().skipped(&full_name);
             }
-            Acquired::Busy(Error::Timeout { name: full_name })
+            Acquired::Busy(Error::Timeout {
+                name: full_name.to_string(),
+            })
         }
-        Err(error) => Acquired::Failed(error, full_name),
+        Err(error) => Acquired::Failed(error, full_name.to_string()),
     }
 }
 
@@ -183,17 +189,7 @@ pub async fn unless_lost<F: Future>(held: &Held, body: F) -> Result<F::Output, E
     let Some(guard) = &held.guard else {
         return Ok(body.await);
     };
-    let mut body = pin!(body);
-    let mut lost = pin!(guard.lost());
-    let finished = poll_fn(|cx| {
-        // The body first: work that finished as the loss was found stands.
-        if let Poll::Ready(output) = body.as_mut().poll(cx) {
-            return Poll::Ready(Some(output));
-        }
-        lost.as_mut().poll(cx).map(|()| None)
-    })
-    .await;
-    finished.ok_or_else(|| {
+    guard.unless_lost(body).await.ok_or_else(|| {
         let error = held.lost_error();
         tracing::error!(%error, "pals: the lock was lost while the body ran; the body was cancelled");
         error

@@ -1,8 +1,10 @@
 //! [`LockGuard`]: a held lock that is always released.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use tokio::runtime::Handle;
@@ -44,8 +46,8 @@ pub struct LockGuard {
     releasing: Arc<watch::Sender<usize>>,
     meter: Meter,
     kind: Kind,
-    /// The name its figures go under: its own, or its semaphore's.
-    metric_name: Arc<str>,
+    /// The name its figures go under, if not its own: its semaphore's.
+    metric_name: Option<Arc<str>>,
 }
 
 /// One background release, counted for `Locker::wait_for_releases` while it lives.
@@ -86,7 +88,7 @@ impl Held {
         } = self;
         // Runs when the release is done, or when this future is dropped mid-way (the
         // unlock is then reconciled in the background; waiters woken early try again).
-        let _after = after_release.map(RunOnDrop);
+        let _after = RunOnDrop(after_release);
         let released = hold.release().await;
         // Only now may the next caller of this process go to the database.
         drop(permit);
@@ -106,7 +108,7 @@ impl LockGuard {
             releasing: Arc::clone(lock.locker().releasing()),
             meter: lock.locker().meter().clone(),
             kind: lock.kind(),
-            metric_name: Arc::clone(lock.shared_name()),
+            metric_name: None,
             held: Some(held),
             name: Arc::clone(lock.shared_name()),
         }
@@ -161,7 +163,7 @@ impl LockGuard {
     /// Runs `after` once the lock's unlock is settled (released, dropped, or lost).
     /// Counts this guard's figures under `name` (a semaphore's, for its permits).
     pub(crate) fn count_as(&mut self, name: &Arc<str>) {
-        self.metric_name = Arc::clone(name);
+        self.metric_name = Some(Arc::clone(name));
     }
 
     /// Has the unlock `NOTIFY` other processes (a semaphore permit's `payload`).
@@ -187,6 +189,21 @@ impl LockGuard {
     /// released.
     pub fn backend_pid(&self) -> Option<i32> {
         self.held.as_ref().map(|held| held.hold.pid())
+    }
+
+    /// Runs `body` unless the lock is found lost first: then `None`, and `body` is dropped
+    /// where it stands. The body is polled first: work that finished as the loss was found
+    /// stands.
+    pub(crate) async fn unless_lost<F: Future>(&self, body: F) -> Option<F::Output> {
+        let mut body = pin!(body);
+        let mut lost = pin!(self.lost());
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = body.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            lost.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 
     /// How long the lock has been held.
@@ -286,7 +303,7 @@ impl LockGuard {
                     tracing::warn!(lock = %name, key, held = ?held_for, %error, "pals: background release failed; its session was closed")
                 }
             }
-            meter.released(kind, &metric_name, held_for);
+            meter.released(kind, metric_name.as_deref().unwrap_or(&name), held_for);
         };
         Some((rt, release))
     }
@@ -315,12 +332,13 @@ impl Drop for LockGuard {
 }
 
 /// Runs its hook when dropped.
-struct RunOnDrop(AfterRelease);
+struct RunOnDrop(Option<AfterRelease>);
 
 impl Drop for RunOnDrop {
     fn drop(&mut self) {
-        let hook = std::mem::replace(&mut self.0, Box::new(|| {}));
-        hook();
+        if let Some(hook) = self.0.take() {
+            hook();
+        }
     }
 }
 
@@ -330,9 +348,8 @@ struct HoldEnded<'a>(&'a LockGuard);
 impl Drop for HoldEnded<'_> {
     fn drop(&mut self) {
         let guard = self.0;
-        guard
-            .meter
-            .released(guard.kind, &guard.metric_name, guard.held_for());
+        let name = guard.metric_name.as_deref().unwrap_or(&guard.name);
+        guard.meter.released(guard.kind, name, guard.held_for());
     }
 }
 

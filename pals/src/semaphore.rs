@@ -86,6 +86,10 @@ impl Semaphore {
         &self.name
     }
 
+    pub(crate) fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// How many holders it admits at once.
     pub fn permits(&self) -> u32 {
         self.permits.len() as u32
