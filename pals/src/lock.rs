@@ -254,7 +254,7 @@ impl Lock {
     /// [`take_within`](Lock::take_within), counted: taken, busy or failed.
     async fn acquire_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
         let started = Instant::now();
-        let result = self.take_within(wait).await;
+        let result = self.take_within(wait, started).await;
         if self.count_acquires {
             self.locker
                 .meter()
@@ -263,7 +263,8 @@ impl Lock {
         result
     }
 
-    async fn take_within(&self, wait: Wait) -> Result<Option<LockGuard>, Error> {
+    /// Takes the lock, for a caller that began at `started`.
+    async fn take_within(&self, wait: Wait, started: Instant) -> Result<Option<LockGuard>, Error> {
         if self.unnamed {
             return Err(Error::InvalidConfig(format!(
                 "a lock of app \"{}\" has an empty name: give each lock a name (with \
@@ -271,7 +272,6 @@ impl Lock {
                 self.locker.app()
             )));
         }
-        let started = Instant::now();
         let locker = &self.locker;
         let fence = match self.fenced {
             true => Some(Arc::clone(locker.fence_sequence().await?)),

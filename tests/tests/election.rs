@@ -70,6 +70,18 @@ fn child() {
     });
 }
 
+/// This test binary, run as a child in `role` (see [`child`]).
+fn child_command(role: &str, app: &str, identity: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+        .env("PALS_ELECTION_CHILD", role)
+        .env("PALS_ELECTION_APP", app)
+        .env("PALS_ELECTION_IDENTITY", identity)
+        .env("PALS_DB_URL", db_url());
+    command
+}
+
 /// A child process, and the lines it prints (sent to `lines` with its name).
 struct Process(Child);
 
@@ -80,12 +92,7 @@ impl Process {
         identity: &str,
         lines: &mpsc::Sender<(String, String)>,
     ) -> Process {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
-            .env("PALS_ELECTION_CHILD", role)
-            .env("PALS_ELECTION_APP", app)
-            .env("PALS_ELECTION_IDENTITY", identity)
-            .env("PALS_DB_URL", db_url())
+        let mut child = child_command(role, app, identity)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -184,13 +191,7 @@ fn one_leader_at_a_time_and_fast_failover() {
     let (first, first_fence, _) = heard.leader().clone();
 
     // A fourth process asks who leads.
-    let question = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
-        .env("PALS_ELECTION_CHILD", "question")
-        .env("PALS_ELECTION_APP", &app)
-        .env("PALS_DB_URL", db_url())
-        .output()
-        .unwrap();
+    let question = child_command("question", &app, "").output().unwrap();
     let answer = String::from_utf8_lossy(&question.stdout);
     assert!(
         answer

@@ -90,7 +90,7 @@ async fn a_waiter_in_another_process_gets_a_freed_permit_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_waiter_in_the_same_locker_is_woken_without_the_database() {
+async fn a_waiter_in_the_same_locker_gets_a_dropped_permit_at_once() {
     let app = unique_app("sem-local");
     let locker = locker(&app);
     let semaphore = locker.semaphore("export", 1);
