@@ -61,8 +61,6 @@ pub(crate) struct DbConfig {
     pub(crate) connect_timeout: Option<Duration>,
     /// TCP keepalive settings the URL gave (each `None`: pals' default).
     pub(crate) keepalives: Keepalives,
-    /// Where the connection goes, for messages: `host:port` or the socket's path.
-    pub(crate) target: String,
 }
 
 /// TCP keepalive settings given in the URL.
@@ -328,13 +326,11 @@ fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<
         mode,
         root_cert: get(&params, "sslrootcert").map(PathBuf::from),
     };
-    let target = describe_target(&config);
     Ok(DbConfig {
         config,
         tls,
         connect_timeout,
         keepalives,
-        target,
     })
 }
 
@@ -458,7 +454,7 @@ mod tests {
             assert_eq!(read.config.get_dbname(), Some("orders"));
             assert_eq!(read.config.get_application_name(), Some("billing"));
             assert_eq!(read.tls.mode, SslMode::Require);
-            assert_eq!(read.target, "db.example:6543");
+            assert_eq!(describe_target(&read.config), "db.example:6543");
         }
     }
 
@@ -504,12 +500,12 @@ mod tests {
         let socket = "/var/run/postgresql/.s.PGSQL.5432";
         let read = read_in("postgresql:///postgres", &[("USER", "me")], &[socket]).unwrap();
         assert_eq!(hosts(&read), ["/var/run/postgresql"]);
-        assert_eq!(read.target, socket);
+        assert_eq!(describe_target(&read.config), socket);
         let read = read_in("host=/tmp/pg port=6000 user=u", &[], &[]).unwrap();
         assert_eq!(hosts(&read), ["/tmp/pg"]);
         let read = read_in("postgresql://u@%2Ftmp%2Fpg:6000/db", &[], &[]).unwrap();
         assert_eq!(hosts(&read), ["/tmp/pg"]);
-        assert_eq!(read.target, "/tmp/pg/.s.PGSQL.6000");
+        assert_eq!(describe_target(&read.config), "/tmp/pg/.s.PGSQL.6000");
     }
 
     #[test]

@@ -200,16 +200,15 @@ impl Error {
     }
 
     pub(crate) fn connect_failed(source: tokio_postgres::Error, target: &str) -> Self {
-        let mut reason = match source.as_db_error() {
-            Some(_) => describe(&source),
-            None => source.to_string(),
-        };
-        if let Some(cause) = std::error::Error::source(&source) {
-            let cause = cause.to_string();
-            if !reason.contains(&cause) {
-                reason = format!("{reason}: {cause}");
+        // A server's refusal is its own source: described once. The driver's own errors
+        // may or may not spell their cause out.
+        let reason = match (source.as_db_error(), std::error::Error::source(&source)) {
+            (Some(_), _) => describe(&source),
+            (None, Some(cause)) if !source.to_string().contains(&cause.to_string()) => {
+                format!("{source}: {cause}")
             }
-        }
+            (None, _) => source.to_string(),
+        };
         let hint = next_step(&source, &reason, target);
         Error::Connect {
             reason: format!("{target}: {reason}{hint}"),

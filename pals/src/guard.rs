@@ -3,12 +3,13 @@
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::metrics::{Kind, Meter};
 use crate::queue::InProcessPermit;
@@ -43,26 +44,51 @@ pub struct LockGuard {
     dead: watch::Receiver<bool>,
     rt: Handle,
     /// The locker's count of background releases (see `Locker::wait_for_releases`).
-    releasing: Arc<watch::Sender<usize>>,
+    releasing: Arc<Releases>,
     meter: Meter,
     kind: Kind,
     /// The name its figures go under, if not its own: its semaphore's.
     metric_name: Option<Arc<str>>,
 }
 
-/// One background release, counted for `Locker::wait_for_releases` while it lives.
-struct Releasing(Arc<watch::Sender<usize>>);
+/// A locker's background releases under way (see `Locker::wait_for_releases`): a count,
+/// and a signal when it falls to zero.
+#[derive(Default)]
+pub(crate) struct Releases {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Releases {
+    /// Completes once no background release is under way.
+    pub(crate) async fn none_left(&self) {
+        loop {
+            let none_left = self.none_left.notified();
+            let mut none_left = pin!(none_left);
+            none_left.as_mut().enable(); // before the check: a last release is not missed
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            none_left.await;
+        }
+    }
+}
+
+/// One background release, counted while it lives.
+struct Releasing(Arc<Releases>);
 
 impl Releasing {
-    fn new(count: &Arc<watch::Sender<usize>>) -> Releasing {
-        count.send_modify(|count| *count += 1);
-        Releasing(Arc::clone(count))
+    fn new(releases: &Arc<Releases>) -> Releasing {
+        releases.count.fetch_add(1, Ordering::AcqRel);
+        Releasing(Arc::clone(releases))
     }
 }
 
 impl Drop for Releasing {
     fn drop(&mut self) {
-        self.0.send_modify(|count| *count -= 1);
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
     }
 }
 

@@ -288,16 +288,17 @@ impl Lock {
             self.trace_busy(started);
             return Ok(None);
         };
-        // Waiting for a session is bounded by the lock's timeout even for a try, and so is
-        // opening one, except for a zero timeout: a try needs a connection to try on, so
-        // the connect timeout bounds that.
-        let session_deadline = match wait {
-            Wait::Never => wait_for(self.acquire_timeout_value()).deadline(),
-            other => other.deadline(),
-        };
-        let open_by = match self.acquire_timeout_value().is_zero() {
-            true => None,
-            false => session_deadline,
+        // Waiting for a session, and opening one, is bounded by the wait, and for a try by
+        // the lock's timeout; except opening one for a try with a zero timeout (its
+        // deadline is now): a try needs a connection to try on, so the connect timeout
+        // bounds that.
+        let (session_deadline, open_by) = match wait {
+            Wait::Never => {
+                let timeout = self.acquire_timeout_value();
+                let deadline = wait_for(timeout).deadline();
+                (deadline, deadline.filter(|_| !timeout.is_zero()))
+            }
+            other => (other.deadline(), other.deadline()),
         };
         // First at once, on a shared session: one round trip when the lock is free.
         let now = retrying(NOW_TRIES, || {

@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 use crate::config::{self, DbConfig, Environment, Keepalives};
 use crate::connection::ConnectionSettings;
+use crate::guard::Releases;
 use crate::key::{full_name, key_of_full_name};
 use crate::listen::{Listener, Subscription};
 use crate::metrics::Meter;
@@ -61,7 +62,7 @@ struct LockerInner {
     /// The names of the keys this locker has made locks for, for `holders()`.
     names: Mutex<HashMap<i64, Arc<str>>>,
     /// How many of its locks are being released in the background.
-    releasing: Arc<watch::Sender<usize>>,
+    releasing: Arc<Releases>,
     /// The sequence and table for fencing tokens and elections, checked on first use.
     objects: Objects,
     /// The session that hears other processes give back permits and elect leaders.
@@ -241,11 +242,10 @@ impl Locker {
     /// # Ok(()) }
     /// ```
     pub async fn wait_for_releases(&self) {
-        let mut releasing = self.inner.releasing.subscribe();
-        let _ = releasing.wait_for(|count| *count == 0).await;
+        self.inner.releasing.none_left().await;
     }
 
-    pub(crate) fn releasing(&self) -> &Arc<watch::Sender<usize>> {
+    pub(crate) fn releasing(&self) -> &Arc<Releases> {
         &self.inner.releasing
     }
 
@@ -387,7 +387,6 @@ impl LockerBuilder {
             root_cert: None,
         };
         self.database = Some(Database::Config(Box::new(DbConfig {
-            target: config::describe_target(&config),
             config,
             tls: settings,
             connect_timeout: None,
@@ -490,8 +489,8 @@ impl LockerBuilder {
             tls: tls_settings,
             connect_timeout,
             keepalives,
-            target,
         } = database;
+        let target = config::describe_target(&config);
         let connect_timeout = self
             .connect_timeout
             .or(connect_timeout)
@@ -540,7 +539,7 @@ impl LockerBuilder {
                 heartbeat: self.heartbeat,
                 rt,
                 names: Mutex::default(),
-                releasing: Arc::new(watch::Sender::new(0)),
+                releasing: Arc::default(),
                 objects,
                 listener: Listener::new(),
                 permits_freed: Notify::new(),
@@ -603,10 +602,13 @@ fn name_within_limit(app: &str, host: &str, pid: u32) -> String {
     const LIMIT: usize = 63;
     let head = format!("pals:{app}");
     let tail = format!(":{pid}");
-    let room_for_host = LIMIT.saturating_sub(head.len() + 1 + tail.len());
-    if room_for_host == 0 && head.len() + 1 + tail.len() > LIMIT {
+    // No room for a byte of the host: the app alone (never an empty host).
+    let Some(room_for_host) = LIMIT
+        .checked_sub(head.len() + 1 + tail.len())
+        .filter(|room| *room > 0)
+    else {
         return cut(head, LIMIT);
-    }
+    };
     format!("{head}@{}{tail}", cut(host.to_string(), room_for_host))
 }
 
@@ -651,6 +653,14 @@ mod tests {
         // An app too long to leave room: the app alone, cut on a character boundary.
         let name = name_within_limit(&"é".repeat(100), "web-1", 42);
         assert!(name.len() <= 63 && name.starts_with("pals:é") && !name.contains('@'));
+        // Exactly no room left for the host: the app alone, not an empty host.
+        let app = "a".repeat(63 - "pals:".len() - "@:42".len());
+        assert_eq!(name_within_limit(&app, "web-1", 42), format!("pals:{app}"));
+        let app = &app[1..]; // one byte of room: one byte of the host
+        assert_eq!(
+            name_within_limit(app, "web-1", 42),
+            format!("pals:{app}@w:42")
+        );
         assert!(application_name("app").starts_with("pals:app@"));
     }
 

@@ -59,6 +59,11 @@ fn settings_come_from_the_url_the_pg_variables_and_the_password_file() {
     let err = works(&Locker::new("wrong", &wrong).unwrap()).unwrap_err();
     assert!(err.is_misconfiguration(), "{err}");
     assert!(err.to_string().contains("28P01"), "{err}");
+    let said = err
+        .to_string()
+        .matches("password authentication failed")
+        .count();
+    assert_eq!(said, 1, "the server's message once: {err}");
     assert!(
         !err.to_string().contains("nope"),
         "the password shows: {err}"

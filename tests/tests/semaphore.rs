@@ -229,8 +229,12 @@ mod attribute {
         let (go, wait) = watch::channel(false);
         let first = tokio::spawn(export(entered.clone(), wait.clone()));
         let second = tokio::spawn(export(entered.clone(), wait.clone()));
-        inside.recv().await.unwrap();
-        inside.recv().await.unwrap();
+        // (Bounded: a body that never runs fails the test instead of hanging it.)
+        let within = Duration::from_secs(10);
+        for _ in 0..2 {
+            let entered = tokio::time::timeout(within, inside.recv()).await;
+            assert!(matches!(entered, Ok(Some(()))), "two bodies run at once");
+        }
         // Both permits are taken: a third call skips its body.
         assert_eq!(export(entered.clone(), wait.clone()).await, None);
         go.send(true).unwrap();
