@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::{Kind, Meter};
-use crate::queue::InProcessPermit;
+use crate::queue::{Chain, InProcessPermit};
 use crate::session::Hold;
 use crate::{runtime, Error, Lock, Mode};
 
@@ -96,8 +96,11 @@ impl Drop for Releasing {
 pub(crate) struct Held {
     /// The lock on its session.
     pub(crate) hold: Hold,
-    /// This process's turn at the key, given up once the unlock is settled.
+    /// This process's turn at the key, given up once the unlock is settled (or with the
+    /// lock, when it is handed over).
     pub(crate) permit: InProcessPermit,
+    /// The run of in-process handoffs the lock is on.
+    pub(crate) chain: Chain,
     /// Run once the unlock is settled (a semaphore tells its waiters).
     pub(crate) after_release: Option<AfterRelease>,
 }
@@ -111,10 +114,17 @@ impl Held {
             hold,
             permit,
             after_release,
+            chain,
         } = self;
         // Runs when the release is done, or when this future is dropped mid-way (the
         // unlock is then reconciled in the background; waiters woken early try again).
         let _after = RunOnDrop(after_release);
+        // Another caller of this process waits for it: handed over, no statement.
+        let (permit, hold) = match permit.hand_over(hold, chain) {
+            Ok(()) => return Ok(true),
+            Err(both) => both,
+        };
+        permit.releasing();
         let released = hold.release().await;
         // Only now may the next caller of this process go to the database.
         drop(permit);

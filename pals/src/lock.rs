@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::guard::{Held, LockGuard};
 use crate::metrics::Kind;
 use crate::pool::Want;
-use crate::queue::Wait;
+use crate::queue::{Chain, Parked, Wait};
 use crate::session::{Failure, Hold};
 use crate::{runtime, Error, Locker};
 
@@ -280,14 +280,59 @@ impl Lock {
         let fence = fence.as_ref();
         // Queue behind this process's other callers for the same lock before taking a
         // session: only the first in line goes to the database.
-        let Some(permit) = locker
-            .queues()
-            .enter(self.key, self.mode, wait, locker.rt())
-            .await
-        else {
+        let Some((permit, parked)) = locker.queues().enter(self.key, self.mode, wait).await else {
             self.trace_busy(started);
             return Ok(None);
         };
+        let (hold, chain) = match self.take_over(parked).await {
+            Some(Parked { hold, chain }) => {
+                tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), handoffs = chain.handed(), "pals: lock handed over in process");
+                (hold, chain)
+            }
+            None => match self.take_from_database(wait, fence).await? {
+                Some(hold) => {
+                    tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
+                    (hold, Chain::granted())
+                }
+                None => {
+                    self.trace_busy(started);
+                    return Ok(None);
+                }
+            },
+        };
+        let held = Held {
+            hold,
+            permit,
+            after_release: None,
+            chain,
+        };
+        Ok(Some(LockGuard::new(held, self)))
+    }
+
+    /// The lock its last holder in this process handed over with the turn, if this lock
+    /// can use it; one it cannot (shared, or fenced: its grant needs a token) is unlocked
+    /// first, and one lost with its session is dropped.
+    async fn take_over(&self, parked: Option<Parked>) -> Option<Parked> {
+        let parked = parked?;
+        if parked.hold.is_lost() {
+            return None;
+        }
+        if self.mode == Mode::Exclusive && !self.fenced {
+            return Some(parked);
+        }
+        if let Err(error) = parked.hold.release().await {
+            tracing::warn!(lock = %self.name, key = self.key, %error, "pals: unlocking a handed-over lock failed; its session was closed");
+        }
+        None
+    }
+
+    /// Takes the lock in the database: at once on a shared session, else (if `wait`
+    /// allows) waiting on a session of its own. `Ok(None)`: busy.
+    async fn take_from_database(
+        &self,
+        wait: Wait,
+        fence: Option<&Arc<str>>,
+    ) -> Result<Option<Hold>, Error> {
         // Waiting for a session, and opening one, is bounded by the wait, and for a try by
         // the lock's timeout; except opening one for a try with a zero timeout (its
         // deadline is now): a try needs a connection to try on, so the connect timeout
@@ -305,25 +350,14 @@ impl Lock {
             self.take_now(session_deadline, open_by, fence)
         })
         .await?;
-        let hold = match now {
-            Now::Taken(hold) => Some(hold),
+        match now {
+            Now::Taken(hold) => Ok(Some(hold)),
+            // Busy: wait for it on a session of its own.
             Now::Busy if wait != Wait::Never => {
-                // Busy: wait for it on a session of its own.
-                retrying(WAIT_TRIES, || self.wait_once(wait, fence)).await?
+                retrying(WAIT_TRIES, || self.wait_once(wait, fence)).await
             }
-            Now::Busy | Now::NoSession => None,
-        };
-        let Some(hold) = hold else {
-            self.trace_busy(started);
-            return Ok(None);
-        };
-        tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock acquired");
-        let held = Held {
-            hold,
-            permit,
-            after_release: None,
-        };
-        Ok(Some(LockGuard::new(held, self)))
+            Now::Busy | Now::NoSession => Ok(None),
+        }
     }
 
     /// What the pool is asked for; a new session may take until `open_by` to open

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -16,7 +16,7 @@ use crate::listen::{Listener, Subscription};
 use crate::metrics::Meter;
 use crate::objects::Objects;
 use crate::pool::Pool;
-use crate::queue::Queues;
+use crate::queue::{HandoffLimit, Queues};
 use crate::tls::{self, TlsBackend, TlsSettings};
 use crate::{runtime, Election, Error, Holder, Lock, Semaphore};
 
@@ -28,6 +28,12 @@ pub const DEFAULT_POOL_SIZE: usize = 10;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a connection that holds a lock is checked, by default.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How many times in a row a lock is handed over within a process, by default, before it
+/// goes back to the database (see [`LockerBuilder::handoff_limit`]).
+pub const DEFAULT_HANDOFFS_IN_A_ROW: u32 = 64;
+/// How long after its database grant a lock may still be handed over within a process,
+/// by default (see [`LockerBuilder::handoff_limit`]).
+pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_millis(20);
 
 /// A lock factory: an application name that namespaces lock names, and a connection pool.
 ///
@@ -59,8 +65,9 @@ struct LockerInner {
     heartbeat: Option<Duration>,
     /// The library's runtime, which drives the connections.
     rt: Handle,
-    /// The names of the keys this locker has made locks for, for `holders()`.
-    names: Mutex<HashMap<i64, Arc<str>>>,
+    /// The names of the keys this locker has made locks for, for `holders()`. Read-locked
+    /// on the hot path (a name is written once: a lock made again only reads).
+    names: RwLock<HashMap<i64, Arc<str>>>,
     /// How many of its locks are being released in the background.
     releasing: Arc<Releases>,
     /// The sequence and table for fencing tokens and elections, checked on first use.
@@ -125,6 +132,10 @@ impl Locker {
             tls_backend: None,
             schema: "public".into(),
             metric_lock_names: false,
+            handoff: HandoffLimit {
+                in_a_row: DEFAULT_HANDOFFS_IN_A_ROW,
+                within: DEFAULT_HANDOFF_WINDOW,
+            },
         }
     }
 
@@ -144,11 +155,17 @@ impl Locker {
     pub fn lock(&self, name: &str) -> Lock {
         let full_name: Arc<str> = full_name(&self.inner.app, name).into();
         let key = key_of_full_name(&full_name);
-        let mut names = self.inner.names.lock().unwrap_or_else(|e| e.into_inner());
-        if names.len() < NAMES_REMEMBERED {
-            names.entry(key).or_insert_with(|| Arc::clone(&full_name));
+        let names = &self.inner.names;
+        let known = {
+            let names = names.read().unwrap_or_else(|e| e.into_inner());
+            names.contains_key(&key) || names.len() >= NAMES_REMEMBERED
+        };
+        if !known {
+            let mut names = names.write().unwrap_or_else(|e| e.into_inner());
+            if names.len() < NAMES_REMEMBERED {
+                names.entry(key).or_insert_with(|| Arc::clone(&full_name));
+            }
         }
-        drop(names);
         Lock::new(self.clone(), full_name, key, name.is_empty())
     }
 
@@ -198,7 +215,7 @@ impl Locker {
         let names = self
             .inner
             .names
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         rows.iter()
@@ -267,6 +284,14 @@ impl Locker {
     /// How often a connection that holds a lock is checked (`None`: never).
     pub fn heartbeat(&self) -> Option<Duration> {
         self.inner.heartbeat
+    }
+
+    /// How far a lock is handed over within this process before it goes back to the
+    /// database: at most this many handoffs in a row, within this time of the grant (see
+    /// [`LockerBuilder::handoff_limit`]).
+    pub fn handoff_limit(&self) -> (u32, Duration) {
+        let limit = self.inner.queues.limit();
+        (limit.in_a_row, limit.within)
     }
 
     /// The most database connections this locker opens at once.
@@ -357,6 +382,7 @@ pub struct LockerBuilder {
     heartbeat: Option<Duration>,
     schema: String,
     metric_lock_names: bool,
+    handoff: HandoffLimit,
 }
 
 impl LockerBuilder {
@@ -471,6 +497,43 @@ impl LockerBuilder {
         self
     }
 
+    /// How far an exclusive lock is handed over within this process before it goes back
+    /// to the database (default: 64 handoffs, within 20 ms of the database's grant).
+    ///
+    /// When a guard is released (or dropped) while another caller of this locker waits for
+    /// the same lock, pals hands the database lock over in memory: the waiter holds it at
+    /// once, with no unlock and no lock statement (lock cohorting). A hot lock in one
+    /// process then costs no round trip per holder. A run of handoffs ends after
+    /// `in_a_row` handoffs or once `within` has passed since the database granted the
+    /// lock, whichever comes first; the lock is then unlocked in the database, where a
+    /// waiter in another process is first in PostgreSQL's queue. So `within` (plus the
+    /// longest hold) bounds how long other processes wait behind this one's callers.
+    ///
+    /// Handed over, a lock keeps its guarantees: one holder at a time, and a lock whose
+    /// session ends is lost for whoever holds it then ([`LockGuard::lost`]). Fenced locks
+    /// and semaphore permits are never handed over (each grant needs its own token; a
+    /// permit's unlock tells other processes), nor are shared locks. A release that hands
+    /// over answers `Ok(true)` without a round trip: the lock was not known lost.
+    ///
+    /// `handoff_limit(0, Duration::ZERO)` turns handoffs off: every release unlocks in the
+    /// database, and the callers of one process queue behind it there like any other.
+    ///
+    /// [`LockGuard::lost`]: crate::LockGuard::lost
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let locker = pals::Locker::builder("my-app-name")
+    ///     .url("postgresql://localhost/db")
+    ///     .handoff_limit(16, Duration::from_millis(5))
+    ///     .build()?;
+    /// assert_eq!(locker.handoff_limit(), (16, Duration::from_millis(5)));
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn handoff_limit(mut self, in_a_row: u32, within: Duration) -> Self {
+        self.handoff = HandoffLimit { in_a_row, within };
+        self
+    }
+
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
         let database = match self.database {
@@ -533,12 +596,12 @@ impl LockerBuilder {
             inner: Arc::new(LockerInner {
                 app: self.app,
                 pool,
-                queues: Arc::default(),
+                queues: Arc::new(Queues::new(self.handoff, rt.clone())),
                 default_timeout: self.default_timeout,
                 connect_timeout,
                 heartbeat: self.heartbeat,
                 rt,
-                names: Mutex::default(),
+                names: RwLock::default(),
                 releasing: Arc::default(),
                 objects,
                 listener: Listener::new(),

@@ -1,26 +1,108 @@
-//! In-process queueing: callers in one process that want the same lock wait here, in
-//! memory, instead of each holding a database connection while it waits.
+//! In-process queueing and handoff: callers in one process that want the same lock wait
+//! here, in memory, instead of each holding a database connection while it waits; and a
+//! lock released while another caller of the process waits for it is handed over in memory.
 //!
 //! Each key has a fair (FIFO) semaphore: an exclusive lock takes every permit, a shared
-//! lock takes one. Only a caller that holds the in-process permit goes to the database, so
+//! lock takes one. Only a caller that holds the in-process turn goes to the database, so
 //! 50 tasks contending for one lock use one connection, not 50.
+//!
+//! **Handoff (lock cohorting: Dice, Marathe, Shavit, PPoPP 2012).** An exclusive holder that
+//! lets go while another exclusive caller of this locker waits for the key does not unlock:
+//! it *parks* the database lock here and gives up its turn, and whoever gets the turn next
+//! (the first waiter, by the semaphore's order) takes the parked lock: no statement at all.
+//! A run of handoffs is bounded ([`HandoffLimit`]: a count and a time since the database
+//! granted the lock); past it the lock is unlocked in the database, where a waiter of
+//! another process is first in PostgreSQL's queue. Only plain exclusive locks are handed
+//! over: a fenced grant needs a token from the database, a semaphore permit's unlock tells
+//! other processes, and a shared holder has no single successor.
+//!
+//! **Who releases a parked lock.** Whoever takes the turn takes what is parked (a caller
+//! that cannot use it, shared or fenced, unlocks it first). A parked lock and a free turn
+//! with nobody waiting is an orphan (the waiter it was parked for went away in between);
+//! each side checks for that after its own step, under the key's mutex, so one of them
+//! always sees it and unlocks it in the background.
+//!
+//! **Drop, then take at once.** While an exclusive holder's unlock is in flight it keeps
+//! its turn (the next caller of this process must not find the lock still held in the
+//! database); a try that finds the turn taken by such a release waits for it to settle (a
+//! round trip, bounded like every statement) instead of answering busy.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::session::Hold;
 use crate::{runtime, Mode};
 
 /// Permits of a key's semaphore; an exclusive holder takes them all.
 const ALL_PERMITS: u32 = 1 << 30;
 
+/// How far a lock may be handed over within the process before it goes back to the
+/// database: at most `in_a_row` handoffs, and none once `within` has passed since the
+/// database granted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HandoffLimit {
+    pub(crate) in_a_row: u32,
+    pub(crate) within: Duration,
+}
+
 /// The per-key queues of one locker.
-#[derive(Default)]
 pub(crate) struct Queues {
-    by_key: Mutex<HashMap<i64, Weak<Semaphore>>>,
+    by_key: Mutex<HashMap<i64, Weak<KeyQueue>>>,
+    limit: HandoffLimit,
+    /// Where an orphaned parked lock is unlocked.
+    rt: Handle,
+}
+
+/// One key's queue.
+struct KeyQueue {
+    semaphore: Arc<Semaphore>,
+    state: Mutex<KeyState>,
+    /// Signalled when an exclusive holder's unlock has settled and its turn is given up.
+    settled: Notify,
+}
+
+#[derive(Default)]
+struct KeyState {
+    /// Exclusive callers waiting for the turn: someone to hand the lock to.
+    exclusive_waiting: usize,
+    /// A lock its last holder handed over, for whoever gets the turn next.
+    parked: Option<Parked>,
+    /// The turn is kept by an exclusive holder whose unlock is in flight.
+    releasing: bool,
+}
+
+/// A database lock handed over in memory, and the run it is on.
+pub(crate) struct Parked {
+    pub(crate) hold: Hold,
+    pub(crate) chain: Chain,
+}
+
+/// The run of in-process handoffs a lock is on: how many since the database granted it,
+/// and when that was.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chain {
+    handed: u32,
+    granted_at: Instant,
+}
+
+impl Chain {
+    /// A lock the database has just granted.
+    pub(crate) fn granted() -> Chain {
+        Chain {
+            handed: 0,
+            granted_at: Instant::now(),
+        }
+    }
+
+    /// How many times the lock has been handed over since its grant.
+    pub(crate) fn handed(&self) -> u32 {
+        self.handed
+    }
 }
 
 /// How long a caller is prepared to wait.
@@ -45,11 +127,15 @@ impl Wait {
     }
 }
 
-/// The right to go to the database for a key, held until the lock is released there.
+/// The right to go to the database for a key (this process's turn), held until the lock
+/// is released there or handed over.
 pub(crate) struct InProcessPermit {
-    // Field order matters: the permit must drop before the entry is checked for removal.
-    _permit: OwnedSemaphorePermit,
-    _entry: Entry,
+    // Field order matters: the semaphore permit and the queue must drop before the entry
+    // is checked for removal.
+    permit: Option<OwnedSemaphorePermit>,
+    queue: Arc<KeyQueue>,
+    mode: Mode,
+    entry: Entry,
 }
 
 struct Entry {
@@ -67,48 +153,224 @@ impl Drop for Entry {
     }
 }
 
+impl KeyQueue {
+    fn state(&self) -> MutexGuard<'_, KeyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl InProcessPermit {
+    /// Keeps the turn for an unlock in flight: a try meanwhile waits for it to settle.
+    pub(crate) fn releasing(&self) {
+        if self.mode == Mode::Exclusive {
+            self.queue.state().releasing = true;
+        }
+    }
+
+    /// Hands `hold` (the lock this turn took, on the run `chain`) over to the next caller
+    /// of this process, if an exclusive one waits and the limit allows: parks it and gives
+    /// up the turn. Otherwise gives both back, to be unlocked in the database.
+    pub(crate) fn hand_over(self, hold: Hold, chain: Chain) -> Result<(), (InProcessPermit, Hold)> {
+        let limit = self.entry.queues.limit;
+        let allowed = self.mode == Mode::Exclusive
+            && hold.can_be_handed_over()
+            && chain.handed < limit.in_a_row
+            && chain.granted_at.elapsed() < limit.within;
+        if !allowed {
+            return Err((self, hold));
+        }
+        {
+            let mut state = self.queue.state();
+            if state.exclusive_waiting == 0 {
+                drop(state);
+                return Err((self, hold));
+            }
+            let chain = Chain {
+                handed: chain.handed + 1,
+                ..chain
+            };
+            state.parked = Some(Parked { hold, chain });
+        }
+        let (queues, queue, key) = (
+            Arc::clone(&self.entry.queues),
+            Arc::clone(&self.queue),
+            self.entry.key,
+        );
+        drop(self); // the turn goes to the first waiter...
+        queues.reclaim(&queue, key); // ...unless it went away meanwhile
+        Ok(())
+    }
+}
+
+impl Drop for InProcessPermit {
+    fn drop(&mut self) {
+        if self.mode != Mode::Exclusive {
+            return; // the semaphore permit drops with the fields
+        }
+        // Under the key's mutex, so that a try sees either the release under way or the
+        // turn free.
+        let was_releasing = {
+            let mut state = self.queue.state();
+            drop(self.permit.take());
+            std::mem::take(&mut state.releasing)
+        };
+        if was_releasing {
+            self.queue.settled.notify_waiters();
+        }
+    }
+}
+
+/// An exclusive caller counted as waiting for the turn while this lives.
+struct Waiting<'a> {
+    queues: &'a Arc<Queues>,
+    queue: &'a Arc<KeyQueue>,
+    key: i64,
+    admitted: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(queues: &'a Arc<Queues>, queue: &'a Arc<KeyQueue>, key: i64) -> Waiting<'a> {
+        queue.state().exclusive_waiting += 1;
+        Waiting {
+            queues,
+            queue,
+            key,
+            admitted: false,
+        }
+    }
+
+    /// The turn came: no longer waiting; takes what was handed over.
+    fn admit(mut self) -> Option<Parked> {
+        self.admitted = true;
+        let mut state = self.queue.state();
+        state.exclusive_waiting -= 1;
+        state.parked.take()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.admitted {
+            return;
+        }
+        self.queue.state().exclusive_waiting -= 1;
+        // A lock may have been parked for this caller, which went away.
+        self.queues.reclaim(self.queue, self.key);
+    }
+}
+
 impl Queues {
-    fn semaphore(&self, key: i64) -> Arc<Semaphore> {
+    /// Queues whose locks are handed over within `limit`; orphaned handoffs are unlocked
+    /// on `rt`.
+    pub(crate) fn new(limit: HandoffLimit, rt: Handle) -> Queues {
+        Queues {
+            by_key: Mutex::default(),
+            limit,
+            rt,
+        }
+    }
+
+    pub(crate) fn limit(&self) -> HandoffLimit {
+        self.limit
+    }
+
+    fn queue(&self, key: i64) -> Arc<KeyQueue> {
         let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = by_key.get(&key).and_then(Weak::upgrade) {
             return existing;
         }
-        let created = Arc::new(Semaphore::new(ALL_PERMITS as usize));
+        let created = Arc::new(KeyQueue {
+            semaphore: Arc::new(Semaphore::new(ALL_PERMITS as usize)),
+            state: Mutex::default(),
+            settled: Notify::new(),
+        });
         by_key.insert(key, Arc::downgrade(&created));
         created
     }
 
     /// Waits for this process's turn at `key`. `None`: the wait ended before it came.
+    /// With the turn comes the lock its last holder handed over, if it did.
     pub(crate) async fn enter(
         self: &Arc<Self>,
         key: i64,
         mode: Mode,
         wait: Wait,
-        rt: &Handle,
-    ) -> Option<InProcessPermit> {
+    ) -> Option<(InProcessPermit, Option<Parked>)> {
         let entry = Entry {
             key,
             queues: Arc::clone(self),
         };
-        let semaphore = self.semaphore(key);
+        let queue = self.queue(key);
         let permits = match mode {
             Mode::Shared => 1,
             Mode::Exclusive => ALL_PERMITS,
         };
-        let permit = match wait {
-            Wait::Never => semaphore.try_acquire_many_owned(permits).ok(),
-            Wait::Until(deadline) => {
-                let acquire = semaphore.acquire_many_owned(permits);
-                runtime::until(rt, deadline, acquire)
-                    .await
-                    .and_then(Result::ok)
+        let semaphore = &queue.semaphore;
+        let (permit, parked) = match Arc::clone(semaphore).try_acquire_many_owned(permits) {
+            Ok(permit) => (permit, queue.state().parked.take()),
+            Err(_) if wait == Wait::Never => {
+                let permit = queue.after_release(permits).await?;
+                (permit, queue.state().parked.take())
             }
-            Wait::Forever => semaphore.acquire_many_owned(permits).await.ok(),
+            Err(_) => {
+                let waiting = (mode == Mode::Exclusive).then(|| Waiting::new(self, &queue, key));
+                let acquire = Arc::clone(semaphore).acquire_many_owned(permits);
+                let permit = match wait.deadline() {
+                    Some(deadline) => runtime::until(&self.rt, deadline, acquire).await,
+                    None => Some(acquire.await),
+                };
+                let permit = permit.and_then(Result::ok)?;
+                let parked = match waiting {
+                    Some(waiting) => waiting.admit(),
+                    None => queue.state().parked.take(),
+                };
+                (permit, parked)
+            }
         };
-        Some(InProcessPermit {
-            _permit: permit?,
-            _entry: entry,
-        })
+        let permit = InProcessPermit {
+            permit: Some(permit),
+            queue,
+            mode,
+            entry,
+        };
+        Some((permit, parked))
+    }
+
+    /// Unlocks a parked lock that nobody will take: the turn is free and nobody waits
+    /// (the caller it was parked for went away). If anyone has the turn, they take it.
+    fn reclaim(self: &Arc<Self>, queue: &Arc<KeyQueue>, key: i64) {
+        let (parked, permit) = {
+            let mut state = queue.state();
+            if state.parked.is_none() {
+                return;
+            }
+            let Ok(permit) = Arc::clone(&queue.semaphore).try_acquire_many_owned(ALL_PERMITS)
+            else {
+                return;
+            };
+            state.releasing = true;
+            (state.parked.take(), permit)
+        };
+        let Some(parked) = parked else { return };
+        let permit = InProcessPermit {
+            permit: Some(permit),
+            queue: Arc::clone(queue),
+            mode: Mode::Exclusive,
+            entry: Entry {
+                key,
+                queues: Arc::clone(self),
+            },
+        };
+        tracing::debug!(
+            key,
+            "pals: unlocking a lock handed over to a caller that went away"
+        );
+        self.rt.spawn(async move {
+            if let Err(error) = parked.hold.release().await {
+                tracing::warn!(key, %error, "pals: unlocking a handed-over lock failed; its session was closed");
+            }
+            drop(permit);
+        });
     }
 
     #[cfg(test)]
@@ -117,46 +379,104 @@ impl Queues {
     }
 }
 
+impl KeyQueue {
+    /// For a try that found the turn taken: if its holder is releasing the lock, waits
+    /// for that to settle (our own unlock, not the lock) and tries once more.
+    async fn after_release(&self, permits: u32) -> Option<OwnedSemaphorePermit> {
+        let settled = self.settled.notified();
+        let mut settled = pin!(settled);
+        settled.as_mut().enable(); // before the check: a settle in between is not missed
+        {
+            let state = self.state();
+            // Under the key's mutex: a release that settles meanwhile frees the turn
+            // under it too.
+            if let Ok(permit) = Arc::clone(&self.semaphore).try_acquire_many_owned(permits) {
+                return Some(permit);
+            }
+            if !state.releasing {
+                return None;
+            }
+        }
+        settled.await;
+        Arc::clone(&self.semaphore)
+            .try_acquire_many_owned(permits)
+            .ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::{block_on, handle};
-    use std::time::Duration;
+
+    fn queues() -> Arc<Queues> {
+        let limit = HandoffLimit {
+            in_a_row: 8,
+            within: Duration::from_secs(1),
+        };
+        Arc::new(Queues::new(limit, handle().unwrap()))
+    }
+
+    fn enter(queues: &Arc<Queues>, key: i64, mode: Mode, wait: Wait) -> Option<InProcessPermit> {
+        block_on(queues.enter(key, mode, wait)).map(|(permit, parked)| {
+            assert!(parked.is_none(), "nothing was handed over");
+            permit
+        })
+    }
 
     #[test]
     fn exclusive_excludes_and_shared_share() {
-        let rt = handle().unwrap();
-        let queues = Arc::new(Queues::default());
-        let held = block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).unwrap();
-        assert!(block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).is_none());
-        assert!(block_on(queues.enter(1, Mode::Shared, Wait::Never, &rt)).is_none());
-        assert!(block_on(queues.enter(2, Mode::Exclusive, Wait::Never, &rt)).is_some());
+        let queues = queues();
+        let held = enter(&queues, 1, Mode::Exclusive, Wait::Never).unwrap();
+        assert!(enter(&queues, 1, Mode::Exclusive, Wait::Never).is_none());
+        assert!(enter(&queues, 1, Mode::Shared, Wait::Never).is_none());
+        assert!(enter(&queues, 2, Mode::Exclusive, Wait::Never).is_some());
         drop(held);
-        let a = block_on(queues.enter(1, Mode::Shared, Wait::Never, &rt)).unwrap();
-        let b = block_on(queues.enter(1, Mode::Shared, Wait::Never, &rt)).unwrap();
-        assert!(block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).is_none());
+        let a = enter(&queues, 1, Mode::Shared, Wait::Never).unwrap();
+        let b = enter(&queues, 1, Mode::Shared, Wait::Never).unwrap();
+        assert!(enter(&queues, 1, Mode::Exclusive, Wait::Never).is_none());
         drop((a, b));
-        assert!(block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).is_some());
+        assert!(enter(&queues, 1, Mode::Exclusive, Wait::Never).is_some());
     }
 
     #[test]
     fn waits_until_the_deadline() {
-        let rt = handle().unwrap();
-        let queues = Arc::new(Queues::default());
-        let _held = block_on(queues.enter(1, Mode::Exclusive, Wait::Never, &rt)).unwrap();
+        let queues = queues();
+        let _held = enter(&queues, 1, Mode::Exclusive, Wait::Never).unwrap();
         let started = Instant::now();
         let deadline = started + Duration::from_millis(40);
-        let waited = block_on(queues.enter(1, Mode::Exclusive, Wait::Until(deadline), &rt));
-        assert!(waited.is_none());
+        assert!(enter(&queues, 1, Mode::Exclusive, Wait::Until(deadline)).is_none());
         assert!(started.elapsed() >= Duration::from_millis(40));
+        assert_eq!(
+            queues.queue(1).state().exclusive_waiting,
+            0,
+            "no longer counted"
+        );
+    }
+
+    #[test]
+    fn a_try_waits_for_a_release_under_way_and_only_for_that() {
+        let queues = queues();
+        let held = enter(&queues, 1, Mode::Exclusive, Wait::Never).unwrap();
+        assert!(
+            enter(&queues, 1, Mode::Exclusive, Wait::Never).is_none(),
+            "held, not releasing"
+        );
+        held.releasing();
+        let mut try_now = Box::pin(queues.enter(1, Mode::Exclusive, Wait::Never));
+        assert!(
+            runtime::poll_once(try_now.as_mut()).is_pending(),
+            "waits for the settle"
+        );
+        drop(held);
+        assert!(block_on(try_now).is_some());
     }
 
     #[test]
     fn forgets_keys_nobody_uses() {
-        let rt = handle().unwrap();
-        let queues = Arc::new(Queues::default());
+        let queues = queues();
         let permits: Vec<_> = (0..100)
-            .map(|key| block_on(queues.enter(key, Mode::Exclusive, Wait::Never, &rt)).unwrap())
+            .map(|key| enter(&queues, key, Mode::Exclusive, Wait::Never).unwrap())
             .collect();
         assert_eq!(queues.len(), 100);
         drop(permits);

@@ -263,6 +263,23 @@ impl Drop for Hold {
 }
 
 impl Hold {
+    /// True if the lock may be handed over in memory to another guard of this process:
+    /// a plain exclusive lock (a fenced grant needs a new token, a semaphore permit's
+    /// unlock tells other processes), held on a live session.
+    pub(crate) fn can_be_handed_over(&self) -> bool {
+        let plain = self.mode == Mode::Exclusive && self.token.is_none() && self.notify.is_none();
+        plain && self.owned && !self.is_lost() && {
+            let books = self.session.books();
+            let state = books.entries.get(&self.key).map(|entry| entry.state);
+            state == Some(State::Held)
+        }
+    }
+
+    /// True once the lock is known lost with its session.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.session.is_dead()
+    }
+
     /// The backend pid of the session.
     pub(crate) fn pid(&self) -> i32 {
         self.session.conn.pid
