@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::{Kind, Meter};
-use crate::queue::{Chain, InProcessPermit};
+use crate::queue::{Chain, HandedOver, InProcessPermit};
 use crate::session::Hold;
 use crate::{runtime, Error, Lock, Mode};
 
@@ -109,7 +109,11 @@ pub(crate) struct Held {
 pub(crate) type AfterRelease = Box<dyn FnOnce() + Send + Sync>;
 
 impl Held {
-    async fn release(self) -> Result<bool, Error> {
+    /// Lets go of the lock: hands it over to a caller of this process that waits for it,
+    /// or unlocks it. `park` (a release nobody awaits: a dropped guard): even with nobody
+    /// waiting yet, the lock is first left for a caller of this process that comes at once
+    /// (on the thread that dropped the guard), and unlocked after one yield unless taken.
+    async fn release(self, park: bool) -> Result<bool, Error> {
         let Held {
             hold,
             permit,
@@ -119,12 +123,21 @@ impl Held {
         // Runs when the release is done, or when this future is dropped mid-way (the
         // unlock is then reconciled in the background; waiters woken early try again).
         let _after = RunOnDrop(after_release);
-        // Another caller of this process waits for it: handed over, no statement.
-        let (permit, hold) = match permit.hand_over(hold, chain) {
-            Ok(()) => return Ok(true),
-            Err(both) => both,
+        let (hold, permit) = match permit.hand_over(hold, chain, park) {
+            // Another caller of this process waits for it: handed over, no statement.
+            Ok(HandedOver::ToWaiter) => return Ok(true),
+            Ok(HandedOver::Parked(reclaim)) => {
+                runtime::yield_once().await;
+                match reclaim.take_back() {
+                    Some(both) => both,
+                    None => return Ok(true), // taken by a caller of this process
+                }
+            }
+            Err((permit, hold)) => {
+                permit.releasing();
+                (hold, permit)
+            }
         };
-        permit.releasing();
         let released = hold.release().await;
         // Only now may the next caller of this process go to the database.
         drop(permit);
@@ -285,7 +298,7 @@ impl LockGuard {
         // Counted once the release is done, or if this future is dropped mid-way (the
         // release then goes on in the background).
         let _ended = HoldEnded(&self);
-        let result = held.release().await;
+        let result = held.release(false).await;
         tracing::debug!(lock = %self.name, key = self.key, held = ?self.held_for(), ?result, "pals: lock released");
         result
     }
@@ -307,7 +320,7 @@ impl LockGuard {
     /// # Ok(()) }
     /// ```
     pub fn release_at(mut self, deadline: Instant) {
-        let Some((rt, release)) = self.background_release() else {
+        let Some((rt, release)) = self.background_release(false) else {
             return;
         };
         rt.spawn(async move {
@@ -317,8 +330,10 @@ impl LockGuard {
     }
 
     /// The release of a guard nobody awaits: run on the library's runtime, and logged.
+    /// `park`: see `Held::release`.
     fn background_release(
         &mut self,
+        park: bool,
     ) -> Option<(Handle, impl Future<Output = ()> + Send + 'static)> {
         let held = self.held.take()?;
         let rt = self.rt.clone();
@@ -328,7 +343,7 @@ impl LockGuard {
         let release = async move {
             let _releasing = releasing; // counted until the release is done (or dropped)
             let held_for = acquired_at.elapsed();
-            match held.release().await {
+            match held.release(park).await {
                 Ok(true) => {
                     tracing::debug!(lock = %name, key, held = ?held_for, "pals: lock released in the background")
                 }
@@ -354,13 +369,13 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         // Released on the library's runtime: no runtime is needed on this thread, and this
         // works during a panic's unwinding too.
-        let Some((rt, release)) = self.background_release() else {
+        let Some((rt, release)) = self.background_release(true) else {
             return;
         };
         let mut release = Box::pin(release);
-        // One poll here sends the unlock at once (it only queues the request for the
-        // connection); the runtime then waits for the answer. The next caller for this lock
-        // is let in when the answer is in.
+        // One poll here hands the lock over to a caller of this process that waits for it,
+        // or parks it for one that comes at once; else it sends the unlock (it only queues
+        // the request for the connection). The runtime does the rest.
         if runtime::poll_once(release.as_mut()).is_pending() {
             rt.spawn(release);
         }

@@ -168,9 +168,16 @@ impl InProcessPermit {
     }
 
     /// Hands `hold` (the lock this turn took, on the run `chain`) over to the next caller
-    /// of this process, if an exclusive one waits and the limit allows: parks it and gives
-    /// up the turn. Otherwise gives both back, to be unlocked in the database.
-    pub(crate) fn hand_over(self, hold: Hold, chain: Chain) -> Result<(), (InProcessPermit, Hold)> {
+    /// of this process, if the limit allows: parks it and gives up the turn. Without an
+    /// exclusive caller waiting, only if `even_unawaited` (then the lock is for whoever
+    /// comes first, this process or the [`Reclaim`] that unlocks it). Otherwise gives
+    /// both back, to be unlocked in the database.
+    pub(crate) fn hand_over(
+        self,
+        hold: Hold,
+        chain: Chain,
+        even_unawaited: bool,
+    ) -> Result<HandedOver, (InProcessPermit, Hold)> {
         let limit = self.entry.queues.limit;
         let allowed = self.mode == Mode::Exclusive
             && hold.can_be_handed_over()
@@ -179,9 +186,10 @@ impl InProcessPermit {
         if !allowed {
             return Err((self, hold));
         }
-        {
+        let awaited = {
             let mut state = self.queue.state();
-            if state.exclusive_waiting == 0 {
+            let awaited = state.exclusive_waiting > 0;
+            if !awaited && !even_unawaited {
                 drop(state);
                 return Err((self, hold));
             }
@@ -190,15 +198,81 @@ impl InProcessPermit {
                 ..chain
             };
             state.parked = Some(Parked { hold, chain });
+            awaited
+        };
+        let reclaim = Reclaim {
+            queues: Arc::clone(&self.entry.queues),
+            queue: Arc::clone(&self.queue),
+            key: self.entry.key,
+        };
+        drop(self); // the turn goes to the first waiter, if there is one
+        if !awaited {
+            return Ok(HandedOver::Parked(reclaim));
         }
-        let (queues, queue, key) = (
-            Arc::clone(&self.entry.queues),
-            Arc::clone(&self.queue),
-            self.entry.key,
+        reclaim.in_background(); // unless it went away meanwhile
+        Ok(HandedOver::ToWaiter)
+    }
+}
+
+/// Where a handed-over lock went.
+pub(crate) enum HandedOver {
+    /// To a caller that waited for it (or, if it went away meanwhile, back to the database).
+    ToWaiter,
+    /// Parked for whoever comes first; nobody waited. Unlock it with the [`Reclaim`] unless
+    /// someone takes it first.
+    Parked(Reclaim),
+}
+
+/// The right to take back a parked lock of one key that nobody took, to unlock it.
+pub(crate) struct Reclaim {
+    queues: Arc<Queues>,
+    queue: Arc<KeyQueue>,
+    key: i64,
+}
+
+impl Reclaim {
+    /// Takes back the key's parked lock, with the turn, if nobody has the turn (whoever has
+    /// it takes the parked lock). Unlock it, then drop the turn; a try meanwhile waits for
+    /// that to settle.
+    pub(crate) fn take_back(&self) -> Option<(Hold, InProcessPermit)> {
+        let queue = &self.queue;
+        let (parked, permit) = {
+            let mut state = queue.state();
+            state.parked.as_ref()?;
+            let semaphore = Arc::clone(&queue.semaphore);
+            let permit = semaphore.try_acquire_many_owned(ALL_PERMITS).ok()?;
+            state.releasing = true;
+            (state.parked.take()?, permit)
+        };
+        let permit = InProcessPermit {
+            permit: Some(permit),
+            queue: Arc::clone(queue),
+            mode: Mode::Exclusive,
+            entry: Entry {
+                key: self.key,
+                queues: Arc::clone(&self.queues),
+            },
+        };
+        Some((parked.hold, permit))
+    }
+
+    /// [`take_back`](Reclaim::take_back), and the unlock on the library's runtime: for a
+    /// lock parked for a waiter that went away.
+    fn in_background(self) {
+        let Some((hold, permit)) = self.take_back() else {
+            return;
+        };
+        let key = self.key;
+        tracing::debug!(
+            key,
+            "pals: unlocking a lock handed over to a caller that went away"
         );
-        drop(self); // the turn goes to the first waiter...
-        queues.reclaim(&queue, key); // ...unless it went away meanwhile
-        Ok(())
+        self.queues.rt.spawn(async move {
+            if let Err(error) = hold.release().await {
+                tracing::warn!(key, %error, "pals: unlocking a handed-over lock failed; its session was closed");
+            }
+            drop(permit);
+        });
     }
 }
 
@@ -255,7 +329,12 @@ impl Drop for Waiting<'_> {
         }
         self.queue.state().exclusive_waiting -= 1;
         // A lock may have been parked for this caller, which went away.
-        self.queues.reclaim(self.queue, self.key);
+        let reclaim = Reclaim {
+            queues: Arc::clone(self.queues),
+            queue: Arc::clone(self.queue),
+            key: self.key,
+        };
+        reclaim.in_background();
     }
 }
 
@@ -334,43 +413,6 @@ impl Queues {
             entry,
         };
         Some((permit, parked))
-    }
-
-    /// Unlocks a parked lock that nobody will take: the turn is free and nobody waits
-    /// (the caller it was parked for went away). If anyone has the turn, they take it.
-    fn reclaim(self: &Arc<Self>, queue: &Arc<KeyQueue>, key: i64) {
-        let (parked, permit) = {
-            let mut state = queue.state();
-            if state.parked.is_none() {
-                return;
-            }
-            let Ok(permit) = Arc::clone(&queue.semaphore).try_acquire_many_owned(ALL_PERMITS)
-            else {
-                return;
-            };
-            state.releasing = true;
-            (state.parked.take(), permit)
-        };
-        let Some(parked) = parked else { return };
-        let permit = InProcessPermit {
-            permit: Some(permit),
-            queue: Arc::clone(queue),
-            mode: Mode::Exclusive,
-            entry: Entry {
-                key,
-                queues: Arc::clone(self),
-            },
-        };
-        tracing::debug!(
-            key,
-            "pals: unlocking a lock handed over to a caller that went away"
-        );
-        self.rt.spawn(async move {
-            if let Err(error) = parked.hold.release().await {
-                tracing::warn!(key, %error, "pals: unlocking a handed-over lock failed; its session was closed");
-            }
-            drop(permit);
-        });
     }
 
     #[cfg(test)]

@@ -76,6 +76,21 @@ pub(crate) async fn sleep_until(rt: &Handle, deadline: Instant) {
     until(rt, deadline, std::future::pending::<()>()).await;
 }
 
+/// Returns `Pending` once (waking its task at once), then `Ready`: lets whatever runs
+/// next on this thread go first.
+pub(crate) async fn yield_once() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 /// Polls `fut` once, with a waker that does nothing: for starting work (sending a request)
 /// before handing the future to a runtime, whose first poll registers its own waker.
 pub(crate) fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {

@@ -204,6 +204,8 @@ async fn a_dropped_guard_is_free_at_once_for_a_try_of_the_same_process() {
     })
     .await
     .unwrap();
+    // The last one was dropped with nobody to take it: unlocked in the database.
+    locker.wait_for_releases().await;
     let other = pals_tests::locker(&app);
     assert!(other.lock("job").try_acquire().await.unwrap().is_some());
 }
