@@ -241,7 +241,8 @@ pub use tokio_postgres;
 
 pub use locker::{
     application_name, Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDOFFS_IN_A_ROW,
-    DEFAULT_HANDOFF_WINDOW, DEFAULT_HEARTBEAT, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT,
+    DEFAULT_HANDOFF_WINDOW, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT,
 };
 
 /// Generated code of `#[pals::exclusive]`; not public API.

@@ -11,17 +11,26 @@
 //! waited for waits on an idle session taken for it alone (a statement queued behind a wait
 //! would wait too); once the wait ends the session is shared again. One slot is kept for
 //! waits: instant statements open at most `size - 1` sessions, unless no open or opening
-//! session could take the statement.
+//! session could take the statement. Among sessions equally fit, the one open longest is
+//! picked: light load stays on the first sessions, and the others fall idle.
+//!
+//! Sessions beyond the first (the one open longest) that stay idle (`Session::is_idle`:
+//! no entry, nothing in flight, no wait, no reconcile) for the idle timeout are closed, so a
+//! quiet pool keeps one session, and a session that carries a lock is never closed. One
+//! task per pool does it while the pool has more than one session (`close_idle_sessions`):
+//! it decides and takes a session out under the pool's lock, where pickers reserve, so no
+//! picker can take a session that is being closed; and it sleeps until the earliest time a
+//! session could be due (a session busy now falls idle no sooner than now).
 //!
 //! Every open connection counts against the pool size until its connection task has ended,
 //! including one that is closing.
 
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::connection::{self, ConnectionSettings};
 use crate::session::{Session, Ticket, Turn};
@@ -39,9 +48,13 @@ struct Shared {
     settings: ConnectionSettings,
     rt: Handle,
     size: usize,
+    /// How long a session beyond the first may stay idle; `Duration::MAX`: forever.
+    idle_timeout: Duration,
     slots: Mutex<Slots>,
     /// Signalled when a session opens, closes, falls idle or settles a key.
     changed: Arc<Notify>,
+    /// Dropped with the pool: ends its closer at once (it holds no strong reference).
+    alive: watch::Sender<()>,
 }
 
 #[derive(Default)]
@@ -50,9 +63,10 @@ struct Slots {
     open: usize,
     /// Connections being opened (not in `sessions` yet).
     opening: usize,
+    /// In the order they opened: the first is the one open longest.
     sessions: Vec<Arc<Session>>,
-    /// Where the next search starts, to spread the load.
-    next: usize,
+    /// The closer of idle sessions is running (`close_idle_sessions`).
+    closer: bool,
 }
 
 /// What a lock statement is for.
@@ -89,6 +103,7 @@ impl Pool {
     pub(crate) fn new(
         settings: ConnectionSettings,
         size: usize,
+        idle_timeout: Duration,
         rt: Handle,
     ) -> Result<Pool, Error> {
         if size > MAX_POOL_SIZE {
@@ -101,8 +116,10 @@ impl Pool {
                 settings,
                 rt,
                 size,
+                idle_timeout,
                 slots: Mutex::default(),
                 changed: Arc::new(Notify::new()),
+                alive: watch::Sender::new(()),
             }),
         })
     }
@@ -113,6 +130,10 @@ impl Pool {
 
     pub(crate) fn max_size(&self) -> usize {
         self.shared.size
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.shared.idle_timeout
     }
 
     /// A shared session reserved for an instant statement on `want.key`. Waits until
@@ -272,6 +293,7 @@ impl Pool {
                     let mut slots = pool.slots();
                     slots.opening -= 1;
                     slots.sessions.push(Arc::clone(&session));
+                    pool.start_closer(&mut slots);
                     Ok(take(&session))
                 }
                 Err(error) => {
@@ -307,26 +329,65 @@ async fn free_slot_when_dead(pool: Weak<Shared>, mut dead: tokio::sync::watch::R
     }
 }
 
+/// Closes the pool's sessions beyond the first once they have been idle for its idle
+/// timeout, sleeping in between until the earliest time one could be due. Ends when the
+/// pool is dropped, or when no session beyond the first is left (the next to open starts
+/// it again). Holds the pool only while it looks.
+async fn close_idle_sessions(pool: Weak<Shared>, mut alive: watch::Receiver<()>) {
+    loop {
+        let Some(shared) = pool.upgrade() else {
+            return;
+        };
+        let timeout = shared.idle_timeout;
+        let (closing, wake) = shared.slots().close_idle(timeout);
+        drop(shared);
+        // Out of the pool already: no picker can reach them. Their slots are given back
+        // when their connections end (`free_slot_when_dead`).
+        for (session, idle) in closing {
+            session.close(&format!(
+                "idle for {idle:?} (idle_timeout {timeout:?}), beyond the first session of its pool"
+            ));
+        }
+        let Some(wake) = wake else {
+            return;
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            // Only ever an error: the pool is gone.
+            _ = alive.changed() => return,
+        }
+    }
+}
+
 impl Shared {
     fn slots(&self) -> MutexGuard<'_, Slots> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Starts the closer of idle sessions (on the library's runtime, where this runs) if
+    /// there is something it may close and it is not running.
+    fn start_closer(self: &Arc<Self>, slots: &mut Slots) {
+        if slots.sessions.len() > 1 && !slots.closer && self.idle_timeout != Duration::MAX {
+            slots.closer = true;
+            let alive = self.alive.subscribe();
+            self.rt
+                .spawn(close_idle_sessions(Arc::downgrade(self), alive));
+        }
+    }
 }
 
 impl Slots {
-    /// Reads each session's load once (`None`: it may not take the statement), from the
-    /// rotating start: the first with nothing in flight (the start moves past it), and the
-    /// least busy.
-    fn scan(&mut self, load: impl Fn(&Session) -> Option<usize>) -> Scan {
-        let count = self.sessions.len();
+    /// Reads each session's load once (`None`: it may not take the statement), oldest
+    /// first: the first with nothing in flight, and the least busy (the oldest of those).
+    /// Oldest first, so that light load keeps to the first sessions and the others fall
+    /// idle and close.
+    fn scan(&self, load: impl Fn(&Session) -> Option<usize>) -> Scan {
         let mut least_busy: Option<(usize, usize)> = None;
-        for offset in 0..count {
-            let index = (self.next + offset) % count;
-            let Some(load) = load(&self.sessions[index]) else {
+        for (index, session) in self.sessions.iter().enumerate() {
+            let Some(load) = load(session) else {
                 continue;
             };
             if load == 0 {
-                self.next = index + 1;
                 return Scan {
                     idle: Some(index),
                     least_busy: Some(index),
@@ -340,6 +401,49 @@ impl Slots {
             idle: None,
             least_busy: least_busy.map(|(_, index)| index),
         }
+    }
+
+    /// Takes out of the pool the sessions beyond the first that have been idle for
+    /// `timeout`, each with how long it was idle; and says when to look again: the earliest
+    /// time another could be due, or `None` when none could (no session beyond the first
+    /// is left, or the timeout is too long to ever end), and the closer stops.
+    ///
+    /// Runs under the pool's lock, where pickers reserve: a session found idle here stays
+    /// idle until it is out of the pool (only a picker makes an idle session busy).
+    fn close_idle(
+        &mut self,
+        timeout: Duration,
+    ) -> (Vec<(Arc<Session>, Duration)>, Option<Instant>) {
+        let now = Instant::now();
+        self.sessions.retain(|s| !s.is_dead());
+        // A session busy now falls idle no sooner than now.
+        let mut wake = now.checked_add(timeout);
+        let mut closing = Vec::new();
+        let mut first = true;
+        self.sessions.retain(|session| {
+            if std::mem::take(&mut first) {
+                return true; // the one open longest stays
+            }
+            let Some(since) = session.idle_since() else {
+                return true;
+            };
+            match since.checked_add(timeout) {
+                Some(due) if due <= now => {
+                    closing.push((Arc::clone(session), now.saturating_duration_since(since)));
+                    false
+                }
+                Some(due) => {
+                    wake = wake.map(|wake| wake.min(due));
+                    true
+                }
+                None => true,
+            }
+        });
+        if self.sessions.len() <= 1 || wake.is_none() {
+            self.closer = false;
+            wake = None;
+        }
+        (closing, wake)
     }
 }
 

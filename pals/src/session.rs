@@ -84,6 +84,11 @@ struct Books {
     /// Keys whose entries went away after the question in flight was sent: the answer
     /// may show them held, and that is no news.
     gone_since_question: Vec<i64>,
+    /// When the session last fell idle (see [`Books::is_idle`]): set where it opens and
+    /// wherever it can fall idle (a statement's end, an entry's removal, a reconcile's
+    /// end), so that it is the start of the current idle time whenever the session is
+    /// idle. The pool closes a session idle for long enough.
+    idle_since: Option<Instant>,
 }
 
 struct Entry {
@@ -134,9 +139,13 @@ impl Session {
         heartbeat: Option<Duration>,
         meter: Meter,
     ) -> Arc<Session> {
+        let books = Books {
+            idle_since: Some(Instant::now()),
+            ..Books::default()
+        };
         let session = Arc::new(Session {
             conn,
-            books: Mutex::default(),
+            books: Mutex::new(books),
             changed,
             rt: Handle::current(),
             answer_within,
@@ -192,8 +201,18 @@ impl Session {
 
     /// Free for a lock wait: no locks, nothing in flight, nothing to settle.
     pub(crate) fn is_idle(&self) -> bool {
-        let books = self.books();
-        books.entries.is_empty() && books.in_flight == 0 && !books.dedicated && !books.reconciling
+        self.books().is_idle()
+    }
+
+    /// When the session fell idle, if it is idle (see [`is_idle`](Session::is_idle)).
+    /// Only a picker makes an idle session busy: asked under the pool's lock, the answer
+    /// holds until that lock is let go.
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        let mut books = self.books();
+        if !books.is_idle() {
+            return None;
+        }
+        Some(*books.idle_since.get_or_insert_with(Instant::now))
     }
 
     /// A turn for queries that take no lock, counted in flight from now on (so that no
@@ -207,6 +226,7 @@ impl Session {
     fn end_flight(&self, books: &mut Books) {
         books.in_flight -= 1;
         if books.in_flight == 0 {
+            books.note_if_idle();
             self.changed.notify_waiters();
         }
     }
@@ -234,6 +254,7 @@ impl Session {
         let Some(entry) = books.remove(key) else {
             return false;
         };
+        books.note_if_idle();
         if let Some(settled) = entry.settled {
             let _ = settled.send(());
         }
@@ -246,6 +267,7 @@ impl Session {
     fn end_flight_and_forget(&self, books: &mut Books, key: i64) {
         books.in_flight -= 1;
         if !self.forget(books, key) && books.in_flight == 0 {
+            books.note_if_idle();
             self.changed.notify_waiters();
         }
     }
@@ -294,6 +316,20 @@ impl Session {
 }
 
 impl Books {
+    /// Carries nothing: no entry, nothing in flight, no wait, no reconcile.
+    fn is_idle(&self) -> bool {
+        self.entries.is_empty() && self.in_flight == 0 && !self.dedicated && !self.reconciling
+    }
+
+    /// Notes the start of an idle time, if the change just made left the session idle.
+    /// Called wherever a session can fall idle; the session was busy just before, so
+    /// this is the start of its idle time.
+    fn note_if_idle(&mut self) {
+        if self.is_idle() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+
     /// Removes `key`'s entry, noting the key if the question in flight may still show it
     /// held (its last statement was sent after the question).
     fn remove(&mut self, key: i64) -> Option<Entry> {
@@ -383,6 +419,30 @@ mod tests {
         assert!(first < question && question < third);
         assert_eq!(books.entries[&1].last_sent, first);
         assert_eq!(books.entries[&2].last_sent, third);
+    }
+
+    #[test]
+    fn idle_time_starts_when_the_last_thing_carried_ends() {
+        let mut books = Books::default();
+        books.entries.extend([taking(1)]);
+        books.in_flight = 1;
+        books.note_if_idle();
+        assert_eq!(books.idle_since, None, "busy");
+        books.in_flight = 0;
+        books.note_if_idle();
+        assert_eq!(books.idle_since, None, "an entry is carried");
+        books.remove(1);
+        books.reconciling = true;
+        books.note_if_idle();
+        assert_eq!(books.idle_since, None, "a reconcile runs");
+        books.reconciling = false;
+        books.dedicated = true;
+        books.note_if_idle();
+        assert_eq!(books.idle_since, None, "a wait");
+        books.dedicated = false;
+        let before = Instant::now();
+        books.note_if_idle();
+        assert!(books.is_idle() && books.idle_since >= Some(before));
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Session {
             let mut books = self.books();
             if books.settled() {
                 books.reconciling = false;
+                books.note_if_idle();
                 drop(books);
                 self.changed.notify_waiters();
                 return;
