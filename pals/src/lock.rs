@@ -284,7 +284,7 @@ impl Lock {
             self.trace_busy(started);
             return Ok(None);
         };
-        let (hold, chain) = match self.take_over(parked).await {
+        let (hold, chain) = match self.take_over(parked).await.map(|parked| *parked) {
             Some(Parked { hold, chain }) => {
                 tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), handoffs = chain.handed(), "pals: lock handed over in process");
                 (hold, chain)
@@ -312,7 +312,7 @@ impl Lock {
     /// The lock its last holder in this process handed over with the turn, if this lock
     /// can use it; one it cannot (shared, or fenced: its grant needs a token) is unlocked
     /// first, and one lost with its session is dropped.
-    async fn take_over(&self, parked: Option<Parked>) -> Option<Parked> {
+    async fn take_over(&self, parked: Option<Box<Parked>>) -> Option<Box<Parked>> {
         let parked = parked?;
         if parked.hold.is_lost() {
             return None;

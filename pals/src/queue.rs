@@ -70,8 +70,9 @@ struct KeyQueue {
 struct KeyState {
     /// Exclusive callers waiting for the turn: someone to hand the lock to.
     exclusive_waiting: usize,
-    /// A lock its last holder handed over, for whoever gets the turn next.
-    parked: Option<Parked>,
+    /// A lock its last holder handed over, for whoever gets the turn next (boxed: every
+    /// held lock has a queue, few have a lock parked in it).
+    parked: Option<Box<Parked>>,
     /// The turn is kept by an exclusive holder whose unlock is in flight.
     releasing: bool,
 }
@@ -197,7 +198,7 @@ impl InProcessPermit {
                 handed: chain.handed + 1,
                 ..chain
             };
-            state.parked = Some(Parked { hold, chain });
+            state.parked = Some(Box::new(Parked { hold, chain }));
             awaited
         };
         let reclaim = Reclaim {
@@ -314,7 +315,7 @@ impl<'a> Waiting<'a> {
     }
 
     /// The turn came: no longer waiting; takes what was handed over.
-    fn admit(mut self) -> Option<Parked> {
+    fn admit(mut self) -> Option<Box<Parked>> {
         self.admitted = true;
         let mut state = self.queue.state();
         state.exclusive_waiting -= 1;
@@ -374,7 +375,7 @@ impl Queues {
         key: i64,
         mode: Mode,
         wait: Wait,
-    ) -> Option<(InProcessPermit, Option<Parked>)> {
+    ) -> Option<(InProcessPermit, Option<Box<Parked>>)> {
         let entry = Entry {
             key,
             queues: Arc::clone(self),
