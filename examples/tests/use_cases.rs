@@ -20,7 +20,7 @@ fn example(name: &str) -> Command {
     let binary: PathBuf = path.join("examples").join(name);
     assert!(
         binary.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`, which builds the examples",
+        "{} is missing: run the tests with `cargo test` at the workspace root, which builds the examples",
         binary.display()
     );
     let mut command = Command::new(binary);

@@ -1,18 +1,29 @@
-//! pals against the raw-driver limit: `cargo bench -p pals --bench locking [-- --quick]`.
+//! pals against the raw-driver limit and its peers:
+//! `cargo bench -p pals-bench --bench locking [-- --quick]`.
 //!
 //! Runs against `PALS_DB_URL` (default: the docker-compose database) and prints one table:
-//! every pals figure beside the raw tokio-postgres figure measured in the same run, and
-//! their ratio. Medians over several rounds, with the spread (lowest..highest round).
+//! every pals figure beside a baseline measured in the same run, and their ratio. The
+//! baseline is the raw tokio-postgres client with its connection spawned on the bench's
+//! runtime, sending the same statements, unless the row names another: sqlx's
+//! `PgAdvisoryLock`, Python PALs (when an interpreter with it is found: `PALS_PYTHON`, else
+//! `target/pals-venv/bin/python`), or pals itself another way. Medians over several rounds,
+//! with the spread (lowest..highest round).
 //! `--quick` runs few rounds, for CI to keep this program working; its figures are rough.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pals::Locker;
-use tokio_postgres::{Client, NoTls};
+use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnection};
+use sqlx::{Connection, Either};
+use tokio_postgres::{Client, NoTls, Statement};
 
 /// Counts the bytes the process holds, to price a held lock.
 struct Counting;
@@ -42,11 +53,11 @@ struct Settings {
     scale: Vec<usize>,
 }
 
-/// One row of the table.
+/// One row of the table: pals beside the row's baseline.
 struct Row {
     scenario: String,
     pals: Figure,
-    raw: Figure,
+    baseline: Figure,
 }
 
 /// A measured figure: per-operation time, or a rate, with its spread.
@@ -114,6 +125,11 @@ fn main() {
             vec![100, 1_000, 10_000]
         },
     };
+    // A multi-thread runtime with 2 workers, as a typical service runs (and this machine has
+    // 2 cores). The callers of pals and of every baseline run on it: in its block_on, as
+    // under #[tokio::main], or spawned on its workers (scenarios 2 and 4). The raw clients
+    // spawn their connections on its workers (but the 1r references); sqlx drives its
+    // connection in the caller's future; pals runs its connections on a thread of its own.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -130,69 +146,100 @@ async fn run(settings: &Settings) -> Vec<Row> {
         .url(&settings.url)
         .build()
         .expect("locker");
-    // The raw client for scenario 1 runs its connection on a thread of its own, as pals
-    // does: the same architecture, minus the library. (Reference rows below show the raw
-    // driver with its connection on the caller's runtime, and on the caller's own thread.)
-    let (raw, _raw_thread) = raw_client_on_own_thread(&settings.url);
-    let raw_try = raw
-        .prepare("SELECT pg_try_advisory_lock($1)")
-        .await
-        .unwrap();
-    let raw_unlock = raw.prepare("SELECT pg_advisory_unlock($1)").await.unwrap();
-    let raw_key = pals::key(&app, "raw");
-    let raw_cycle = || async {
-        let got: bool = raw.query_one(&raw_try, &[&raw_key]).await.unwrap().get(0);
-        assert!(got);
-        let _: bool = raw
-            .query_one(&raw_unlock, &[&raw_key])
+    // The baselines of scenario 1, each on a key of its own. The raw client as most
+    // services run it: its connection spawned on the caller's runtime (this one), on a
+    // worker of its own or the caller's, as tokio schedules it ...
+    let raw = RawCycle::new(raw_client(&settings.url).await, pals::key(&app, "raw")).await;
+    // ... the raw client with its connection on a thread of its own, as pals runs its
+    // connections (so that a locker outlives the runtimes that use it), for reference ...
+    let (own_thread, _own_thread) = raw_client_on_own_thread(&settings.url);
+    let own_thread = RawCycle::new(own_thread, pals::key(&app, "raw-own-thread")).await;
+    // ... and sqlx's advisory lock on a connection of its own, with the same kind of key
+    // as pals (one bigint; `PgAdvisoryLock::new` would derive its own from a name).
+    let sqlx_conn = tokio::sync::Mutex::new(
+        PgConnection::connect(&settings.url)
             .await
-            .unwrap()
-            .get(0);
+            .expect("sqlx connect"),
+    );
+    let sqlx_lock = PgAdvisoryLock::with_key(PgAdvisoryLockKey::BigInt(pals::key(&app, "sqlx")));
+    let sqlx_try = || async {
+        let mut conn = sqlx_conn.lock().await;
+        let Either::Left(guard) = sqlx_lock.try_acquire(&mut *conn).await.unwrap() else {
+            panic!("the sqlx lock was busy");
+        };
+        guard.release_now().await.unwrap();
+    };
+    let sqlx_acquire = || async {
+        let mut conn = sqlx_conn.lock().await;
+        let guard = sqlx_lock.acquire(&mut *conn).await.unwrap();
+        guard.release_now().await.unwrap();
     };
 
-    // 1. Uncontended cycle, one task; each measured interleaved with the raw cycle, so that
-    // both see the same machine (loopback latency here swings between modes over seconds).
+    // 1. Uncontended cycle, one task; each measured interleaved with its baselines, so
+    // that all see the same machine (loopback latency here swings between modes over
+    // seconds).
     let lock = locker.lock("one");
-    let (figure, raw_figure) = paired(
+    let pals_try = || async {
+        let guard = lock.try_acquire().await.unwrap().expect("free");
+        assert!(guard.release().await.unwrap());
+    };
+    let figures = interleaved(
         settings,
-        || async {
-            let guard = lock.try_acquire().await.unwrap().expect("free");
-            assert!(guard.release().await.unwrap());
-        },
-        raw_cycle,
+        vec![
+            cycle(pals_try),
+            cycle(|| raw.try_unlock()),
+            cycle(sqlx_try),
+            cycle(|| own_thread.try_unlock()),
+        ],
     )
     .await;
+    let (pals_1a, own_thread_figure) = (figures[0], figures[3]);
     rows.push(Row {
         scenario: "1a uncontended try_acquire + release".into(),
-        pals: figure,
-        raw: raw_figure,
+        pals: pals_1a,
+        baseline: figures[1],
     });
-    let (figure, raw_figure) = paired(
+    rows.push(Row {
+        scenario: "1a   vs sqlx try_acquire + release_now".into(),
+        pals: pals_1a,
+        baseline: figures[2],
+    });
+    let pals_acquire = || async {
+        let guard = lock.acquire().await.unwrap();
+        assert!(guard.release().await.unwrap());
+    };
+    let figures = interleaved(
         settings,
-        || async {
-            let guard = lock.acquire().await.unwrap();
-            assert!(guard.release().await.unwrap());
-        },
-        raw_cycle,
+        vec![
+            cycle(pals_acquire),
+            cycle(|| raw.lock_unlock()),
+            cycle(sqlx_acquire),
+        ],
     )
     .await;
     rows.push(Row {
         scenario: "1b uncontended acquire + release".into(),
-        pals: figure,
-        raw: raw_figure,
+        pals: figures[0],
+        baseline: figures[1],
     });
+    rows.push(Row {
+        scenario: "1b   vs sqlx acquire + release_now".into(),
+        pals: figures[0],
+        baseline: figures[2],
+    });
+    sqlx_conn.into_inner().close().await.unwrap();
     let (figure, raw_figure) = paired(
         settings,
         || async {
             drop(lock.acquire().await.unwrap()); // released in the background; the next waits for it
         },
-        raw_cycle,
+        || raw.lock_unlock(),
     )
     .await;
     rows.push(Row {
         scenario: "1c uncontended acquire + guard drop".into(),
         pals: figure,
-        raw: raw_figure,
+        baseline: raw_figure,
     });
 
     // What a fencing token costs: the fenced cycle against the plain one, both pals (the
@@ -206,16 +253,13 @@ async fn run(settings: &Settings) -> Vec<Row> {
             let guard = fenced.try_acquire().await.unwrap().expect("free");
             assert!(guard.release().await.unwrap());
         },
-        || async {
-            let guard = lock.try_acquire().await.unwrap().expect("free");
-            assert!(guard.release().await.unwrap());
-        },
+        pals_try,
     )
     .await;
     rows.push(Row {
-        scenario: "1f fenced try_acquire + release (raw: pals unfenced)".into(),
+        scenario: "1f fenced try_acquire + release (vs unfenced)".into(),
         pals: figure,
-        raw: plain_figure,
+        baseline: plain_figure,
     });
 
     // What TLS costs: the same cycle with pals over TLS (if the server offers it).
@@ -233,35 +277,42 @@ async fn run(settings: &Settings) -> Vec<Row> {
                     let guard = tls_lock.try_acquire().await.unwrap().expect("free");
                     assert!(guard.release().await.unwrap());
                 },
-                raw_cycle,
+                || raw.try_unlock(),
             )
             .await;
             rows.push(Row {
                 scenario: "1t try_acquire + release over TLS (raw: plain)".into(),
                 pals: figure,
-                raw: raw_figure,
+                baseline: raw_figure,
             });
         }
     }
 
-    // Reference: the raw driver as most applications run it (connection spawned on the
-    // caller's multi-thread runtime: on the caller's worker or not, as tokio schedules it),
-    // and its floor (caller and connection on one current-thread runtime: no thread hop).
-    let typical = raw_client(&settings.url).await;
-    let typical_figure = per_cycle(settings, || raw_try_unlock(&typical, raw_key)).await;
+    // Reference: the raw driver run other ways, beside pals' 1a figure. Its connection on
+    // a thread of its own (measured with 1a), and its floor: caller and connection on one
+    // current-thread runtime, no thread hop (measured alone: it needs a runtime of its own).
     rows.push(Row {
-        scenario: "1r raw, connection on the caller's runtime".into(),
-        pals: rows[0].pals,
-        raw: typical_figure,
+        scenario: "1r raw try, connection on its own thread".into(),
+        pals: pals_1a,
+        baseline: own_thread_figure,
     });
-    let floor = raw_floor(settings, raw_key);
     rows.push(Row {
-        scenario: "1r raw, caller and connection on one thread".into(),
-        pals: rows[0].pals,
-        raw: floor,
+        scenario: "1r raw try, caller + connection on one thread".into(),
+        pals: pals_1a,
+        baseline: raw_floor(settings, pals::key(&app, "raw-floor")),
     });
 
-    // 2. Throughput: 64 tasks on 64 names, pool 16, against 16 raw connections.
+    // Python PALs, the library pals is compatible with, in rounds alternating with pals'.
+    let (figure, python_figure) = python_rounds(settings, &app, pals_try).await;
+    rows.push(Row {
+        scenario: "1p vs PALs (Python) try + release".into(),
+        pals: figure.unwrap_or(pals_1a),
+        baseline: python_figure,
+    });
+
+    // 2. Throughput: 64 tasks on 64 names, pool 16, against 16 raw connections. Each task
+    // has a name of its own, so the 4 raw tasks that share a session never take the same
+    // key: each holds its lock alone, as on the pals side.
     let pooled = Locker::builder(format!("{app}-tp"))
         .url(&settings.url)
         .pool_size(16)
@@ -278,6 +329,7 @@ async fn run(settings: &Settings) -> Vec<Row> {
         }
     })
     .await;
+    drop(pooled);
     let raws = raw_clients(&settings.url, 16).await;
     let raw_rate = throughput(settings, 64, |task| {
         let client = Arc::clone(&raws[task % raws.len()]);
@@ -298,10 +350,11 @@ async fn run(settings: &Settings) -> Vec<Row> {
         }
     })
     .await;
+    drop(raws);
     rows.push(Row {
-        scenario: "2  throughput, 64 tasks x 64 names, 16 connections".into(),
+        scenario: "2  throughput, 64 tasks x 64 names, 16 conns".into(),
         pals: pals_rate,
-        raw: raw_rate,
+        baseline: raw_rate,
     });
 
     // 3. Handoff latency between two processes' worth of lockers.
@@ -310,16 +363,17 @@ async fn run(settings: &Settings) -> Vec<Row> {
         Locker::new(format!("{app}-ho"), &settings.url).unwrap(),
     );
     let (p50, p99) = pals_handoffs(settings, &a, &b).await;
+    drop((a, b));
     let (raw50, raw99) = raw_handoffs(settings, &app).await;
     rows.push(Row {
         scenario: "3  handoff between two lockers, p50".into(),
         pals: p50,
-        raw: raw50,
+        baseline: raw50,
     });
     rows.push(Row {
         scenario: "3  handoff between two lockers, p99".into(),
         pals: p99,
-        raw: raw99,
+        baseline: raw99,
     });
 
     // 4. In-process contention: 64 tasks on one name.
@@ -335,28 +389,40 @@ async fn run(settings: &Settings) -> Vec<Row> {
         }
     })
     .await;
-    let contended_key = pals::key(&app, "raw-contended");
-    let raw_rate = throughput(settings, 64, |task| {
-        let client = Arc::clone(&raws[task % raws.len()]);
-        move || {
-            let client = Arc::clone(&client);
-            async move {
-                client
-                    .simple_query(&format!("SELECT pg_advisory_lock({contended_key})"))
-                    .await
-                    .unwrap();
-                client
-                    .simple_query(&format!("SELECT pg_advisory_unlock({contended_key})"))
-                    .await
-                    .unwrap();
+    // The raw side: each task on a session of its own. Session locks are re-entrant: two
+    // tasks on one session would hold the lock at once, which is not mutual exclusion.
+    let free = free_connections(&raw.client).await;
+    let raw_rate = if free < 64 + 2 {
+        eprintln!(
+            "scenario 4: its raw side needs 64 connections; the server has {free} free \
+             (max_connections less superuser_reserved_connections and those in use)"
+        );
+        Figure::Text("not run (max_connections)")
+    } else {
+        let contenders = raw_clients(&settings.url, 64).await;
+        let contended_key = pals::key(&app, "raw-contended");
+        throughput(settings, 64, |task| {
+            let client = Arc::clone(&contenders[task]);
+            move || {
+                let client = Arc::clone(&client);
+                async move {
+                    client
+                        .simple_query(&format!("SELECT pg_advisory_lock({contended_key})"))
+                        .await
+                        .unwrap();
+                    client
+                        .simple_query(&format!("SELECT pg_advisory_unlock({contended_key})"))
+                        .await
+                        .unwrap();
+                }
             }
-        }
-    })
-    .await;
+        })
+        .await
+    };
     rows.push(Row {
-        scenario: "4  handoffs, 64 tasks on one name".into(),
+        scenario: "4  handoffs, 64 tasks, one name (raw: 64 conns)".into(),
         pals: pals_rate,
-        raw: raw_rate,
+        baseline: raw_rate,
     });
 
     // 5. The attribute against the same lock taken by hand.
@@ -371,9 +437,9 @@ async fn run(settings: &Settings) -> Vec<Row> {
     )
     .await;
     rows.push(Row {
-        scenario: "5  #[pals::exclusive] empty async fn (raw: by hand)".into(),
+        scenario: "5  #[pals::exclusive] empty fn (vs by hand)".into(),
         pals: figure,
-        raw: hand,
+        baseline: hand,
     });
 
     // 6. Thousands of locks held at once.
@@ -414,17 +480,77 @@ fn raw_client_on_own_thread(url: &str) -> (Client, std::thread::JoinHandle<()>) 
     (delivered.recv().unwrap(), thread)
 }
 
-async fn raw_try_unlock(client: &Client, key: i64) {
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+/// The raw driver's cycles on one client and one key, with prepared statements.
+struct RawCycle {
+    client: Client,
+    try_lock: Statement,
+    lock: Statement,
+    unlock: Statement,
+    key: i64,
+}
+
+impl RawCycle {
+    async fn new(client: Client, key: i64) -> RawCycle {
+        RawCycle {
+            try_lock: client
+                .prepare("SELECT pg_try_advisory_lock($1)")
+                .await
+                .unwrap(),
+            lock: client.prepare("SELECT pg_advisory_lock($1)").await.unwrap(),
+            unlock: client
+                .prepare("SELECT pg_advisory_unlock($1)")
+                .await
+                .unwrap(),
+            client,
+            key,
+        }
+    }
+
+    /// `pg_try_advisory_lock`, then `pg_advisory_unlock`.
+    async fn try_unlock(&self) {
+        let got: bool = self
+            .client
+            .query_one(&self.try_lock, &[&self.key])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(got);
+        self.unlock().await;
+    }
+
+    /// `pg_advisory_lock`, then `pg_advisory_unlock`.
+    async fn lock_unlock(&self) {
+        self.client
+            .query_one(&self.lock, &[&self.key])
+            .await
+            .unwrap();
+        self.unlock().await;
+    }
+
+    async fn unlock(&self) {
+        let released: bool = self
+            .client
+            .query_one(&self.unlock, &[&self.key])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(released);
+    }
+}
+
+/// How many more client connections the server takes (for the superuser: besides the
+/// reserved ones).
+async fn free_connections(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT current_setting('max_connections')::bigint \
+                    - current_setting('superuser_reserved_connections')::bigint \
+                    - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+            &[],
+        )
         .await
         .unwrap()
-        .get(0);
-    assert!(got);
-    client
-        .query_one("SELECT pg_advisory_unlock($1)", &[&key])
-        .await
-        .unwrap();
+        .get(0)
 }
 
 /// The raw cycle with caller and connection on one current-thread runtime.
@@ -437,15 +563,7 @@ fn raw_floor(settings: &Settings, key: i64) -> Figure {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let client = raw_client(&url).await;
-            let try_lock = client
-                .prepare("SELECT pg_try_advisory_lock($1)")
-                .await
-                .unwrap();
-            let unlock = client
-                .prepare("SELECT pg_advisory_unlock($1)")
-                .await
-                .unwrap();
+            let raw = RawCycle::new(raw_client(&url).await, key).await;
             let settings = Settings {
                 url,
                 rounds,
@@ -454,12 +572,7 @@ fn raw_floor(settings: &Settings, key: i64) -> Figure {
                 handoffs: 0,
                 scale: vec![],
             };
-            per_cycle(&settings, || async {
-                let got: bool = client.query_one(&try_lock, &[&key]).await.unwrap().get(0);
-                assert!(got);
-                client.query_one(&unlock, &[&key]).await.unwrap();
-            })
-            .await
+            per_cycle(&settings, || raw.try_unlock()).await
         })
     })
     .join()
@@ -494,46 +607,59 @@ where
     Figure::micros(&mut rounds)
 }
 
-/// Median time per cycle of `pals` and of `raw` over the rounds, after a warm-up; the two
-/// alternate in blocks of 200 cycles within each round.
-async fn paired<P, PF, R, RF>(settings: &Settings, mut pals: P, mut raw: R) -> (Figure, Figure)
+/// One side's cycle, boxed so that sides of different types interleave.
+type Cycle<'a> = Box<dyn FnMut() -> Pin<Box<dyn Future<Output = ()> + 'a>> + 'a>;
+
+fn cycle<'a, F, Fut>(mut make: F) -> Cycle<'a>
 where
-    P: FnMut() -> PF,
-    PF: Future<Output = ()>,
-    R: FnMut() -> RF,
-    RF: Future<Output = ()>,
+    F: FnMut() -> Fut + 'a,
+    Fut: Future<Output = ()> + 'a,
 {
+    Box::new(move || Box::pin(make()))
+}
+
+/// Median time per cycle of `pals` and of `raw` over the rounds: see [`interleaved`].
+async fn paired<'a, P, PF, R, RF>(settings: &Settings, pals: P, raw: R) -> (Figure, Figure)
+where
+    P: FnMut() -> PF + 'a,
+    PF: Future<Output = ()> + 'a,
+    R: FnMut() -> RF + 'a,
+    RF: Future<Output = ()> + 'a,
+{
+    let figures = interleaved(settings, vec![cycle(pals), cycle(raw)]).await;
+    (figures[0], figures[1])
+}
+
+/// Median time per cycle of each side over the rounds, after a warm-up; the sides take
+/// turns in blocks of 200 cycles within each round, so that all see the same machine.
+async fn interleaved(settings: &Settings, mut sides: Vec<Cycle<'_>>) -> Vec<Figure> {
     const BLOCK: usize = 200;
     // Warm up well: the first few hundred cycles here run slow (caches, CPU frequency,
     // threads settling on cores), which would be measured as noise.
     for _ in 0..1000 {
-        pals().await;
-        raw().await;
+        for side in sides.iter_mut() {
+            side().await;
+        }
     }
     let blocks = settings.cycles.div_ceil(BLOCK);
-    let (mut pals_rounds, mut raw_rounds) = (Vec::new(), Vec::new());
+    let mut rounds = vec![Vec::new(); sides.len()];
     for _ in 0..settings.rounds {
-        let (mut pals_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
+        let mut times = vec![Duration::ZERO; sides.len()];
         for _ in 0..blocks {
-            let started = Instant::now();
-            for _ in 0..BLOCK {
-                pals().await;
+            for (side, time) in sides.iter_mut().zip(&mut times) {
+                let started = Instant::now();
+                for _ in 0..BLOCK {
+                    side().await;
+                }
+                *time += started.elapsed();
             }
-            pals_time += started.elapsed();
-            let started = Instant::now();
-            for _ in 0..BLOCK {
-                raw().await;
-            }
-            raw_time += started.elapsed();
         }
         let cycles = (blocks * BLOCK) as f64;
-        pals_rounds.push(pals_time.as_secs_f64() * 1e6 / cycles);
-        raw_rounds.push(raw_time.as_secs_f64() * 1e6 / cycles);
+        for (side_rounds, time) in rounds.iter_mut().zip(times) {
+            side_rounds.push(time.as_secs_f64() * 1e6 / cycles);
+        }
     }
-    (
-        Figure::micros(&mut pals_rounds),
-        Figure::micros(&mut raw_rounds),
-    )
+    rounds.iter_mut().map(|r| Figure::micros(r)).collect()
 }
 
 /// Cycles per second of `tasks` tasks each running its cycle in a loop for the window.
@@ -728,22 +854,22 @@ async fn scale(settings: &Settings, app: &str, n: usize) -> Vec<Row> {
         Row {
             scenario: format!("6  take {n} locks, ms (raw: 1 connection)"),
             pals: ms(take),
-            raw: ms(raw_take),
+            baseline: ms(raw_take),
         },
         Row {
             scenario: format!("6  connections used for {n} locks"),
             pals: Figure::Count(connections as f64),
-            raw: Figure::Count(1.0),
+            baseline: Figure::Count(1.0),
         },
         Row {
             scenario: format!("6  release {n} locks, ms (raw: 1 connection)"),
             pals: ms(release),
-            raw: ms(raw_release),
+            baseline: ms(raw_release),
         },
         Row {
             scenario: format!("6  bytes per held lock at {n}"),
             pals: Figure::Count(bytes_per_lock),
-            raw: Figure::Text("-"),
+            baseline: Figure::Text("-"),
         },
     ]
 }
@@ -764,6 +890,118 @@ async fn pipelined(raw: &Arc<Client>, keys: &[i64], function: &str) -> Duration 
         }
     }
     started.elapsed()
+}
+
+/// pals' cycle and Python PALs' try-acquire + release, in rounds that alternate: the
+/// median time per cycle of each, or why Python did not run (then no pals figure).
+async fn python_rounds<P, PF>(
+    settings: &Settings,
+    app: &str,
+    mut pals: P,
+) -> (Option<Figure>, Figure)
+where
+    P: FnMut() -> PF,
+    PF: Future<Output = ()>,
+{
+    let mut python = match PythonPeer::start(settings, &format!("{app}-py")) {
+        Ok(python) => python,
+        Err(why) => return (None, Figure::Text(why)),
+    };
+    // Python runs about ten times slower: fewer cycles a round keep its rounds short.
+    let python_cycles = (settings.cycles / 4).max(50);
+    let (mut pals_rounds, mut python_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..settings.rounds {
+        let started = Instant::now();
+        for _ in 0..settings.cycles {
+            pals().await;
+        }
+        pals_rounds.push(started.elapsed().as_secs_f64() * 1e6 / settings.cycles as f64);
+        // (Blocks this thread while Python runs: nothing else is in flight meanwhile.)
+        match python.round(python_cycles) {
+            Some(micros) => python_rounds.push(micros),
+            None => return (None, Figure::Text("not run (PALs failed: see stderr)")),
+        }
+    }
+    (
+        Some(Figure::micros(&mut pals_rounds)),
+        Figure::micros(&mut python_rounds),
+    )
+}
+
+/// A Python child process running `python/pals_cycles.py`: Python PALs' own cycle, timed
+/// in Python (its start and imports are not timed).
+struct PythonPeer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl PythonPeer {
+    /// Starts the peer with the interpreter `PALS_PYTHON` names, else the one in
+    /// `target/pals-venv` (which `.ci/run` and the interop test make), once it is warm.
+    fn start(settings: &Settings, app: &str) -> Result<PythonPeer, &'static str> {
+        let python = match std::env::var_os("PALS_PYTHON") {
+            Some(python) => PathBuf::from(python),
+            None => {
+                let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../target/pals-venv/bin/python");
+                if !venv.exists() {
+                    return Err("not run (set PALS_PYTHON)");
+                }
+                venv
+            }
+        };
+        // SQLAlchemy's spelling of the URL, with the psycopg (3) driver.
+        let Some(rest) = settings
+            .url
+            .strip_prefix("postgresql://")
+            .or_else(|| settings.url.strip_prefix("postgres://"))
+        else {
+            return Err("not run (URL not postgresql://)");
+        };
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/pals_cycles.py");
+        let Ok(mut child) = Command::new(&python)
+            .arg(script)
+            .arg(format!("postgresql+psycopg://{rest}"))
+            .arg(app)
+            .arg("one")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+        else {
+            return Err("not run (PALS_PYTHON does not start)");
+        };
+        let mut peer = PythonPeer {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            child,
+        };
+        match peer.line().as_deref() {
+            Some("ready") => Ok(peer),
+            _ => Err("not run (PALs failed: see stderr)"),
+        }
+    }
+
+    /// Runs `cycles` cycles; the microseconds per cycle, None if the peer failed.
+    fn round(&mut self, cycles: usize) -> Option<f64> {
+        writeln!(self.stdin.as_mut()?, "{cycles}").ok()?;
+        self.line()?.parse().ok()
+    }
+
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(line.trim().to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for PythonPeer {
+    fn drop(&mut self) {
+        drop(self.stdin.take()); // EOF: the peer exits
+        let _ = self.child.wait();
+    }
 }
 
 /// `url` with `sslmode=mode`, unless it names one already.
@@ -788,12 +1026,12 @@ fn print_table(rows: &[Row], quick: bool) {
         }
     );
     println!(
-        "{:<56} {:>28} {:>28} {:>7}",
-        "scenario", "pals", "raw tokio-postgres", "ratio"
+        "{:<47} {:>24} {:>24} {:>6}",
+        "scenario", "pals", "baseline", "ratio"
     );
     for row in rows {
-        let ratio = match (row.pals.value(), row.raw.value()) {
-            (Some(p), Some(r)) if r > 0.0 => format!("{:.2}", p / r),
+        let ratio = match (row.pals.value(), row.baseline.value()) {
+            (Some(p), Some(b)) if b > 0.0 => format!("{:.2}", p / b),
             _ => "-".into(),
         };
         let show = |f: Figure| match f {
@@ -801,12 +1039,16 @@ fn print_table(rows: &[Row], quick: bool) {
             other => other.show(),
         };
         println!(
-            "{:<56} {:>28} {:>28} {:>7}",
+            "{:<47} {:>24} {:>24} {:>6}",
             row.scenario,
             show(row.pals),
-            show(row.raw),
+            show(row.baseline),
             ratio
         );
     }
-    println!("(ratio: pals / raw; for µs and ms lower is better, for rates higher is better)");
+    println!(
+        "(baseline: raw tokio-postgres, its connection spawned on the bench's runtime, unless"
+    );
+    println!(" the row names another; ratio: pals / baseline; for µs and ms lower is better, for");
+    println!(" rates higher is better)");
 }
