@@ -75,10 +75,10 @@ impl Releases {
 }
 
 /// One background release, counted while it lives.
-struct Releasing(Arc<Releases>);
+pub(crate) struct Releasing(Arc<Releases>);
 
 impl Releasing {
-    fn new(releases: &Arc<Releases>) -> Releasing {
+    pub(crate) fn new(releases: &Arc<Releases>) -> Releasing {
         releases.count.fetch_add(1, Ordering::AcqRel);
         Releasing(Arc::clone(releases))
     }
@@ -275,9 +275,13 @@ impl LockGuard {
         self.mode == Mode::Shared
     }
 
-    /// Releases the lock and waits for the database to confirm it.
+    /// Releases the lock and waits for the database to confirm it; or, when another caller
+    /// of this locker waits for the same lock, hands it over to that caller in memory (see
+    /// [`LockerBuilder::handoff_limit`](crate::LockerBuilder::handoff_limit)).
     ///
-    /// - `Ok(true)`: it was held until now, and is released.
+    /// - `Ok(true)`: it was held until now, and is released; or it was handed over, with
+    ///   no round trip: its session was not known to be lost (a session lost and not yet
+    ///   noticed is found by the heartbeat, and the new holder's guard reports it).
     /// - `Ok(false)`: it was no longer held: it was lost with its session (see
     ///   [`is_held`](LockGuard::is_held)), and another holder may have had it meanwhile.
     /// - `Err`: the server did not confirm the release (it did not answer, or the unlock

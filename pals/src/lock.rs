@@ -280,7 +280,11 @@ impl Lock {
         let fence = fence.as_ref();
         // Queue behind this process's other callers for the same lock before taking a
         // session: only the first in line goes to the database.
-        let Some((permit, parked)) = locker.queues().enter(self.key, self.mode, wait).await else {
+        // A try that finds a release of this process under way waits for it, within the
+        // lock's timeout (the bound of a try's wait for a session too).
+        let settle_by = wait_for(self.acquire_timeout_value()).deadline();
+        let entered = locker.queues().enter(self.key, self.mode, wait, settle_by);
+        let Some((permit, parked)) = entered.await else {
             self.trace_busy(started);
             return Ok(None);
         };

@@ -651,18 +651,23 @@ impl LockerBuilder {
             target: target.into(),
             meter: meter.clone(),
         };
+        let releasing = Arc::<Releases>::default();
         let pool = Pool::new(settings, self.pool_size, self.idle_timeout, rt.clone())?;
         Ok(Locker {
             inner: Arc::new(LockerInner {
                 app: self.app,
                 pool,
-                queues: Arc::new(Queues::new(self.handoff, rt.clone())),
+                queues: Arc::new(Queues::new(
+                    self.handoff,
+                    rt.clone(),
+                    Arc::clone(&releasing),
+                )),
                 default_timeout: self.default_timeout,
                 connect_timeout,
                 heartbeat: self.heartbeat,
                 rt,
                 names: RwLock::default(),
-                releasing: Arc::default(),
+                releasing,
                 objects,
                 listener: Listener::new(),
                 permits_freed: Notify::new(),

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::guard::{Releases, Releasing};
 use crate::session::Hold;
 use crate::{runtime, Mode};
 
@@ -54,8 +55,10 @@ pub(crate) struct HandoffLimit {
 pub(crate) struct Queues {
     by_key: Mutex<HashMap<i64, Weak<KeyQueue>>>,
     limit: HandoffLimit,
-    /// Where an orphaned parked lock is unlocked.
+    /// Where an orphaned parked lock is unlocked...
     rt: Handle,
+    /// ...counted among the locker's background releases.
+    releases: Arc<Releases>,
 }
 
 /// One key's queue.
@@ -198,13 +201,18 @@ impl InProcessPermit {
                 handed: chain.handed + 1,
                 ..chain
             };
+            // Only the turn's holder parks, and whoever had the turn before took what was
+            // parked: nothing is there (else its hold would drop under this mutex).
+            debug_assert!(state.parked.is_none(), "one parked lock per key");
             state.parked = Some(Box::new(Parked { hold, chain }));
             awaited
         };
         let reclaim = Reclaim {
-            queues: Arc::clone(&self.entry.queues),
             queue: Arc::clone(&self.queue),
-            key: self.entry.key,
+            entry: Entry {
+                key: self.entry.key,
+                queues: Arc::clone(&self.entry.queues),
+            },
         };
         drop(self); // the turn goes to the first waiter, if there is one
         if !awaited {
@@ -226,9 +234,9 @@ pub(crate) enum HandedOver {
 
 /// The right to take back a parked lock of one key that nobody took, to unlock it.
 pub(crate) struct Reclaim {
-    queues: Arc<Queues>,
+    // Field order matters: the queue must drop before the entry is checked for removal.
     queue: Arc<KeyQueue>,
-    key: i64,
+    entry: Entry,
 }
 
 impl Reclaim {
@@ -250,8 +258,8 @@ impl Reclaim {
             queue: Arc::clone(queue),
             mode: Mode::Exclusive,
             entry: Entry {
-                key: self.key,
-                queues: Arc::clone(&self.queues),
+                key: self.entry.key,
+                queues: Arc::clone(&self.entry.queues),
             },
         };
         Some((parked.hold, permit))
@@ -263,12 +271,15 @@ impl Reclaim {
         let Some((hold, permit)) = self.take_back() else {
             return;
         };
-        let key = self.key;
+        let key = self.entry.key;
+        let queues = &self.entry.queues;
+        let releasing = Releasing::new(&queues.releases);
         tracing::debug!(
             key,
             "pals: unlocking a lock handed over to a caller that went away"
         );
-        self.queues.rt.spawn(async move {
+        queues.rt.spawn(async move {
+            let _releasing = releasing; // counted until the unlock is done
             if let Err(error) = hold.release().await {
                 tracing::warn!(key, %error, "pals: unlocking a handed-over lock failed; its session was closed");
             }
@@ -295,21 +306,28 @@ impl Drop for InProcessPermit {
     }
 }
 
-/// An exclusive caller counted as waiting for the turn while this lives.
+/// A caller waiting for the turn (an exclusive one counted, as someone to hand over to).
+/// Made before its semaphore wait, so that a caller dropped mid-way drops the wait first
+/// (giving back the permits assigned to it) and this then checks for a lock parked for it.
 struct Waiting<'a> {
     queues: &'a Arc<Queues>,
     queue: &'a Arc<KeyQueue>,
     key: i64,
+    exclusive: bool,
     admitted: bool,
 }
 
 impl<'a> Waiting<'a> {
-    fn new(queues: &'a Arc<Queues>, queue: &'a Arc<KeyQueue>, key: i64) -> Waiting<'a> {
-        queue.state().exclusive_waiting += 1;
+    fn new(queues: &'a Arc<Queues>, queue: &'a Arc<KeyQueue>, key: i64, mode: Mode) -> Waiting<'a> {
+        let exclusive = mode == Mode::Exclusive;
+        if exclusive {
+            queue.state().exclusive_waiting += 1;
+        }
         Waiting {
             queues,
             queue,
             key,
+            exclusive,
             admitted: false,
         }
     }
@@ -318,7 +336,9 @@ impl<'a> Waiting<'a> {
     fn admit(mut self) -> Option<Box<Parked>> {
         self.admitted = true;
         let mut state = self.queue.state();
-        state.exclusive_waiting -= 1;
+        if self.exclusive {
+            state.exclusive_waiting -= 1;
+        }
         state.parked.take()
     }
 }
@@ -328,12 +348,17 @@ impl Drop for Waiting<'_> {
         if self.admitted {
             return;
         }
-        self.queue.state().exclusive_waiting -= 1;
-        // A lock may have been parked for this caller, which went away.
+        if self.exclusive {
+            self.queue.state().exclusive_waiting -= 1;
+        }
+        // A lock may have been parked for this caller (or for one behind it, whose turn it
+        // had been given), which went away.
         let reclaim = Reclaim {
-            queues: Arc::clone(self.queues),
             queue: Arc::clone(self.queue),
-            key: self.key,
+            entry: Entry {
+                key: self.key,
+                queues: Arc::clone(self.queues),
+            },
         };
         reclaim.in_background();
     }
@@ -341,12 +366,13 @@ impl Drop for Waiting<'_> {
 
 impl Queues {
     /// Queues whose locks are handed over within `limit`; orphaned handoffs are unlocked
-    /// on `rt`.
-    pub(crate) fn new(limit: HandoffLimit, rt: Handle) -> Queues {
+    /// on `rt`, counted in `releases`.
+    pub(crate) fn new(limit: HandoffLimit, rt: Handle, releases: Arc<Releases>) -> Queues {
         Queues {
             by_key: Mutex::default(),
             limit,
             rt,
+            releases,
         }
     }
 
@@ -369,12 +395,15 @@ impl Queues {
     }
 
     /// Waits for this process's turn at `key`. `None`: the wait ended before it came.
-    /// With the turn comes the lock its last holder handed over, if it did.
+    /// With the turn comes the lock its last holder handed over, if it did. A try
+    /// (`Wait::Never`) that finds the turn kept by an unlock in flight waits for it to
+    /// settle, until `settle_by` at most.
     pub(crate) async fn enter(
         self: &Arc<Self>,
         key: i64,
         mode: Mode,
         wait: Wait,
+        settle_by: Option<Instant>,
     ) -> Option<(InProcessPermit, Option<Box<Parked>>)> {
         let entry = Entry {
             key,
@@ -389,22 +418,21 @@ impl Queues {
         let (permit, parked) = match Arc::clone(semaphore).try_acquire_many_owned(permits) {
             Ok(permit) => (permit, queue.state().parked.take()),
             Err(_) if wait == Wait::Never => {
-                let permit = queue.after_release(permits).await?;
+                let permit = queue.after_release(permits, &self.rt, settle_by).await?;
                 (permit, queue.state().parked.take())
             }
             Err(_) => {
-                let waiting = (mode == Mode::Exclusive).then(|| Waiting::new(self, &queue, key));
-                let acquire = Arc::clone(semaphore).acquire_many_owned(permits);
-                let permit = match wait.deadline() {
-                    Some(deadline) => runtime::until(&self.rt, deadline, acquire).await,
-                    None => Some(acquire.await),
+                let waiting = Waiting::new(self, &queue, key, mode);
+                let acquired = {
+                    // Dropped before `waiting` when this future is: see `Waiting`.
+                    let acquire = Arc::clone(semaphore).acquire_many_owned(permits);
+                    match wait.deadline() {
+                        Some(deadline) => runtime::until(&self.rt, deadline, acquire).await,
+                        None => Some(acquire.await),
+                    }
                 };
-                let permit = permit.and_then(Result::ok)?;
-                let parked = match waiting {
-                    Some(waiting) => waiting.admit(),
-                    None => queue.state().parked.take(),
-                };
-                (permit, parked)
+                let permit = acquired.and_then(Result::ok)?;
+                (permit, waiting.admit())
             }
         };
         let permit = InProcessPermit {
@@ -424,8 +452,14 @@ impl Queues {
 
 impl KeyQueue {
     /// For a try that found the turn taken: if its holder is releasing the lock, waits
-    /// for that to settle (our own unlock, not the lock) and tries once more.
-    async fn after_release(&self, permits: u32) -> Option<OwnedSemaphorePermit> {
+    /// for that to settle (our own unlock, not the lock), until `settle_by` at most, and
+    /// tries once more.
+    async fn after_release(
+        &self,
+        permits: u32,
+        rt: &Handle,
+        settle_by: Option<Instant>,
+    ) -> Option<OwnedSemaphorePermit> {
         let settled = self.settled.notified();
         let mut settled = pin!(settled);
         settled.as_mut().enable(); // before the check: a settle in between is not missed
@@ -440,7 +474,10 @@ impl KeyQueue {
                 return None;
             }
         }
-        settled.await;
+        match settle_by {
+            Some(by) => runtime::until(rt, by, settled).await?,
+            None => settled.await,
+        }
         Arc::clone(&self.semaphore)
             .try_acquire_many_owned(permits)
             .ok()
@@ -457,11 +494,11 @@ mod tests {
             in_a_row: 8,
             within: Duration::from_secs(1),
         };
-        Arc::new(Queues::new(limit, handle().unwrap()))
+        Arc::new(Queues::new(limit, handle().unwrap(), Arc::default()))
     }
 
     fn enter(queues: &Arc<Queues>, key: i64, mode: Mode, wait: Wait) -> Option<InProcessPermit> {
-        block_on(queues.enter(key, mode, wait)).map(|(permit, parked)| {
+        block_on(queues.enter(key, mode, wait, None)).map(|(permit, parked)| {
             assert!(parked.is_none(), "nothing was handed over");
             permit
         })
@@ -506,7 +543,7 @@ mod tests {
             "held, not releasing"
         );
         held.releasing();
-        let mut try_now = Box::pin(queues.enter(1, Mode::Exclusive, Wait::Never));
+        let mut try_now = Box::pin(queues.enter(1, Mode::Exclusive, Wait::Never, None));
         assert!(
             runtime::poll_once(try_now.as_mut()).is_pending(),
             "waits for the settle"
