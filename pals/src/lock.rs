@@ -111,8 +111,8 @@ impl Lock {
     /// **How:** the token is `nextval` of the sequence `pals_fence` (in the locker's
     /// [`schema`](crate::LockerBuilder::schema), `public` by default), drawn in the same
     /// statement as the grant and only once the lock is granted: no extra round trip;
-    /// measured, a fenced try-and-release cycle costs about 9 µs more than a plain one
-    /// (115.5 against 106.6 µs on loopback, benchmark row 1f). The holder before
+    /// measured, a fenced try-and-release cycle costs about 1.1x a plain one (9 to 16 µs
+    /// more on loopback, benchmark row 1f). The holder before
     /// drew its token before it released, so the order follows the grants. A sequence
     /// never goes back: not on rollback, not on restart, not after a crash (its values are
     /// written ahead to the WAL), as long as `synchronous_commit` is on (the default) and
