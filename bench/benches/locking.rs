@@ -397,18 +397,7 @@ async fn run(settings: &Settings) -> Vec<Row> {
     });
 
     // 4. In-process contention: 64 tasks on one name.
-    let contended = locker.lock("contended");
-    let pals_rate = throughput(settings, 64, |_| {
-        let lock = contended.clone();
-        move || {
-            let lock = lock.clone();
-            async move {
-                let guard = lock.acquire().await.unwrap();
-                guard.release().await.unwrap();
-            }
-        }
-    })
-    .await;
+    let pals_rate = contended(settings, &locker.lock("contended")).await;
     // The raw side: each task on a session of its own. Session locks are re-entrant: two
     // tasks on one session would hold the lock at once, which is not mutual exclusion.
     let free = free_connections(&raw.client).await;
@@ -446,18 +435,7 @@ async fn run(settings: &Settings) -> Vec<Row> {
     });
     // The same without handoffs: every holder unlocks in the database and the next of the
     // process takes the lock there again (two round trips a handoff).
-    let contended = no_handoff.lock("contended");
-    let unhanded_rate = throughput(settings, 64, |_| {
-        let lock = contended.clone();
-        move || {
-            let lock = lock.clone();
-            async move {
-                let guard = lock.acquire().await.unwrap();
-                guard.release().await.unwrap();
-            }
-        }
-    })
-    .await;
+    let unhanded_rate = contended(settings, &no_handoff.lock("contended")).await;
     rows.push(Row {
         scenario: "4d the same, handoffs off".into(),
         pals: unhanded_rate,
@@ -699,6 +677,21 @@ async fn interleaved(settings: &Settings, mut sides: Vec<Cycle<'_>>) -> Vec<Figu
         }
     }
     rounds.iter_mut().map(|r| Figure::micros(r)).collect()
+}
+
+/// Holds per second of 64 tasks each taking and releasing `lock` in a loop.
+async fn contended(settings: &Settings, lock: &pals::Lock) -> Figure {
+    throughput(settings, 64, |_| {
+        let lock = lock.clone();
+        move || {
+            let lock = lock.clone();
+            async move {
+                let guard = lock.acquire().await.unwrap();
+                guard.release().await.unwrap();
+            }
+        }
+    })
+    .await
 }
 
 /// Cycles per second of `tasks` tasks each running its cycle in a loop for the window.
