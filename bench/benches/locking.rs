@@ -228,7 +228,7 @@ async fn run(settings: &Settings) -> Vec<Row> {
         baseline: figures[2],
     });
     sqlx_conn.into_inner().close().await.unwrap();
-    // A dropped guard's lock is left, for one yield, to a caller of this process that
+    // A dropped guard's lock is left, until pals' runtime runs its unlock, to a caller of this process that
     // comes at once: the next try takes it in memory (up to the handoff limit, 64 in a
     // row, then it goes back to the database). With handoffs off, the unlock goes out in
     // the background and the next try waits for it to settle, then takes the lock again.

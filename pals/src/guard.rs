@@ -101,7 +101,9 @@ pub(crate) struct Held {
     pub(crate) permit: InProcessPermit,
     /// The run of in-process handoffs the lock is on.
     pub(crate) chain: Chain,
-    /// Run once the unlock is settled (a semaphore tells its waiters).
+    /// Run once the guard has let go: its unlock settled, or the lock handed over, or the
+    /// release dropped mid-way (a semaphore tells its waiters; a permit is never handed
+    /// over).
     pub(crate) after_release: Option<AfterRelease>,
 }
 
@@ -111,8 +113,9 @@ pub(crate) type AfterRelease = Box<dyn FnOnce() + Send + Sync>;
 impl Held {
     /// Lets go of the lock: hands it over to a caller of this process that waits for it,
     /// or unlocks it. `park` (a release nobody awaits: a dropped guard): even with nobody
-    /// waiting yet, the lock is first left for a caller of this process that comes at once
-    /// (on the thread that dropped the guard), and unlocked after one yield unless taken.
+    /// waiting yet, the lock is left, parked, for a caller of this process that asks at
+    /// once (the thread that dropped the guard, say), until the library's runtime runs the
+    /// rest of this release (microseconds): it then unlocks it unless taken.
     async fn release(self, park: bool) -> Result<bool, Error> {
         let Held {
             hold,
@@ -133,10 +136,7 @@ impl Held {
                     None => return Ok(true), // taken by a caller of this process
                 }
             }
-            Err((permit, hold)) => {
-                permit.releasing();
-                (hold, permit)
-            }
+            Err((permit, hold)) => (hold, permit),
         };
         let released = hold.release().await;
         // Only now may the next caller of this process go to the database.
@@ -209,7 +209,6 @@ impl LockGuard {
         self.token
     }
 
-    /// Runs `after` once the lock's unlock is settled (released, dropped, or lost).
     /// Counts this guard's figures under `name` (a semaphore's, for its permits).
     pub(crate) fn count_as(&mut self, name: &Arc<str>) {
         self.metric_name = Some(Arc::clone(name));
@@ -222,6 +221,7 @@ impl LockGuard {
         }
     }
 
+    /// Runs `after` once the guard lets go of its lock (see `Held::after_release`).
     pub(crate) fn after_release(&mut self, after: AfterRelease) {
         if let Some(held) = &mut self.held {
             held.after_release = Some(after);

@@ -282,8 +282,10 @@ impl Lock {
         // session: only the first in line goes to the database.
         // A try that finds a release of this process under way waits for it, within the
         // lock's timeout (the bound of a try's wait for a session too).
-        let settle_by = wait_for(self.acquire_timeout_value()).deadline();
-        let entered = locker.queues().enter(self.key, self.mode, wait, settle_by);
+        let settle_within = self.acquire_timeout_value();
+        let entered = locker
+            .queues()
+            .enter(self.key, self.mode, wait, settle_within);
         let Some((permit, parked)) = entered.await else {
             self.trace_busy(started);
             return Ok(None);

@@ -564,6 +564,10 @@ impl LockerBuilder {
     /// waiter in another process is first in PostgreSQL's queue. So `within` (plus the
     /// longest hold) bounds how long other processes wait behind this one's callers.
     ///
+    /// A guard that is dropped (not released) with nobody waiting leaves its lock parked
+    /// until the library's runtime runs its unlock (microseconds): a caller of this
+    /// process that asks at once, such as the thread that dropped it, takes it there.
+    ///
     /// Handed over, a lock keeps its guarantees: one holder at a time, and a lock whose
     /// session ends is lost for whoever holds it then ([`LockGuard::lost`]). Fenced locks
     /// and semaphore permits are never handed over (each grant needs its own token; a

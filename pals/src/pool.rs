@@ -4,7 +4,7 @@
 //! is returned, while pals shares one session among thousands of held locks and the instant
 //! statements of many callers; and a returned connection is recycled only at its next
 //! checkout, while a pals session must be kept in step with the server at every statement
-//! (see `session`). What is left here is small: slots and picking.
+//! (see `session`). What is left here is small: slots, picking, and closing idle sessions.
 //!
 //! A lock taken at once (`pg_try_advisory_lock`) goes to a shared session: one with nothing
 //! in flight, else a new one while there is room, else the least busy. A lock that must be

@@ -25,7 +25,9 @@
 //! **Drop, then take at once.** While an exclusive holder's unlock is in flight it keeps
 //! its turn (the next caller of this process must not find the lock still held in the
 //! database); a try that finds the turn taken by such a release waits for it to settle (a
-//! round trip, bounded like every statement) instead of answering busy.
+//! round trip; at most the lock's timeout) instead of answering busy. A dropped guard's
+//! lock is parked even with nobody waiting, until the library's runtime runs the rest of
+//! its release: a caller that asks at once (the thread that dropped it) takes it.
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -142,6 +144,7 @@ pub(crate) struct InProcessPermit {
     entry: Entry,
 }
 
+#[derive(Clone)]
 struct Entry {
     key: i64,
     queues: Arc<Queues>,
@@ -164,36 +167,33 @@ impl KeyQueue {
 }
 
 impl InProcessPermit {
-    /// Keeps the turn for an unlock in flight: a try meanwhile waits for it to settle.
-    pub(crate) fn releasing(&self) {
-        if self.mode == Mode::Exclusive {
-            self.queue.state().releasing = true;
-        }
-    }
-
     /// Hands `hold` (the lock this turn took, on the run `chain`) over to the next caller
     /// of this process, if the limit allows: parks it and gives up the turn. Without an
     /// exclusive caller waiting, only if `even_unawaited` (then the lock is for whoever
     /// comes first, this process or the [`Reclaim`] that unlocks it). Otherwise gives
-    /// both back, to be unlocked in the database.
+    /// both back, to be unlocked in the database, the turn kept for that unlock (a try
+    /// meanwhile waits for it to settle).
     pub(crate) fn hand_over(
         self,
         hold: Hold,
         chain: Chain,
         even_unawaited: bool,
     ) -> Result<HandedOver, (InProcessPermit, Hold)> {
-        let limit = self.entry.queues.limit;
-        let allowed = self.mode == Mode::Exclusive
-            && hold.can_be_handed_over()
-            && chain.handed < limit.in_a_row
-            && chain.granted_at.elapsed() < limit.within;
-        if !allowed {
+        if self.mode != Mode::Exclusive {
             return Err((self, hold));
         }
+        let limit = self.entry.queues.limit;
+        // One lock of the key's state per release; the cheap tests first, the session's
+        // books and the clock only when a handoff is wanted.
         let awaited = {
             let mut state = self.queue.state();
             let awaited = state.exclusive_waiting > 0;
-            if !awaited && !even_unawaited {
+            let allowed = (awaited || even_unawaited)
+                && chain.handed < limit.in_a_row
+                && hold.can_be_handed_over()
+                && chain.granted_at.elapsed() < limit.within;
+            if !allowed {
+                state.releasing = true;
                 drop(state);
                 return Err((self, hold));
             }
@@ -209,10 +209,7 @@ impl InProcessPermit {
         };
         let reclaim = Reclaim {
             queue: Arc::clone(&self.queue),
-            entry: Entry {
-                key: self.entry.key,
-                queues: Arc::clone(&self.entry.queues),
-            },
+            entry: self.entry.clone(),
         };
         drop(self); // the turn goes to the first waiter, if there is one
         if !awaited {
@@ -247,20 +244,20 @@ impl Reclaim {
         let queue = &self.queue;
         let (parked, permit) = {
             let mut state = queue.state();
-            state.parked.as_ref()?;
+            let parked = state.parked.take()?;
             let semaphore = Arc::clone(&queue.semaphore);
-            let permit = semaphore.try_acquire_many_owned(ALL_PERMITS).ok()?;
+            let Ok(permit) = semaphore.try_acquire_many_owned(ALL_PERMITS) else {
+                state.parked = Some(parked); // whoever has the turn takes it
+                return None;
+            };
             state.releasing = true;
-            (state.parked.take()?, permit)
+            (parked, permit)
         };
         let permit = InProcessPermit {
             permit: Some(permit),
             queue: Arc::clone(queue),
             mode: Mode::Exclusive,
-            entry: Entry {
-                key: self.entry.key,
-                queues: Arc::clone(&self.entry.queues),
-            },
+            entry: self.entry.clone(),
         };
         Some((parked.hold, permit))
     }
@@ -353,14 +350,12 @@ impl Drop for Waiting<'_> {
         }
         // A lock may have been parked for this caller (or for one behind it, whose turn it
         // had been given), which went away.
-        let reclaim = Reclaim {
-            queue: Arc::clone(self.queue),
-            entry: Entry {
-                key: self.key,
-                queues: Arc::clone(self.queues),
-            },
+        let entry = Entry {
+            key: self.key,
+            queues: Arc::clone(self.queues),
         };
-        reclaim.in_background();
+        let queue = Arc::clone(self.queue);
+        Reclaim { queue, entry }.in_background();
     }
 }
 
@@ -397,13 +392,13 @@ impl Queues {
     /// Waits for this process's turn at `key`. `None`: the wait ended before it came.
     /// With the turn comes the lock its last holder handed over, if it did. A try
     /// (`Wait::Never`) that finds the turn kept by an unlock in flight waits for it to
-    /// settle, until `settle_by` at most.
+    /// settle, for `settle_within` at most.
     pub(crate) async fn enter(
         self: &Arc<Self>,
         key: i64,
         mode: Mode,
         wait: Wait,
-        settle_by: Option<Instant>,
+        settle_within: Duration,
     ) -> Option<(InProcessPermit, Option<Box<Parked>>)> {
         let entry = Entry {
             key,
@@ -418,7 +413,9 @@ impl Queues {
         let (permit, parked) = match Arc::clone(semaphore).try_acquire_many_owned(permits) {
             Ok(permit) => (permit, queue.state().parked.take()),
             Err(_) if wait == Wait::Never => {
-                let permit = queue.after_release(permits, &self.rt, settle_by).await?;
+                let permit = queue
+                    .after_release(permits, &self.rt, settle_within)
+                    .await?;
                 (permit, queue.state().parked.take())
             }
             Err(_) => {
@@ -452,13 +449,13 @@ impl Queues {
 
 impl KeyQueue {
     /// For a try that found the turn taken: if its holder is releasing the lock, waits
-    /// for that to settle (our own unlock, not the lock), until `settle_by` at most, and
+    /// for that to settle (our own unlock, not the lock), for `settle_within` at most, and
     /// tries once more.
     async fn after_release(
         &self,
         permits: u32,
         rt: &Handle,
-        settle_by: Option<Instant>,
+        settle_within: Duration,
     ) -> Option<OwnedSemaphorePermit> {
         let settled = self.settled.notified();
         let mut settled = pin!(settled);
@@ -474,10 +471,7 @@ impl KeyQueue {
                 return None;
             }
         }
-        match settle_by {
-            Some(by) => runtime::until(rt, by, settled).await?,
-            None => settled.await,
-        }
+        runtime::within(rt, settle_within, settled).await?;
         Arc::clone(&self.semaphore)
             .try_acquire_many_owned(permits)
             .ok()
@@ -498,7 +492,7 @@ mod tests {
     }
 
     fn enter(queues: &Arc<Queues>, key: i64, mode: Mode, wait: Wait) -> Option<InProcessPermit> {
-        block_on(queues.enter(key, mode, wait, None)).map(|(permit, parked)| {
+        block_on(queues.enter(key, mode, wait, Duration::MAX)).map(|(permit, parked)| {
             assert!(parked.is_none(), "nothing was handed over");
             permit
         })
@@ -542,8 +536,8 @@ mod tests {
             enter(&queues, 1, Mode::Exclusive, Wait::Never).is_none(),
             "held, not releasing"
         );
-        held.releasing();
-        let mut try_now = Box::pin(queues.enter(1, Mode::Exclusive, Wait::Never, None));
+        held.queue.state().releasing = true; // as a release that unlocks does
+        let mut try_now = Box::pin(queues.enter(1, Mode::Exclusive, Wait::Never, Duration::MAX));
         assert!(
             runtime::poll_once(try_now.as_mut()).is_pending(),
             "waits for the settle"

@@ -76,8 +76,9 @@ pub(crate) async fn sleep_until(rt: &Handle, deadline: Instant) {
     until(rt, deadline, std::future::pending::<()>()).await;
 }
 
-/// Returns `Pending` once (waking its task at once), then `Ready`: lets whatever runs
-/// next on this thread go first.
+/// Returns `Pending` once (waking its task at once), then `Ready`. Polled first by
+/// [`poll_once`] in a drop, it ends that poll: the rest of the future runs where it is
+/// spawned (the library's runtime), after whatever the dropping thread does next.
 pub(crate) async fn yield_once() {
     let mut yielded = false;
     poll_fn(|cx| {

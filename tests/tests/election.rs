@@ -406,9 +406,16 @@ mod in_process {
                     .await
             })
         };
-        let fence = leading.recv().await.unwrap();
+        let bound = Duration::from_secs(10); // fails instead of hanging the suite
+        let fence = tokio::time::timeout(bound, leading.recv()).await;
+        let fence = fence.expect("elected").unwrap();
         candidate.abort();
-        assert_eq!(stopped.recv().await, Some(fence), "the hook ran");
+        let hooked = tokio::time::timeout(bound, stopped.recv()).await;
+        assert_eq!(
+            hooked.expect("the hook ran in time"),
+            Some(fence),
+            "the hook ran"
+        );
         // Given up: another candidate leads at once.
         let next = locker.election("leader");
         assert!(next.run(|term| async move { term.fence() }).await.unwrap() > fence);

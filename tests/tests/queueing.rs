@@ -1,14 +1,11 @@
 //! Callers in one process that want the same lock queue in memory, not in the database, and
 //! get it in the order they asked.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
-use pals_tests::{locker, sessions_of, unique_app};
+use pals_tests::{locker, poll_once, sessions_of, unique_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_tasks_on_one_lock_use_at_most_two_connections() {
@@ -70,15 +67,6 @@ async fn fifty_tasks_on_one_lock_use_at_most_two_connections() {
         most <= 2,
         "saw {most} sessions of the app at once ({samples} samples)"
     );
-}
-
-/// Polls `future` once, in the calling task: `Some` if it finished.
-async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
-    std::future::poll_fn(|cx| match Pin::new(&mut *future).poll(cx) {
-        Poll::Ready(output) => Poll::Ready(Some(output)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
