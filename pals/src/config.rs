@@ -12,14 +12,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, TargetSessionAttrs};
+use crate::identity::application_name;
+use crate::tls::TlsSettings;
 
-use crate::tls::{SslMode, TlsSettings};
-
+mod build;
 mod passfile;
 mod syntax;
 
-use passfile::{default_passfile, password_from_file};
+pub(crate) use build::describe_target;
+
+use build::build;
 use syntax::mask_password;
 use syntax::{key_value_pairs, parse_url, strip_scheme};
 
@@ -179,229 +181,33 @@ fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(params)
 }
 
-fn build(mut params: BTreeMap<String, String>, env: &Environment<'_>) -> Result<DbConfig, String> {
-    let get = |params: &BTreeMap<String, String>, key: &str| params.get(key).cloned();
-    let mut config = tokio_postgres::Config::new();
-
-    // Ports first: each host has one (a single port serves them all).
-    let ports: Vec<u16> = match get(&params, "port") {
-        None => vec![5432],
-        Some(ports) => ports
-            .split(',')
-            .map(|port| match port.trim() {
-                "" => Ok(5432),
-                port => port
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| format!("port `{port}` is not a port number (1 to 65535)")),
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let hosts: Vec<String> = match get(&params, "host") {
-        Some(hosts) => hosts.split(',').map(|h| h.trim().to_string()).collect(),
-        None if params.contains_key("hostaddr") => Vec::new(),
-        None => vec![default_host(ports[0], env)],
-    };
-    if hosts.iter().any(String::is_empty) {
-        return Err("an empty host in a list of hosts".into());
+/// What pals sets on the configuration of every session of `app`: its name (unless the
+/// URL gave one), the connect timeout, and TCP keepalives (30 s idle, 10 s interval, 3
+/// probes, unless the URL says otherwise).
+pub(crate) fn for_sessions(
+    config: &mut tokio_postgres::Config,
+    app: &str,
+    connect_timeout: Duration,
+    keepalives: Keepalives,
+) {
+    if config.get_application_name().is_none() {
+        // Shows in pg_stat_activity which application's sessions hold which locks.
+        config.application_name(application_name(app));
     }
-    if ports.len() > 1 && ports.len() != hosts.len().max(1) {
-        return Err(format!(
-            "{} ports for {} hosts: give one port, or one for each host",
-            ports.len(),
-            hosts.len()
-        ));
-    }
-    for host in &hosts {
-        if host.starts_with('/') && !cfg!(unix) {
-            return Err(format!(
-                "`{host}` is a Unix socket directory, and this system has none"
-            ));
-        }
-        config.host(host);
-    }
-    if let Some(addresses) = get(&params, "hostaddr") {
-        for address in addresses.split(',') {
-            let ip = address
-                .trim()
-                .parse()
-                .map_err(|_| format!("hostaddr `{address}` is not an IP address"))?;
-            config.hostaddr(ip);
-        }
-    }
-    for port in &ports {
-        config.port(*port);
-    }
-
-    let user = get(&params, "user")
-        .or_else(|| env.os_user.clone())
-        .ok_or("no user given, and the OS user is unknown: put user@ in the URL or set PGUSER")?;
-    config.user(&user);
-    let dbname = get(&params, "dbname").unwrap_or_else(|| user.clone());
-    config.dbname(&dbname);
-
-    if !params.contains_key("password") {
-        let passfile = get(&params, "passfile")
-            .map(PathBuf::from)
-            .or_else(|| default_passfile(env));
-        if let Some(password) = passfile.and_then(|file| {
-            let host = hosts.first().map_or("localhost", String::as_str);
-            password_from_file(&file, host, ports[0], &dbname, &user)
-        }) {
-            params.insert("password".into(), password);
-        }
-    }
-    if let Some(password) = get(&params, "password") {
-        config.password(password);
-    }
-    if let Some(options) = get(&params, "options") {
-        config.options(&options);
-    }
-    if let Some(name) =
-        get(&params, "application_name").or_else(|| get(&params, "fallback_application_name"))
-    {
-        config.application_name(&name);
-    }
-    use TargetSessionAttrs as Attrs;
-    let attrs = [
-        ("any", Attrs::Any),
-        ("read-write", Attrs::ReadWrite),
-        ("read-only", Attrs::ReadOnly),
-    ];
-    if let Some(attrs) = one_of(&params, "target_session_attrs", &attrs)? {
-        config.target_session_attrs(attrs);
-    }
-    use ChannelBinding as Binding;
-    let bindings = [
-        ("disable", Binding::Disable),
-        ("prefer", Binding::Prefer),
-        ("require", Binding::Require),
-    ];
-    if let Some(binding) = one_of(&params, "channel_binding", &bindings)? {
-        config.channel_binding(binding);
-    }
-    let balances = [
-        ("disable", LoadBalanceHosts::Disable),
-        ("random", LoadBalanceHosts::Random),
-    ];
-    if let Some(balance) = one_of(&params, "load_balance_hosts", &balances)? {
-        config.load_balance_hosts(balance);
-    }
-    if let Some(millis) = number(&params, "tcp_user_timeout", "milliseconds")? {
-        config.tcp_user_timeout(Duration::from_millis(millis));
-    }
-    // libpq: zero or less waits for ever; pals' connect timeout needs a limit, so it is the
-    // largest there is.
-    let connect_timeout = match get(&params, "connect_timeout") {
-        None => None,
-        Some(text) => match text.trim().parse::<i64>() {
-            Ok(secs) if secs > 0 => Some(Duration::from_secs(secs as u64)),
-            Ok(_) => Some(Duration::MAX),
-            Err(_) => {
-                return Err(format!(
-                    "connect_timeout `{text}` is not a number of seconds"
-                ))
-            }
-        },
-    };
-    let keepalives = Keepalives {
-        on: one_of(&params, "keepalives", &[("1", true), ("0", false)])?,
-        idle: number(&params, "keepalives_idle", "seconds")?.map(Duration::from_secs),
-        interval: number(&params, "keepalives_interval", "seconds")?.map(Duration::from_secs),
-        count: number(&params, "keepalives_count", "probes")?
-            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-    };
-
-    let modes = [
-        ("disable", SslMode::Disable),
-        ("allow", SslMode::Prefer),
-        ("prefer", SslMode::Prefer),
-        ("require", SslMode::Require),
-        ("verify-ca", SslMode::VerifyCa),
-        ("verify-full", SslMode::VerifyFull),
-    ];
-    let mode = one_of(&params, "sslmode", &modes)?.unwrap_or(SslMode::Prefer);
-    let tls = TlsSettings {
-        mode,
-        root_cert: get(&params, "sslrootcert").map(PathBuf::from),
-    };
-    Ok(DbConfig {
-        config,
-        tls,
-        connect_timeout,
-        keepalives,
-    })
-}
-
-/// A parameter that must be one of `choices` (by name), as its value.
-fn one_of<T: Copy>(
-    params: &BTreeMap<String, String>,
-    key: &str,
-    choices: &[(&str, T)],
-) -> Result<Option<T>, String> {
-    let Some(text) = params.get(key) else {
-        return Ok(None);
-    };
-    if let Some((_, value)) = choices.iter().find(|(name, _)| name == text) {
-        return Ok(Some(*value));
-    }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    let (last, rest) = names.split_last().expect("choices are given");
-    Err(format!(
-        "{key} `{text}`: expected {} or {last}",
-        rest.join(", ")
-    ))
-}
-
-/// A parameter that must be a whole number of `unit`s.
-fn number(params: &BTreeMap<String, String>, key: &str, unit: &str) -> Result<Option<u64>, String> {
-    params
-        .get(key)
-        .map(|text| {
-            text.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("{key} `{text}` is not a number of {unit}"))
-        })
-        .transpose()
-}
-
-/// libpq's default host: the server's Unix socket where one is found, else `localhost`.
-fn default_host(port: u16, env: &Environment<'_>) -> String {
-    if cfg!(unix) {
-        for directory in SOCKET_DIRECTORIES {
-            let socket = Path::new(directory).join(format!(".s.PGSQL.{port}"));
-            if (env.exists)(&socket) {
-                return directory.to_string();
-            }
-        }
-    }
-    "localhost".to_string()
-}
-
-/// Where a configuration connects, for messages: `host:port` of its first host (with its
-/// address, if `hostaddr` gives one), or the socket's path, and how many more hosts there are.
-pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let address = config.get_hostaddrs().first();
-    let first = match (config.get_hosts().first(), address) {
-        #[cfg(unix)]
-        (Some(Host::Unix(path)), _) => format!("{}/.s.PGSQL.{port}", path.display()),
-        (Some(Host::Tcp(host)), Some(address)) => format!("{host} ({address}):{port}"),
-        (Some(Host::Tcp(host)), None) if host.contains(':') => format!("[{host}]:{port}"),
-        (Some(Host::Tcp(host)), None) => format!("{host}:{port}"),
-        (None, Some(address)) => format!("{address}:{port}"),
-        (None, None) => format!("localhost:{port}"),
-    };
-    match config.get_hosts().len() {
-        0 | 1 => first,
-        n => format!("{first} (and {} more hosts)", n - 1),
-    }
+    config.connect_timeout(connect_timeout);
+    // The server frees a dead client's locks only when TCP says the client is gone.
+    config
+        .keepalives(keepalives.on.unwrap_or(true))
+        .keepalives_idle(keepalives.idle.unwrap_or(Duration::from_secs(30)))
+        .keepalives_interval(keepalives.interval.unwrap_or(Duration::from_secs(10)))
+        .keepalives_retries(keepalives.count.unwrap_or(3));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::SslMode;
+    use tokio_postgres::config::Host;
 
     /// An environment with these variables, no home, and a socket in `sockets` only.
     fn read_in(url: &str, vars: &[(&str, &str)], sockets: &[&str]) -> Result<DbConfig, String> {
@@ -557,5 +363,39 @@ mod tests {
             Some(Duration::MAX),
             "0: no limit, as libpq"
         );
+    }
+
+    #[test]
+    fn sessions_keep_alive_and_name_themselves_unless_the_url_does() {
+        let mut config: tokio_postgres::Config = "postgresql://h/db".parse().unwrap();
+        for_sessions(
+            &mut config,
+            "app",
+            Duration::from_secs(3),
+            Keepalives::default(),
+        );
+        assert_eq!(
+            config.get_application_name(),
+            Some(application_name("app").as_str())
+        );
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(3));
+
+        let mut config: tokio_postgres::Config = "postgresql://h/db?application_name=billing"
+            .parse()
+            .unwrap();
+        let keepalives = Keepalives {
+            idle: Some(Duration::from_secs(5)),
+            ..Keepalives::default()
+        };
+        for_sessions(&mut config, "app", Duration::from_secs(3), keepalives);
+        assert_eq!(config.get_application_name(), Some("billing"));
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(5));
     }
 }

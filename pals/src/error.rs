@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio_postgres::error::SqlState;
+
 /// Everything that can go wrong when taking or releasing a lock.
 ///
 /// Busy locks are not errors for [`Lock::try_acquire`](crate::Lock::try_acquire) and
@@ -248,4 +250,35 @@ impl std::fmt::Debug for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
     }
+}
+
+/// A driver error, as the statements of a session return it.
+pub(crate) type PgError = tokio_postgres::Error;
+
+/// True if `error` means the session is over: the connection closed, or the server sent a
+/// FATAL error (`pg_terminate_backend`, a shutdown), after which it closes the connection.
+/// Every lock of the session is then gone.
+pub(crate) fn ends_session(error: &PgError) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    error.as_db_error().is_some_and(|db| {
+        matches!(db.severity(), "FATAL" | "PANIC")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(db.code())
+    })
+}
+
+/// True if `error` is a cancel: `pg_cancel_backend`, a cancel request, `statement_timeout`.
+pub(crate) fn is_cancel(error: &PgError) -> bool {
+    error.code() == Some(&SqlState::QUERY_CANCELED)
+}
+
+/// True if `error` is `lock_timeout` firing.
+pub(crate) fn is_lock_timeout(error: &PgError) -> bool {
+    error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }

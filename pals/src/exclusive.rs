@@ -5,7 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::{runtime, Error, LockGuard, Locker, SemaphoreGuard};
+use crate::error::Error;
+use crate::guard::LockGuard;
+use crate::locker::Locker;
+use crate::runtime::block_on;
+use crate::semaphore::SemaphoreGuard;
 
 mod fence;
 mod report;
@@ -79,7 +83,7 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
         Ok(Some(guard)) => Acquired::Held(Held::new(guard, spec.min_hold, false)),
         Ok(None) => {
             if spec.skip_when_busy {
-                locker.meter().skipped(&full_name);
+                locker.count_skip(&full_name);
             }
             Acquired::Busy(Error::Timeout {
                 name: full_name.to_string(),
@@ -91,7 +95,7 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
 
 #[doc(hidden)]
 pub fn blocking_acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec) -> Acquired {
-    match runtime::block_on(acquire(locker, name, spec)) {
+    match block_on(acquire(locker, name, spec)) {
         Acquired::Held(mut held) => {
             held.blocking_drop = true;
             Acquired::Held(held)

@@ -2,7 +2,8 @@
 
 use std::sync::OnceLock;
 
-use crate::{Error, Locker};
+use crate::error::Error;
+use crate::locker::Locker;
 
 static GLOBAL: OnceLock<Locker> = OnceLock::new();
 

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::Row;
+use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
-pub use crate::lock::Mode;
-use crate::Error;
+use crate::error::Error;
+use crate::key::Mode;
+use crate::sql;
 
-/// One advisory lock held or awaited in the database, as [`Locker::holders`] reports it.
-///
-/// [`Locker::holders`]: crate::Locker::holders
+/// One advisory lock held or awaited in the database, as
+/// [`Locker::holders`](crate::Locker::holders) reports it.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Holder {
@@ -36,29 +36,33 @@ pub struct Holder {
     pub waiting_for: Option<Duration>,
 }
 
-pub(crate) fn holder(row: &Row, names: &HashMap<i64, Arc<str>>) -> Result<Holder, Error> {
-    let get_err = Error::Database;
-    let key: i64 = row.try_get("key").map_err(get_err)?;
-    let mode: String = row.try_get("mode").map_err(get_err)?;
-    let seconds = |column: &str| -> Result<Option<f64>, Error> {
-        row.try_get(column).map_err(Error::Database)
-    };
+/// The holders in the answer to `sql::holders()`, named where `names` knows their keys.
+pub(crate) fn holders(
+    answer: &[SimpleQueryMessage],
+    names: &HashMap<i64, Arc<str>>,
+) -> Result<Vec<Holder>, Error> {
+    sql::rows(answer).map(|row| holder(row, names)).collect()
+}
+
+/// One row of the answer to `sql::holders()`.
+fn holder(row: &SimpleQueryRow, names: &HashMap<i64, Arc<str>>) -> Result<Holder, Error> {
+    let text = |i: usize| row.get(i);
+    let key: i64 = text(0)
+        .and_then(|key| key.parse().ok())
+        .ok_or_else(|| Error::InvalidConfig("holders(): a row without a key".into()))?;
+    let seconds = |i: usize| text(i).and_then(|s| s.parse::<f64>().ok());
     Ok(Holder {
         key,
         name: names.get(&key).map(|name| name.to_string()),
-        mode: if mode == "ShareLock" {
-            Mode::Shared
-        } else {
-            Mode::Exclusive
-        },
-        granted: row.try_get("granted").map_err(get_err)?,
-        pid: row.try_get("pid").map_err(get_err)?,
-        application_name: row.try_get("application_name").map_err(get_err)?,
-        client_addr: row.try_get("client_addr").map_err(get_err)?,
-        backend_start: seconds("backend_start")?
+        mode: sql::mode_of(text(1).unwrap_or("")),
+        granted: text(2) == Some("t"),
+        pid: text(3).and_then(|pid| pid.parse().ok()),
+        application_name: text(4).unwrap_or("").to_string(),
+        client_addr: text(5).map(str::to_string),
+        backend_start: seconds(6)
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .map(|since_epoch| UNIX_EPOCH + since_epoch),
-        waiting_for: seconds("waiting")?.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
+        waiting_for: seconds(7).and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok()),
     })
 }
 

@@ -53,7 +53,7 @@
 //!
 //! Lock keys are PALs' ([`key`]): a Rust service and a Python service using the same app
 //! and lock names exclude each other. Locks held within a transaction are in [`xact`];
-//! who holds what is [`Locker::holders`].
+//! who holds what is [`Locker::holders`] ([`inspect`]).
 //!
 //! # Configuration
 //!
@@ -145,32 +145,54 @@
 //! [`LockGuard::lost`] for long holders, and make side effects idempotent for the short
 //! window between the server freeing a lock and the holder noticing.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The layers, from the bottom up (each imports only from below it; see the README's "How it
+// is built"):
+// vocabulary: what every part says and waits with
+mod background;
 mod config;
-mod connection;
-mod election;
+mod deadline;
 mod error;
-mod exclusive;
-mod global;
+mod future;
+mod identity;
+mod key;
+mod metrics;
+mod on_drop;
+mod runtime;
+mod sql;
+mod tls;
+// one connection, one session and its books, the sessions of a locker
+mod connection;
+mod pool;
+mod session;
+// the lock path: the in-process turn, letting go, the shared core, taking
+mod acquire;
+mod core;
+mod release;
+mod turn;
+// coordination: schema objects, the coordination session, listening
+mod coordination;
+// the handles users hold
+mod election;
 mod guard;
 pub mod inspect;
-mod key;
-mod listen;
 mod lock;
-mod locker;
-mod metrics;
-mod objects;
-mod pool;
-mod queue;
-mod runtime;
 mod semaphore;
-mod session;
-mod statement;
-mod tls;
 pub mod xact;
+// the façade: the locker, its builder, the global one, the attribute's run-time side
+mod builder;
+mod exclusive;
+mod global;
+mod locker;
 
+pub use builder::{
+    LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDOFFS_IN_A_ROW, DEFAULT_HANDOFF_WINDOW,
+    DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT,
+};
 pub use election::{
     Election, Leader, Observer, Term, DEFAULT_CAMPAIGN_BACKOFF, DEFAULT_OBSERVE_RECHECK,
 };
@@ -178,9 +200,10 @@ pub use error::Error;
 pub use exclusive::{current_fence, LockErrorReturn, Outcome, Skippable};
 pub use global::{global, init, init_from_env, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
-pub use inspect::Holder;
-pub use key::key;
-pub use lock::{Lock, Mode};
+pub use identity::application_name;
+pub use key::{key, Mode};
+pub use lock::Lock;
+pub use locker::Locker;
 /// Makes a sync or async function fleet-exclusive: it takes a lock before its body runs and
 /// releases it however the body ends (return, `?`, panic, or, for async functions, the
 /// future being dropped).
@@ -238,12 +261,6 @@ pub use semaphore::{Semaphore, SemaphoreGuard, PERMIT_RECHECK};
 pub use tls::TlsBackend;
 /// The tokio-postgres that pals is built on, for [`LockerBuilder::config`] and [`xact`].
 pub use tokio_postgres;
-
-pub use locker::{
-    application_name, Locker, LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDOFFS_IN_A_ROW,
-    DEFAULT_HANDOFF_WINDOW, DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_POOL_SIZE,
-    DEFAULT_TIMEOUT,
-};
 
 /// Generated code of `#[pals::exclusive]`; not public API.
 #[doc(hidden)]

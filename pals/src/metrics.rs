@@ -28,9 +28,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What a figure is about; the `kind` label.
+/// What a figure counts (its `kind` label): plain locks, semaphore permits, or leadership.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Kind {
+pub(crate) enum Primitive {
     Lock,
     /// Semaphore permits (counted once per semaphore acquire, not per permit tried).
     Semaphore,
@@ -49,10 +49,10 @@ impl Meter {
     /// An acquire's outcome, started at `started`: taken, busy, or failed.
     pub(crate) fn count<T>(
         &self,
-        kind: Kind,
+        kind: Primitive,
         name: &str,
         started: Instant,
-        result: &Result<Option<T>, crate::Error>,
+        result: &Result<Option<T>, crate::error::Error>,
     ) {
         match result {
             Ok(Some(_)) => self.acquired(kind, name, started.elapsed()),
@@ -70,19 +70,19 @@ impl Meter {
     }
 
     #[inline]
-    pub(crate) fn acquired(&self, _kind: Kind, _name: &str, _waited: Duration) {}
+    pub(crate) fn acquired(&self, _kind: Primitive, _name: &str, _waited: Duration) {}
 
     #[inline]
-    pub(crate) fn busy(&self, _kind: Kind, _name: &str, _waited: Duration) {}
+    pub(crate) fn busy(&self, _kind: Primitive, _name: &str, _waited: Duration) {}
 
     #[inline]
     pub(crate) fn skipped(&self, _name: &str) {}
 
     #[inline]
-    pub(crate) fn failed(&self, _kind: Kind, _name: &str) {}
+    pub(crate) fn failed(&self, _kind: Primitive, _name: &str) {}
 
     #[inline]
-    pub(crate) fn released(&self, _kind: Kind, _name: &str, _held: Duration) {}
+    pub(crate) fn released(&self, _kind: Primitive, _name: &str, _held: Duration) {}
 
     #[inline]
     pub(crate) fn lost(&self, _name: &str) {}
@@ -108,12 +108,12 @@ struct Labels {
 }
 
 #[cfg(feature = "metrics")]
-impl Kind {
+impl Primitive {
     fn label(self) -> &'static str {
         match self {
-            Kind::Lock => "lock",
-            Kind::Semaphore => "semaphore",
-            Kind::Election => "election",
+            Primitive::Lock => "lock",
+            Primitive::Semaphore => "semaphore",
+            Primitive::Election => "election",
         }
     }
 }
@@ -131,7 +131,7 @@ impl Meter {
     }
 
     /// An acquire took the lock after `waited`: one more held.
-    pub(crate) fn acquired(&self, kind: Kind, name: &str, waited: Duration) {
+    pub(crate) fn acquired(&self, kind: Primitive, name: &str, waited: Duration) {
         let labels = self.labels(Some(kind), name);
         ::metrics::counter!(names::ACQUIRED, labels.clone()).increment(1);
         ::metrics::histogram!(names::WAIT, labels.clone()).record(waited);
@@ -139,7 +139,7 @@ impl Meter {
     }
 
     /// An acquire gave up after `waited`: not taken within its timeout, or busy for a try.
-    pub(crate) fn busy(&self, kind: Kind, name: &str, waited: Duration) {
+    pub(crate) fn busy(&self, kind: Primitive, name: &str, waited: Duration) {
         let labels = self.labels(Some(kind), name);
         ::metrics::counter!(names::BUSY, labels.clone()).increment(1);
         ::metrics::histogram!(names::WAIT, labels).record(waited);
@@ -151,12 +151,12 @@ impl Meter {
     }
 
     /// An acquire failed for another reason than a busy lock.
-    pub(crate) fn failed(&self, kind: Kind, name: &str) {
+    pub(crate) fn failed(&self, kind: Primitive, name: &str) {
         ::metrics::counter!(names::ERRORS, self.labels(Some(kind), name)).increment(1);
     }
 
     /// A guard's hold ended after `held` (released, dropped, or its `release_at` came).
-    pub(crate) fn released(&self, kind: Kind, name: &str, held: Duration) {
+    pub(crate) fn released(&self, kind: Primitive, name: &str, held: Duration) {
         let labels = self.labels(Some(kind), name);
         ::metrics::histogram!(names::HOLD, labels.clone()).record(held);
         ::metrics::gauge!(names::HELD, labels).decrement(1.0);
@@ -167,7 +167,7 @@ impl Meter {
         ::metrics::counter!(names::LOST, self.labels(None, name)).increment(1);
     }
 
-    fn labels(&self, kind: Option<Kind>, name: &str) -> Vec<::metrics::Label> {
+    fn labels(&self, kind: Option<Primitive>, name: &str) -> Vec<::metrics::Label> {
         describe();
         let mut labels = Vec::with_capacity(3);
         labels.push(::metrics::Label::new("app", self.labels.app.clone()));

@@ -33,8 +33,11 @@ use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::connection::{self, ConnectionSettings};
-use crate::session::{Session, Ticket, Turn};
-use crate::{runtime, Error, Mode};
+use crate::deadline::until;
+use crate::error::Error;
+use crate::key::Mode;
+use crate::metrics::Meter;
+use crate::session::{Limits, Session, Ticket};
 
 /// More connections than any PostgreSQL server accepts from one client in practice.
 const MAX_POOL_SIZE: usize = 100_000;
@@ -44,12 +47,22 @@ pub(crate) struct Pool {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    settings: ConnectionSettings,
-    rt: Handle,
-    size: usize,
+/// How a pool opens and keeps its sessions.
+pub(crate) struct PoolConfig {
+    pub(crate) connection: ConnectionSettings,
+    /// The most sessions open at once.
+    pub(crate) size: usize,
     /// How long a session beyond the first may stay idle; `Duration::MAX`: forever.
-    idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    /// How long a session waits for the server.
+    pub(crate) limits: Limits,
+    /// Counts the locks lost with a session.
+    pub(crate) meter: Meter,
+}
+
+struct Shared {
+    config: PoolConfig,
+    rt: Handle,
     slots: Mutex<Slots>,
     /// Signalled when a session opens, closes, falls idle or settles a key.
     changed: Arc<Notify>,
@@ -87,7 +100,8 @@ enum Pick {
     Ready(usize),
     /// Open a session (there is room).
     Open,
-    Wait,
+    /// None now: look again when something changes.
+    Later,
 }
 
 impl Want<'_> {
@@ -100,12 +114,8 @@ impl Want<'_> {
 }
 
 impl Pool {
-    pub(crate) fn new(
-        settings: ConnectionSettings,
-        size: usize,
-        idle_timeout: Duration,
-        rt: Handle,
-    ) -> Result<Pool, Error> {
+    pub(crate) fn new(config: PoolConfig, rt: Handle) -> Result<Pool, Error> {
+        let size = config.size;
         if size > MAX_POOL_SIZE {
             return Err(Error::InvalidConfig(format!(
                 "pool_size {size} is more than {MAX_POOL_SIZE}"
@@ -113,10 +123,8 @@ impl Pool {
         }
         Ok(Pool {
             shared: Arc::new(Shared {
-                settings,
+                config,
                 rt,
-                size,
-                idle_timeout,
                 slots: Mutex::default(),
                 changed: Arc::new(Notify::new()),
                 alive: watch::Sender::new(()),
@@ -124,16 +132,12 @@ impl Pool {
         })
     }
 
-    pub(crate) fn settings(&self) -> &ConnectionSettings {
-        &self.shared.settings
-    }
-
     pub(crate) fn max_size(&self) -> usize {
-        self.shared.size
+        self.shared.config.size
     }
 
     pub(crate) fn idle_timeout(&self) -> Duration {
-        self.shared.idle_timeout
+        self.shared.config.idle_timeout
     }
 
     /// A shared session reserved for an instant statement on `want.key`. Waits until
@@ -143,7 +147,7 @@ impl Pool {
         want: Want<'_>,
         deadline: Option<Instant>,
     ) -> Result<Option<Ticket>, Error> {
-        let size = self.shared.size;
+        let size = self.shared.config.size;
         let choose = |slots: &mut Slots| {
             // Nothing in flight answers soonest; a new session spreads the load; else
             // pipeline on the least busy.
@@ -158,7 +162,7 @@ impl Pool {
             if slots.open < size.saturating_sub(1) || !eligible && slots.open < size {
                 return Pick::Open;
             }
-            scan.least_busy.map_or(Pick::Wait, Pick::Ready)
+            scan.least_busy.map_or(Pick::Later, Pick::Ready)
         };
         let open_by = want.open_by;
         self.pick(deadline, open_by, choose, want.reserve(false))
@@ -172,7 +176,7 @@ impl Pool {
         want: Want<'_>,
         deadline: Option<Instant>,
     ) -> Result<Option<Ticket>, Error> {
-        let size = self.shared.size;
+        let size = self.shared.config.size;
         let choose = |slots: &mut Slots| {
             let scan = slots.scan(|session| session.is_idle().then_some(0));
             if let Some(index) = scan.idle {
@@ -181,33 +185,11 @@ impl Pool {
             if slots.open < size {
                 return Pick::Open;
             }
-            Pick::Wait
+            Pick::Later
         };
         let open_by = want.open_by;
         self.pick(deadline, open_by, choose, want.reserve(true))
             .await
-    }
-
-    /// A turn on a shared session for queries that take no lock, within the connect
-    /// timeout: a session given to a lock wait takes nothing else, and a pool whose every
-    /// session waits (as many campaigning elections as sessions) has none to give.
-    pub(crate) async fn turn(&self) -> Result<Turn, Error> {
-        let size = self.shared.size;
-        let choose = |slots: &mut Slots| match slots.scan(Session::load).least_busy {
-            Some(index) => Pick::Ready(index),
-            None if slots.open < size => Pick::Open,
-            None => Pick::Wait,
-        };
-        let limit = self.shared.settings.connect_timeout;
-        let deadline = Instant::now().checked_add(limit);
-        let turn = self.pick(deadline, None, choose, Session::turn).await?;
-        turn.ok_or_else(|| Error::Connect {
-            reason: format!(
-                "no database session was free within {limit:?}: each of the pool's {size} \
-                 is taken by a lock wait; raise pool_size"
-            ),
-            source: None,
-        })
     }
 
     /// Picks under the pool's lock until `choose` finds a session, and `take`s it there (so
@@ -235,7 +217,7 @@ impl Pool {
                         slots.opening += 1;
                         true
                     }
-                    Pick::Wait => false,
+                    Pick::Later => false,
                 }
             };
             if open {
@@ -245,7 +227,7 @@ impl Pool {
                 };
                 // The caller's timeout bounds the connect too; a connection still being
                 // opened when it ends is published for the next caller.
-                return match runtime::until(&shared.rt, open_by, opening).await {
+                return match until(&shared.rt, open_by, opening).await {
                     Some(opened) => opened.map(Some),
                     None => {
                         tracing::debug!("pals: the caller's timeout ended while its connection was being opened");
@@ -256,10 +238,7 @@ impl Pool {
             match deadline {
                 None => changed.await,
                 Some(deadline) => {
-                    if runtime::until(&shared.rt, deadline, changed)
-                        .await
-                        .is_none()
-                    {
+                    if until(&shared.rt, deadline, changed).await.is_none() {
                         return Ok(None);
                     }
                 }
@@ -278,16 +257,17 @@ impl Pool {
         let pool = Arc::clone(&self.shared);
         let (deliver, delivered) = oneshot::channel();
         self.shared.rt.spawn(async move {
-            let settings = &pool.settings;
-            let opened = match connection::open(settings.clone()).await {
+            let config = &pool.config;
+            let token_within_ms = config.limits.token_within_ms;
+            let opened = match connection::open_for_locks(&config.connection, token_within_ms).await {
                 Ok(conn) => {
                     let changed = Arc::clone(&pool.changed);
                     let session = Session::start(
                         conn,
                         changed,
-                        settings.connect_timeout,
-                        settings.heartbeat,
-                        settings.meter.clone(),
+                        config.limits,
+                        config.connection.heartbeat,
+                        config.meter.clone(),
                     );
                     tokio::spawn(free_slot_when_dead(Arc::downgrade(&pool), session.dead()));
                     let mut slots = pool.slots();
@@ -338,7 +318,7 @@ async fn close_idle_sessions(pool: Weak<Shared>, mut alive: watch::Receiver<()>)
         let Some(shared) = pool.upgrade() else {
             return;
         };
-        let timeout = shared.idle_timeout;
+        let timeout = shared.config.idle_timeout;
         let (closing, wake) = shared.slots().close_idle(timeout);
         drop(shared);
         // Out of the pool already: no picker can reach them. Their slots are given back
@@ -367,7 +347,7 @@ impl Shared {
     /// Starts the closer of idle sessions (on the library's runtime, where this runs) if
     /// there is something it may close and it is not running.
     fn start_closer(self: &Arc<Self>, slots: &mut Slots) {
-        if slots.sessions.len() > 1 && !slots.closer && self.idle_timeout != Duration::MAX {
+        if slots.sessions.len() > 1 && !slots.closer && self.config.idle_timeout != Duration::MAX {
             slots.closer = true;
             let alive = self.alive.subscribe();
             self.rt

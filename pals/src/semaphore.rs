@@ -5,16 +5,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::listen::{Event, PERMIT_CHANNEL};
-use crate::metrics::Kind;
-use crate::{runtime, Error, Lock, LockGuard, Locker};
+use crate::coordination::{Coordination, Event, Subscription};
+use crate::core::Core;
+use crate::deadline::sleep_until;
+use crate::error::Error;
+use crate::guard::LockGuard;
+use crate::key::full_name;
+use crate::lock::Lock;
+use crate::metrics::Primitive;
+use crate::runtime::block_on;
+use crate::sql::PERMIT_CHANNEL;
 
 /// How often a waiter for a permit checks on its own, in case a permit was freed without a
 /// word (a holder's process or session died, or a Python PALs holder released it).
 pub const PERMIT_RECHECK: Duration = Duration::from_millis(500);
 
 /// A fleet-wide counting semaphore: at most `permits` holders at once, in every process
-/// that uses the same app and name. Made by [`Locker::semaphore`]; cheap to clone.
+/// that uses the same app and name. Made by [`Locker::semaphore`](crate::Locker::semaphore);
+/// cheap to clone.
 ///
 /// **Keys.** Permit `i` (`0 <= i < permits`) is the advisory lock named
 /// `"{name}.permit-{i}"` in the same app, key `pals::key(app, "{name}.permit-{i}")`: a
@@ -49,7 +57,8 @@ pub const PERMIT_RECHECK: Duration = Duration::from_millis(500);
 /// ```
 #[derive(Clone)]
 pub struct Semaphore {
-    locker: Locker,
+    core: Arc<Core>,
+    coordination: Arc<Coordination>,
     name: Arc<str>,
     permits: Arc<[Lock]>,
     timeout: Option<Duration>,
@@ -58,16 +67,21 @@ pub struct Semaphore {
 }
 
 impl Semaphore {
-    pub(crate) fn new(locker: &Locker, name: &str, permits: u32) -> Semaphore {
-        let permits: Arc<[Lock]> = (0..permits)
-            .map(|i| {
-                let lock = locker.lock(&permit_name(name, i));
-                lock.counted_as(Kind::Semaphore, false)
-            })
+    /// The semaphore `name` of the locker whose parts are `core` and `coordination`, with
+    /// `permits`, the lock of each (made by the locker, so that it knows their names).
+    pub(crate) fn new(
+        core: &Arc<Core>,
+        coordination: &Arc<Coordination>,
+        name: &str,
+        permits: impl Iterator<Item = Lock>,
+    ) -> Semaphore {
+        let permits: Arc<[Lock]> = permits
+            .map(|lock| lock.counted_as(Primitive::Semaphore, false))
             .collect();
         Semaphore {
-            name: crate::key::full_name(locker.app(), name).into(),
-            locker: locker.clone(),
+            name: full_name(&core.app, name).into(),
+            core: Arc::clone(core),
+            coordination: Arc::clone(coordination),
             permits,
             timeout: None,
             next: Arc::default(),
@@ -102,7 +116,7 @@ impl Semaphore {
 
     /// Takes a permit, waiting up to the timeout; none freed that long is `Err(Error::Timeout)`.
     pub async fn acquire(&self) -> Result<SemaphoreGuard, Error> {
-        let timeout = self.timeout.unwrap_or(self.locker.default_timeout());
+        let timeout = self.timeout.unwrap_or(self.core.default_timeout);
         self.acquire_timeout(timeout)
             .await?
             .ok_or_else(|| Error::Timeout {
@@ -125,8 +139,8 @@ impl Semaphore {
     ) -> Result<Option<SemaphoreGuard>, Error> {
         let started = Instant::now();
         let result = self.take_within(timeout).await;
-        let meter = self.locker.meter();
-        meter.count(Kind::Semaphore, &self.name, started, &result);
+        let meter = &self.core.meter;
+        meter.count(Primitive::Semaphore, &self.name, started, &result);
         result
     }
 
@@ -142,7 +156,7 @@ impl Semaphore {
         let mut subscription = None;
         loop {
             // Listen before trying: a permit given back after the try is heard.
-            let local = self.locker.permits_freed().notified();
+            let local = self.coordination.permits_freed().notified();
             let mut local = std::pin::pin!(local);
             local.as_mut().enable();
             if let Some(guard) = self.try_each(freed.take(), deadline).await? {
@@ -155,31 +169,32 @@ impl Semaphore {
             // From now on, what other processes say reaches this waiter; until the listening
             // session is up (it says so with a resync, and the permits are tried again), the
             // recheck covers what it would hear.
-            let events = subscription.get_or_insert_with(|| self.locker.listener_subscription());
+            let events = subscription.get_or_insert_with(|| self.coordination.subscribe());
             let recheck = now + PERMIT_RECHECK;
             let wake_at = deadline.map_or(recheck, |deadline| deadline.min(recheck));
-            let first_key = self.permits[0].key();
-            let heard = async {
-                loop {
-                    match events.next().await {
-                        Some(Event::Notified { channel, payload })
-                            if &*channel == PERMIT_CHANNEL =>
-                        {
-                            if let Some(permit) = freed_permit(&payload, first_key) {
-                                return Some(permit);
-                            }
-                        }
-                        Some(Event::Notified { .. }) => {}
-                        Some(Event::Resync) => return None,
-                        None => std::future::pending::<()>().await,
-                    }
-                }
-            };
             tracing::debug!(semaphore = %self.name, permits = self.permits.len(), "pals: every permit is taken; waiting for one to be given back");
             tokio::select! {
-                permit = heard => freed = permit,
+                permit = self.heard(events) => freed = permit,
                 _ = local => {}
-                _ = runtime::sleep_until(self.locker.rt(), wake_at) => {}
+                _ = sleep_until(self.core.rt(), wake_at) => {}
+            }
+        }
+    }
+
+    /// The next permit of this semaphore that another process says it gave back; `None`
+    /// after a resync (what was missed cannot be known: try them all).
+    async fn heard(&self, events: &mut Subscription) -> Option<usize> {
+        let first_key = self.permits[0].key();
+        loop {
+            match events.next().await {
+                Some(Event::Notified { channel, payload }) if &*channel == PERMIT_CHANNEL => {
+                    if let Some(permit) = freed_permit(&payload, first_key) {
+                        return Some(permit);
+                    }
+                }
+                Some(Event::Notified { .. }) => {}
+                Some(Event::Resync) => return None,
+                None => std::future::pending::<()>().await,
             }
         }
     }
@@ -212,12 +227,14 @@ impl Semaphore {
 
     /// A permit's guard, which tells waiters when it is given back.
     fn guard(&self, mut guard: LockGuard, permit: usize) -> SemaphoreGuard {
-        let locker = self.locker.clone();
+        let coordination = Arc::clone(&self.coordination);
         // Other processes hear of it from the unlock itself (one statement); waiters of
         // this locker, once it is settled.
         let payload = format!("{}:{permit}", self.permits[0].key());
         guard.notify_on_release(payload.into());
-        guard.after_release(Box::new(move || locker.permits_freed().notify_waiters()));
+        guard.after_release(Box::new(move || {
+            coordination.permits_freed().notify_waiters()
+        }));
         guard.count_as(&self.name);
         SemaphoreGuard {
             guard,
@@ -227,12 +244,12 @@ impl Semaphore {
 
     /// [`acquire`](Semaphore::acquire) for synchronous code: blocks the calling thread.
     pub fn blocking_acquire(&self) -> Result<SemaphoreGuard, Error> {
-        runtime::block_on(self.acquire())
+        block_on(self.acquire())
     }
 
     /// [`try_acquire`](Semaphore::try_acquire) for synchronous code.
     pub fn blocking_try_acquire(&self) -> Result<Option<SemaphoreGuard>, Error> {
-        runtime::block_on(self.try_acquire())
+        block_on(self.try_acquire())
     }
 
     /// [`acquire_timeout`](Semaphore::acquire_timeout) for synchronous code.
@@ -240,12 +257,12 @@ impl Semaphore {
         &self,
         timeout: Duration,
     ) -> Result<Option<SemaphoreGuard>, Error> {
-        runtime::block_on(self.acquire_timeout(timeout))
+        block_on(self.acquire_timeout(timeout))
     }
 }
 
 /// The lock name of permit `i` of semaphore `name`.
-fn permit_name(name: &str, i: u32) -> String {
+pub(crate) fn permit_name(name: &str, i: u32) -> String {
     format!("{name}.permit-{i}")
 }
 

@@ -44,24 +44,30 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::connection::PgConn;
+use crate::connection::LockConn;
+use crate::deadline::within;
+use crate::error::Error;
+use crate::future::poll_once;
+use crate::key::Mode;
 use crate::metrics::Meter;
-use crate::{runtime, Error, Mode};
 
 mod reconcile;
 mod statements;
 
-pub(crate) use statements::{Hold, Ticket};
+pub(crate) use statements::{SessionLock, Ticket};
 
 /// One open database session and its books.
 pub(crate) struct Session {
-    conn: PgConn,
+    conn: LockConn,
     books: Mutex<Books>,
     /// The pool's signal that a session may now suit a waiting picker.
     changed: Arc<Notify>,
     rt: Handle,
     /// How long the server may take to answer an instant statement: the connect timeout.
     answer_within: Duration,
+    /// How long a fenced lock's `nextval` may wait for its sequence, in milliseconds (the
+    /// session's own `lock_timeout`).
+    token_within_ms: u64,
     /// Counts the locks lost when the session ends.
     meter: Meter,
 }
@@ -129,13 +135,22 @@ impl Failure {
     }
 }
 
+/// How long a session waits for the server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// For the answer to an instant statement: the connect timeout.
+    pub(crate) answer_within: Duration,
+    /// For a fenced lock's `nextval`, in milliseconds: the session's `lock_timeout`.
+    pub(crate) token_within_ms: u64,
+}
+
 impl Session {
     /// A session on `conn`, watched: its held locks are logged and counted as lost when it
     /// ends, and pinged every `heartbeat` while it holds any. Call on the library's runtime.
     pub(crate) fn start(
-        conn: PgConn,
+        conn: LockConn,
         changed: Arc<Notify>,
-        answer_within: Duration,
+        limits: Limits,
         heartbeat: Option<Duration>,
         meter: Meter,
     ) -> Arc<Session> {
@@ -148,7 +163,8 @@ impl Session {
             books: Mutex::new(books),
             changed,
             rt: Handle::current(),
-            answer_within,
+            answer_within: limits.answer_within,
+            token_within_ms: limits.token_within_ms,
             meter,
         });
         let weak = Arc::downgrade(&session);
@@ -193,12 +209,6 @@ impl Session {
         (!books.dedicated && !books.entries.contains_key(&key)).then_some(books.in_flight)
     }
 
-    /// For a query that takes no lock: statements in flight, or `None` if it must wait.
-    pub(crate) fn load(&self) -> Option<usize> {
-        let books = self.books();
-        (!books.dedicated).then_some(books.in_flight)
-    }
-
     /// Free for a lock wait: no locks, nothing in flight, nothing to settle.
     pub(crate) fn is_idle(&self) -> bool {
         self.books().is_idle()
@@ -213,13 +223,6 @@ impl Session {
             return None;
         }
         Some(*books.idle_since.get_or_insert_with(Instant::now))
-    }
-
-    /// A turn for queries that take no lock, counted in flight from now on (so that no
-    /// picker takes the session for a wait meanwhile).
-    pub(crate) fn turn(self: &Arc<Self>) -> Turn {
-        self.books().in_flight += 1;
-        Turn(Arc::clone(self))
     }
 
     /// Ends a statement's count in flight; wakes pickers if the session fell idle.
@@ -239,7 +242,7 @@ impl Session {
         key: Option<i64>,
         statement: Pin<&mut F>,
     ) -> (u64, Poll<F::Output>) {
-        let first = runtime::poll_once(statement);
+        let first = poll_once(statement);
         books.sent += 1;
         let number = books.sent;
         if let Some(entry) = key.and_then(|key| books.entries.get_mut(&key)) {
@@ -310,7 +313,7 @@ impl Session {
     ) -> Option<F::Output> {
         match first {
             Poll::Ready(answer) => Some(answer),
-            Poll::Pending => runtime::within(&self.rt, self.answer_within, statement).await,
+            Poll::Pending => within(&self.rt, self.answer_within, statement).await,
         }
     }
 }
@@ -341,31 +344,6 @@ impl Books {
             self.gone_since_question.push(key);
         }
         Some(entry)
-    }
-}
-
-/// Queries that take no lock, on a session, counted in flight while this lives.
-pub(crate) struct Turn(Arc<Session>);
-
-impl Turn {
-    pub(crate) async fn query(
-        &self,
-        sql: &str,
-    ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, Error> {
-        let client = self.0.conn.client();
-        client.simple_query(sql).await.map_err(Error::Database)
-    }
-
-    pub(crate) async fn query_rows(&self, sql: &str) -> Result<Vec<tokio_postgres::Row>, Error> {
-        let client = self.0.conn.client();
-        client.query(sql, &[]).await.map_err(Error::Database)
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        let mut books = self.0.books();
-        self.0.end_flight(&mut books);
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::path::PathBuf;
 
-use crate::Error;
+use crate::error::Error;
 
 /// `sslmode`, libpq's way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ mod rustls_tls {
     };
 
     use super::SslMode;
-    use crate::Error;
+    use crate::error::Error;
 
     pub(super) fn connector(
         mode: SslMode,
@@ -278,7 +278,7 @@ mod rustls_tls {
 #[cfg(feature = "native-tls")]
 mod native {
     use super::SslMode;
-    use crate::Error;
+    use crate::error::Error;
 
     pub(super) fn connector(
         mode: SslMode,

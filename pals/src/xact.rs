@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use tokio_postgres::Transaction;
 
-use crate::connection::first_value;
-use crate::key::{full_name, key_of_full_name};
-use crate::{Error, Mode};
+use crate::error::Error;
+use crate::key::{full_name, key_of_full_name, Mode};
+use crate::sql;
 
 /// Takes the exclusive lock `"{app}.{name}"` for the rest of `tx`, waiting up to `timeout`
 /// (`Duration::MAX`: forever); a busy lock is `Err(Error::Timeout)`, and `tx` stays usable.
@@ -62,20 +62,14 @@ pub async fn try_acquire_shared(
 }
 
 async fn try_lock(tx: &Transaction<'_>, key: i64, mode: Mode) -> Result<bool, Error> {
-    let mode = match mode {
-        Mode::Exclusive => "",
-        Mode::Shared => "_shared",
-    };
     let row = tx
-        .query_one(
-            &format!("SELECT pg_try_advisory_xact_lock{mode}($1)"),
-            &[&key],
-        )
+        .query_one(&sql::try_xact_lock(mode), &[&key])
         .await
         .map_err(Error::Database)?;
     row.try_get(0).map_err(Error::Database)
 }
 
+/// Waits for the lock (see `sql::wait_xact_lock`), then asks whether it is held.
 async fn lock(
     tx: &Transaction<'_>,
     name: &str,
@@ -90,34 +84,14 @@ async fn lock(
             Err(Error::Timeout { name: name.into() })
         };
     }
-    let (function, mode) = match mode {
-        Mode::Shared => ("pg_advisory_xact_lock_shared", "ShareLock"),
-        Mode::Exclusive => ("pg_advisory_xact_lock", "ExclusiveLock"),
-    };
     let millis = if timeout.as_millis() > i32::MAX as u128 {
         0
     } else {
-        timeout.as_millis().max(1)
+        timeout.as_millis().max(1) as u64
     };
-    // One statement that cannot fail on a busy lock: the wait runs in a PL/pgSQL block
-    // whose exception handler catches the lock timeout (rolling back its subtransaction,
-    // which releases a grant that raced the timeout), and lock_timeout is put back in any
-    // case. So neither a timeout nor a dropped future leaves the caller's transaction
-    // aborted, inside a savepoint, or with another lock_timeout. Then: do we hold it?
-    let sql = format!(
-        "DO $pals$ DECLARE previous text := current_setting('lock_timeout'); BEGIN \
-           PERFORM set_config('lock_timeout', '{millis}', true); \
-           BEGIN PERFORM {function}({key}::int8); \
-           EXCEPTION WHEN lock_not_available THEN NULL; END; \
-           PERFORM set_config('lock_timeout', previous, true); \
-         END $pals$; \
-         SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() \
-           AND locktype = 'advisory' AND objsubid = 1 AND granted AND mode = '{mode}' \
-           AND classid = (({key}::int8 >> 32) & 4294967295)::oid \
-           AND objid = ({key}::int8 & 4294967295)::oid)"
-    );
+    let sql = sql::wait_xact_lock(key, mode, millis);
     let messages = tx.simple_query(&sql).await.map_err(Error::Database)?;
-    if first_value(&messages) == Some("t") {
+    if sql::first_value(&messages) == Some("t") {
         Ok(())
     } else {
         Err(Error::Timeout { name: name.into() })

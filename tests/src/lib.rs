@@ -254,3 +254,81 @@ pub async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Option
     })
     .await
 }
+
+/// A DBA's session holding a lock on a table or sequence: `statement` (`LOCK TABLE ...`,
+/// `ALTER SEQUENCE ...`) run in a transaction left open until this is dropped, then rolled
+/// back. On a connection and thread of its own.
+pub struct DbaLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DbaLock {
+    /// Runs `statement` in a new transaction and returns once it holds its lock.
+    pub fn hold(statement: &str) -> DbaLock {
+        let (url, statement) = (db_url(), statement.to_string());
+        let (held, holding) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("the DBA connects");
+                tokio::spawn(connection);
+                let sql = format!("BEGIN; {statement}");
+                let taken = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+                held.send(taken).unwrap();
+                let _ = tokio::task::spawn_blocking(move || released.recv()).await;
+                let _ = client.batch_execute("ROLLBACK").await;
+            });
+        });
+        let taken = holding.recv().expect("the DBA's thread answers");
+        taken.unwrap_or_else(|e| panic!("the DBA's statement failed: {e}"));
+        DbaLock {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DbaLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A schema of its own for a test's objects (fencing sequence, leaders table), dropped
+/// with them when this is dropped.
+pub struct TestSchema(String);
+
+impl TestSchema {
+    /// Creates a schema named after `tag`.
+    pub fn new(tag: &str) -> TestSchema {
+        let name = unique_app(tag).replace('-', "_");
+        probe_query(&format!("CREATE SCHEMA \"{name}\"")).expect("the schema is made");
+        TestSchema(name)
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// The qualified name of `object` in it.
+    pub fn object(&self, object: &str) -> String {
+        format!("\"{}\".{object}", self.0)
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let _ = probe_query(&format!("DROP SCHEMA \"{}\" CASCADE", self.0));
+    }
+}

@@ -59,7 +59,8 @@ async fn a_timed_out_acquire_leaves_a_session_that_holds_nothing() {
     // with the waiter's application_name.
     let holder = locker(&unique_app("race-holder"));
     // Warm the pool so that every round waits in the database for the full timeout.
-    drop(waiter.__query_pooled("SELECT 1").await.unwrap());
+    let warm = waiter.lock("warm").try_acquire().await.unwrap().unwrap();
+    assert!(warm.release().await.unwrap());
     // Release around the moment the waiter's lock_timeout fires, sweeping from well before
     // to well after it: when the grant wins the waiter gets the lock; when the timeout wins
     // (or both happen at once) its session must hold nothing afterwards.
@@ -88,15 +89,17 @@ async fn a_timed_out_acquire_leaves_a_session_that_holds_nothing() {
                 .unwrap();
                 let last = last[0].clone().unwrap_or_default();
                 assert!(
-                    last.contains("FROM pg_locks") || last.contains("unnest("),
+                    last.contains("pg_catalog.pg_locks") || last.contains("unnest("),
                     "round {round}: the last statement was not the check: {last}"
                 );
             }
         }
-        let held = waiter
-            .__query_pooled("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'")
-            .await
-            .unwrap();
+        let held = probe_query(&format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE a.application_name = '{}' AND l.locktype = 'advisory'",
+            application_name(&app)
+        ))
+        .unwrap();
         assert_eq!(
             held,
             vec![Some("0".to_string())],
@@ -158,45 +161,37 @@ async fn an_idle_session_timeout_does_not_free_a_held_lock() {
     assert!(guard.release().await.unwrap());
 }
 
+/// A wait's own `lock_timeout` (and lifted `statement_timeout`) end with its statement: the
+/// session keeps the `lock_timeout` pals gave it, which bounds a fenced lock's `nextval`.
+/// Seen through that bound: after a wait that timed out (50 ms) and one with no limit (0),
+/// a fenced try on the same session, its sequence locked by hand, fails after the session's
+/// own bound (500 ms), neither sooner nor never.
 #[tokio::test]
-async fn pooled_sessions_keep_the_server_default_lock_timeout() {
+async fn waits_leave_the_session_its_own_lock_timeout() {
     let app = unique_app("settings");
-    let default = probe_query("SHOW lock_timeout").unwrap();
+    let schema = pals_tests::TestSchema::new("settings");
     let holder = locker(&app);
-    let a = locker_with(&app, |b| b.pool_size(1));
+    let a = locker_with(&app, |b| b.pool_size(1).schema(schema.name()));
 
     let busy = holder.lock("x").acquire().await.unwrap();
-    assert!(a
-        .lock("x")
-        .acquire_timeout(Duration::from_millis(50))
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(
-        a.__query_pooled("SHOW lock_timeout").await.unwrap(),
-        default
-    );
+    let timed_out = a.lock("x").acquire_timeout(Duration::from_millis(50)).await;
+    assert!(timed_out.unwrap().is_none());
     drop(busy);
-    let guard = a
-        .lock("x")
-        .acquire_timeout(Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(guard.release().await.unwrap());
-    assert_eq!(
-        a.__query_pooled("SHOW lock_timeout").await.unwrap(),
-        default
-    );
-    assert_eq!(
-        a.__query_pooled("SHOW statement_timeout").await.unwrap(),
-        probe_query("SHOW statement_timeout").unwrap()
-    );
     let forever = a.lock("y").timeout(Duration::MAX).acquire().await.unwrap();
     assert!(forever.release().await.unwrap());
-    assert_eq!(
-        a.__query_pooled("SHOW lock_timeout").await.unwrap(),
-        default
+    // The sequence exists (made by the first fenced lock), then is locked by hand.
+    let first = a.lock("f").fenced().try_acquire().await.unwrap().unwrap();
+    assert!(first.release().await.unwrap());
+    let sequence = schema.object("pals_fence");
+    let dba = pals_tests::DbaLock::hold(&format!("ALTER SEQUENCE {sequence} INCREMENT BY 1"));
+    let started = std::time::Instant::now();
+    let blocked = a.lock("f").fenced().try_acquire().await;
+    let took = started.elapsed();
+    drop(dba);
+    assert!(blocked.is_err(), "a token it could not draw: {blocked:?}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "the session's own bound: {took:?}"
     );
 }
 

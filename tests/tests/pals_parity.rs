@@ -54,7 +54,7 @@ fn locker_defaults() {
     assert_eq!(locker.default_timeout(), Duration::from_secs(30));
     assert_eq!(locker.pool_size(), pals::DEFAULT_POOL_SIZE);
     let lock = locker.lock("a");
-    assert_eq!(lock.acquire_timeout_value(), Duration::from_secs(30));
+    assert_eq!(lock.effective_timeout(), Duration::from_secs(30));
     assert!(!lock.is_shared());
 
     let locker = pals::Locker::builder("bar")
@@ -63,7 +63,7 @@ fn locker_defaults() {
         .build()
         .unwrap();
     assert_eq!(
-        locker.lock("a").acquire_timeout_value(),
+        locker.lock("a").effective_timeout(),
         Duration::from_millis(1000)
     );
 }

@@ -42,8 +42,12 @@ fn runtimes_that_end_one_after_another() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(locker.__query_pooled("SELECT pg_backend_pid()"))
-            .unwrap()
+        rt.block_on(async {
+            let guard = locker.lock("pid").try_acquire().await.unwrap().unwrap();
+            let pid = guard.backend_pid().unwrap();
+            assert!(guard.release().await.unwrap());
+            pid
+        })
     };
     let mut backends = Vec::new();
     for _ in 0..3 {

@@ -295,7 +295,8 @@ async fn a_polling_wait_outlives_the_session_it_polls_on() {
             tokio::spawn(async move { lock.acquire_timeout(Duration::from_secs(10)).await })
         };
         assert!(eventually(Duration::from_secs(5), || {
-            probe_query(&last_query).unwrap() == [Some("SELECT pg_try_advisory_lock($1)".into())]
+            probe_query(&last_query).unwrap()
+                == [Some("SELECT pg_catalog.pg_try_advisory_lock($1)".into())]
         }));
         probe_i64(&format!(
             "SELECT count(pg_terminate_backend(pid, 5000))::int FROM pg_stat_activity \

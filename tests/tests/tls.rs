@@ -132,11 +132,15 @@ fn connect(url: &str, backend: TlsBackend) -> Result<bool, pals::Error> {
         .enable_all()
         .build()
         .unwrap();
-    let ssl = runtime.block_on(
-        locker.__query_pooled("SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
-    )?;
-    // And a lock works over it.
-    let guard = locker.lock("x").blocking_try_acquire()?.expect("free");
+    // A lock works over it; its session, seen from the server, is encrypted or not.
+    let guard = runtime
+        .block_on(locker.lock("x").try_acquire())?
+        .expect("free");
+    let pid = guard.backend_pid().expect("held");
+    let ssl = probe_query(&format!(
+        "SELECT ssl::text FROM pg_stat_ssl WHERE pid = {pid}"
+    ))
+    .expect("the probe answers");
     assert!(guard.blocking_release()?);
     Ok(ssl == vec![Some("true".to_string())])
 }

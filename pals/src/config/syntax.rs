@@ -169,38 +169,8 @@ pub(super) fn key_value_pairs(text: &str) -> Result<Vec<Pair>, String> {
         }
         i += 1;
         skip_spaces(&mut i);
-        let mut value = Vec::new();
-        if i < bytes.len() && bytes[i] == b'\'' {
-            i += 1;
-            loop {
-                match bytes.get(i) {
-                    None => {
-                        return Err(format!("the quoted value of `{key}` has no closing quote"))
-                    }
-                    Some(b'\'') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(b'\\') if i + 1 < bytes.len() => {
-                        value.push(bytes[i + 1]);
-                        i += 2;
-                    }
-                    Some(&b) => {
-                        value.push(b);
-                        i += 1;
-                    }
-                }
-            }
-        } else {
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-                if bytes[i] == b'\\' && i + 1 < bytes.len() {
-                    i += 1;
-                }
-                value.push(bytes[i]);
-                i += 1;
-            }
-        }
-        let value = String::from_utf8_lossy(&value).into_owned();
+        let (value, next) = value_at(bytes, i, &key)?;
+        i = next;
         pairs.push(Pair {
             key,
             value,
@@ -208,6 +178,41 @@ pub(super) fn key_value_pairs(text: &str) -> Result<Vec<Pair>, String> {
             end: i,
         });
     }
+}
+
+/// The value of `key` that starts at `i`: bare, or in single quotes, a backslash escaping
+/// the next character; and where it ends.
+fn value_at(bytes: &[u8], mut i: usize, key: &str) -> Result<(String, usize), String> {
+    let mut value = Vec::new();
+    if i < bytes.len() && bytes[i] == b'\'' {
+        i += 1;
+        loop {
+            match bytes.get(i) {
+                None => return Err(format!("the quoted value of `{key}` has no closing quote")),
+                Some(b'\'') => {
+                    i += 1;
+                    break;
+                }
+                Some(b'\\') if i + 1 < bytes.len() => {
+                    value.push(bytes[i + 1]);
+                    i += 2;
+                }
+                Some(&b) => {
+                    value.push(b);
+                    i += 1;
+                }
+            }
+        }
+    } else {
+        while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+            if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                i += 1;
+            }
+            value.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok((String::from_utf8_lossy(&value).into_owned(), i))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::LockSpec;
-use crate::Error;
+use crate::error::Error;
 
 /// A busy lock under `on_busy = "skip"`: the call is skipped, which is routine.
 #[doc(hidden)]

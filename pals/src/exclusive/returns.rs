@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use super::report::skip_failure;
 use super::LockSpec;
-use crate::Error;
+use crate::error::Error;
 
 /// Return types that can carry a [`pals::Error`](crate::Error) out of a function annotated
 /// with `#[pals::exclusive]` (`on_busy = "error"`, the default).

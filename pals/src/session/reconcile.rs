@@ -8,11 +8,21 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::{Books, Entry, Session, State};
-use crate::connection::is_cancel;
-use crate::Mode;
+use crate::error::is_cancel;
+use crate::key::Mode;
 
 /// The longest pause between tries of a reconcile cut short by cancels.
 const RECONCILE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How a pass of the reconcile ended.
+enum Pass {
+    /// Every entry is known: the reconcile stops.
+    Done,
+    /// Something became unknown meanwhile, or a cancel was outlasted: another pass.
+    Again,
+    /// What the session holds cannot be settled: close it, for this reason.
+    Close(String),
+}
 
 impl Session {
     /// Asks the server what this session holds and settles every unknown entry, pass after
@@ -22,68 +32,80 @@ impl Session {
         // the connect timeout, backing off, before the session is given up.
         let mut cancels = Cancels::new(self.answer_within);
         loop {
-            let held = self.conn.held();
-            let mut held = pin!(held);
-            let first = {
-                let mut books = self.books();
-                books.recheck = false;
-                let (question, first) = Session::send(&mut books, None, held.as_mut());
-                books.question = Some(question);
-                first
-            };
-            let held = match self.answer(first, held).await {
-                Some(Ok(Some(held))) => held,
-                Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => {
-                    continue;
-                }
-                Some(Err(error)) => {
-                    return self.close(&format!("its locks could not be read: {error}"));
-                }
-                Some(Ok(None)) | None => return self.close("its locks could not be read"),
-            };
-            let unowned = match self.compare(&held) {
-                Ok(unowned) => unowned,
-                Err(why) => return self.close(&why),
-            };
-            if !unowned.is_empty() {
-                // No statement for these keys is sent meanwhile: each has an unknown entry.
-                let unlocks = pin!(self.conn.unlock_each(&unowned));
-                match self.answer(Poll::Pending, unlocks).await {
-                    Some(Ok(Some(0))) => {
-                        let mut books = self.books();
-                        for (key, _) in &unowned {
-                            self.forget(&mut books, *key);
-                        }
-                    }
-                    Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => {
-                        continue; // some unlocks may have run: the next pass reads what is left
-                    }
-                    Some(Err(error)) => {
-                        let why = format!("its unowned locks could not be unlocked: {error}");
-                        return self.close(&why);
-                    }
-                    Some(Ok(Some(not_held))) => {
-                        // The question showed them held, and nothing was sent for them
-                        // since. Seen after a cancelled unlock: PostgreSQL's own books for
-                        // the lock disagree, and only the session's end frees it for sure.
-                        let why = format!(
-                            "{not_held} of its unowned locks were gone when it unlocked them"
-                        );
-                        return self.close(&why);
-                    }
-                    Some(Ok(None)) => return self.close("its unlocks gave no count"),
-                    None => return self.close("its unlocks went unanswered"),
-                }
-            }
-            let mut books = self.books();
-            if books.settled() {
-                books.reconciling = false;
-                books.note_if_idle();
-                drop(books);
-                self.changed.notify_waiters();
-                return;
+            match self.pass(&mut cancels).await {
+                Pass::Again => continue,
+                Pass::Done => return,
+                Pass::Close(why) => return self.close(&why),
             }
         }
+    }
+
+    /// One pass: the question, then the unlocks of what the server holds for nobody.
+    async fn pass(&self, cancels: &mut Cancels) -> Pass {
+        let locks = self.conn.server_locks();
+        let mut locks = pin!(locks);
+        let first = {
+            let mut books = self.books();
+            books.recheck = false;
+            let (question, first) = Session::send(&mut books, None, locks.as_mut());
+            books.question = Some(question);
+            first
+        };
+        let held = match self.answer(first, locks).await {
+            Some(Ok(Some(held))) => held,
+            Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => return Pass::Again,
+            Some(Err(error)) => {
+                return Pass::Close(format!("its locks could not be read: {error}"))
+            }
+            Some(Ok(None)) | None => return Pass::Close("its locks could not be read".into()),
+        };
+        let unowned = match self.compare(&held) {
+            Ok(unowned) => unowned,
+            Err(why) => return Pass::Close(why),
+        };
+        if !unowned.is_empty() {
+            if let Some(pass) = self.unlock_unowned(&unowned, cancels).await {
+                return pass;
+            }
+        }
+        let mut books = self.books();
+        if !books.all_known() {
+            return Pass::Again;
+        }
+        books.reconciling = false;
+        books.note_if_idle();
+        drop(books);
+        self.changed.notify_waiters();
+        Pass::Done
+    }
+
+    /// Unlocks the locks the server holds for nobody (no statement for these keys is sent
+    /// meanwhile: each has an unknown entry) and forgets them; `Some` if the pass ends here.
+    async fn unlock_unowned(&self, unowned: &[(i64, Mode)], cancels: &mut Cancels) -> Option<Pass> {
+        let unlocks = pin!(self.conn.unlock_each(unowned));
+        let why = match self.answer(Poll::Pending, unlocks).await {
+            Some(Ok(Some(0))) => {
+                let mut books = self.books();
+                for (key, _) in unowned {
+                    self.forget(&mut books, *key);
+                }
+                return None;
+            }
+            // Some unlocks may have run: the next pass reads what is left.
+            Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => {
+                return Some(Pass::Again)
+            }
+            Some(Err(error)) => format!("its unowned locks could not be unlocked: {error}"),
+            // The question showed them held, and nothing was sent for them since. Seen
+            // after a cancelled unlock: PostgreSQL's own books for the lock disagree, and
+            // only the session's end frees it for sure.
+            Some(Ok(Some(not_held))) => {
+                format!("{not_held} of its unowned locks were gone when it unlocked them")
+            }
+            Some(Ok(None)) => "its unlocks gave no count".into(),
+            None => "its unlocks went unanswered".into(),
+        };
+        Some(Pass::Close(why))
     }
 
     /// Compares the books with the answer to the question in flight: forgets unknown
@@ -121,7 +143,7 @@ struct Read {
 impl Books {
     /// True when a reconcile may stop: no entry is unknown, and no pass was asked for
     /// since the last question was sent.
-    fn settled(&self) -> bool {
+    fn all_known(&self) -> bool {
         !self.recheck && !self.entries.values().any(|e| e.state == State::Unknown)
     }
 
@@ -257,11 +279,11 @@ mod tests {
 
     #[test]
     fn a_reconcile_goes_on_while_anything_is_unknown_or_asked_for() {
-        assert!(books(&[(1, State::Held, 1), (2, State::Taking, 0)], 5).settled());
-        assert!(!books(&[(1, State::Held, 1), (2, State::Unknown, 6)], 5).settled());
+        assert!(books(&[(1, State::Held, 1), (2, State::Taking, 0)], 5).all_known());
+        assert!(!books(&[(1, State::Held, 1), (2, State::Unknown, 6)], 5).all_known());
         let mut asked = books(&[(1, State::Held, 1)], 5);
         asked.recheck = true;
-        assert!(!asked.settled());
+        assert!(!asked.all_known());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The lock statements of a session: [`Ticket`] (a reserved lock statement) and [`Hold`]
-//! (a held lock and its unlock), each booking its outcome, known or not.
+//! The lock statements of a session: [`Ticket`] (a reserved lock statement) and
+//! [`SessionLock`] (a held lock and its unlock), each booking its outcome, known or not.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -10,8 +10,11 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use super::{Entry, Failure, Session, State};
-use crate::connection::{ends_session, is_cancel, is_lock_timeout, PgError};
-use crate::{runtime, Error, Mode};
+use crate::connection::WaitFailed;
+use crate::deadline::until;
+use crate::error::{ends_session, is_cancel, is_lock_timeout, Error, PgError};
+use crate::key::Mode;
+use crate::sql::Mint;
 
 /// A reserved lock statement on one session. Dropped before it is sent, it gives its entry
 /// back; dropped after (the caller went away), the outcome is unknown and reconciled, or,
@@ -31,6 +34,20 @@ enum Phase {
     Reserved,
     Sent,
     Done,
+}
+
+/// What a lock statement answered, as [`Ticket::book`] reads it.
+enum Answer {
+    /// Taken, with its fencing token if the lock is fenced.
+    Taken(Option<u64>),
+    Busy,
+    /// The statement failed; the lock may have been granted all the same.
+    /// `busy_on_timeout`: a lock timeout is the wait's own (the lock stayed busy); else it
+    /// came after the grant, from the fencing token's sequence.
+    Failed {
+        error: PgError,
+        busy_on_timeout: bool,
+    },
 }
 
 impl Session {
@@ -70,32 +87,47 @@ impl Session {
 }
 
 impl Ticket {
-    /// `pg_try_advisory_lock`: `Ok(Some)` taken, `Ok(None)` busy.
-    pub(crate) async fn try_lock(self) -> Result<Option<Hold>, Failure> {
+    /// The try statement: `Ok(Some)` taken, `Ok(None)` busy.
+    pub(crate) async fn try_lock(self) -> Result<Option<SessionLock>, Failure> {
         match self.fence.clone() {
             None => self.try_unfenced().await,
             Some(sequence) => self.try_fenced(&sequence).await,
         }
     }
 
-    async fn try_unfenced(mut self) -> Result<Option<Hold>, Failure> {
+    async fn try_unfenced(mut self) -> Result<Option<SessionLock>, Failure> {
         let session = Arc::clone(&self.session);
         let statement = session.conn.try_lock(self.key, self.mode);
         let mut statement = pin!(statement);
         let first = self.send(statement.as_mut());
         let answer = session.answer(first, statement).await;
-        self.settle(answer.map(|taken| taken.map(|taken| taken.then_some(None))))
-            .await
+        self.book(answer.map(|answer| match answer {
+            Ok(true) => Answer::Taken(None),
+            Ok(false) => Answer::Busy,
+            Err(error) => Answer::Failed {
+                error,
+                busy_on_timeout: false,
+            },
+        }))
+        .await
     }
 
-    async fn try_fenced(mut self, sequence: &str) -> Result<Option<Hold>, Failure> {
+    async fn try_fenced(mut self, sequence: &str) -> Result<Option<SessionLock>, Failure> {
         let session = Arc::clone(&self.session);
         let statement = session.conn.try_lock_fenced(self.key, self.mode, sequence);
         let mut statement = pin!(statement);
         let first = self.send(statement.as_mut());
         let answer = session.answer(first, statement).await;
-        self.settle(answer.map(|token| token.map(|token| token.map(|t| Some(t as u64)))))
-            .await
+        self.book(answer.map(|answer| match answer {
+            Ok(Some(token)) => Answer::Taken(Some(token as u64)),
+            Ok(None) => Answer::Busy,
+            // A try never waits for the lock: a lock timeout is the token's.
+            Err(error) => Answer::Failed {
+                error,
+                busy_on_timeout: false,
+            },
+        }))
+        .await
     }
 
     /// Waits for the lock, `lock_timeout_ms` at most (0: no limit); the server must answer
@@ -104,21 +136,30 @@ impl Ticket {
         mut self,
         lock_timeout_ms: u64,
         answer_by: Option<Instant>,
-    ) -> Result<Option<Hold>, Failure> {
+    ) -> Result<Option<SessionLock>, Failure> {
         let session = Arc::clone(&self.session);
         let fence = self.fence.clone();
-        let statement =
-            session
-                .conn
-                .wait_lock(self.key, self.mode, lock_timeout_ms, fence.as_deref());
+        let mint = fence.as_deref().map(|sequence| Mint {
+            sequence,
+            within_ms: session.token_within_ms,
+        });
+        let statement = session
+            .conn
+            .wait_lock(self.key, self.mode, lock_timeout_ms, mint);
         let mut statement = pin!(statement);
         let answer = match (self.send(statement.as_mut()), answer_by) {
             (Poll::Ready(answer), _) => Some(answer),
             (Poll::Pending, None) => Some(statement.await),
-            (Poll::Pending, Some(by)) => runtime::until(&session.rt, by, statement).await,
+            (Poll::Pending, Some(by)) => until(&session.rt, by, statement).await,
         };
-        let token = |token: Option<i64>| Some(token.map(|t| t as u64));
-        self.settle(answer.map(|waited| waited.map(token))).await
+        self.book(answer.map(|answer| match answer {
+            Ok(token) => Answer::Taken(token.map(|token| token as u64)),
+            Err(WaitFailed { error, granted }) => Answer::Failed {
+                error,
+                busy_on_timeout: !granted,
+            },
+        }))
+        .await
     }
 
     /// Sends the statement (see [`Session::send`]); from now on its outcome is the server's.
@@ -128,74 +169,106 @@ impl Ticket {
         Session::send(&mut books, Some(self.key), statement).1
     }
 
-    /// Books the answer: `Some(Ok(Some(token)))` taken (with its fencing token, if fenced),
-    /// `Some(Ok(None))` busy, `None` no answer.
-    async fn settle(
-        mut self,
-        answer: Option<Result<Option<Option<u64>>, PgError>>,
-    ) -> Result<Option<Hold>, Failure> {
+    /// Books the answer (`None`: no answer in time, and the session is closed).
+    async fn book(mut self, answer: Option<Answer>) -> Result<Option<SessionLock>, Failure> {
         self.phase = Phase::Done;
         let session = Arc::clone(&self.session);
-        let key = self.key;
         let Some(answer) = answer else {
             session.close("the lock statement went unanswered");
             let error = Error::no_answer("the lock statement", session.answer_within);
             return Err(Failure::fatal(error));
         };
-        let unknown = {
-            let mut books = session.books();
-            if self.dedicated {
-                books.dedicated = false;
+        let (error, busy_on_timeout) = match answer {
+            Answer::Taken(token) => return Ok(Some(self.taken(token))),
+            Answer::Busy => {
+                self.forget();
+                return Ok(None);
             }
-            if !matches!(answer, Ok(None)) {
-                session.end_flight(&mut books);
-            }
-            match answer {
-                Ok(Some(token)) => {
-                    if let Some(entry) = books.entries.get_mut(&key) {
-                        entry.state = State::Held;
-                        entry.since = Instant::now();
-                    }
-                    let mode = self.mode;
-                    drop(books);
-                    let owned = true;
-                    return Ok(Some(Hold {
-                        session,
-                        key,
-                        mode,
-                        owned,
-                        token,
-                        notify: None,
-                    }));
-                }
-                Ok(None) => {
-                    session.end_flight_and_forget(&mut books, key);
-                    return Ok(None);
-                }
-                Err(error) if ends_session(&error) => {
-                    drop(books);
-                    session.close(&format!("the lock statement failed: {error}"));
-                    let error = Error::Database(error);
-                    return Err(Failure {
-                        error,
-                        retryable: true,
-                    });
-                }
-                // The lock may have been granted before the error: reconcile.
-                Err(error) => (session.settle_later(&mut books, key), error),
-            }
+            Answer::Failed {
+                error,
+                busy_on_timeout,
+            } => (error, busy_on_timeout),
         };
-        // Answer once it is settled: the caller never returns while the session holds
-        // the lock for nobody.
-        let (settled, error) = unknown;
+        if ends_session(&error) {
+            self.end_flight();
+            session.close(&format!("the lock statement failed: {error}"));
+            let error = Error::Database(error);
+            return Err(Failure {
+                error,
+                retryable: true,
+            });
+        }
+        self.unknown(error, busy_on_timeout).await
+    }
+
+    /// Books a grant: the lock is held for the new [`SessionLock`].
+    fn taken(&self, token: Option<u64>) -> SessionLock {
+        let session = &self.session;
+        let mut books = session.books();
+        self.end_dedication(&mut books);
+        session.end_flight(&mut books);
+        if let Some(entry) = books.entries.get_mut(&self.key) {
+            entry.state = State::Held;
+            entry.since = Instant::now();
+        }
+        SessionLock {
+            session: Arc::clone(session),
+            key: self.key,
+            mode: self.mode,
+            owned: true,
+            token,
+            notify: None,
+        }
+    }
+
+    /// Books a busy answer: nothing is held.
+    fn forget(&self) {
+        let mut books = self.session.books();
+        self.end_dedication(&mut books);
+        self.session.end_flight_and_forget(&mut books, self.key);
+    }
+
+    /// Books the end of the statement, its entry left as it is.
+    fn end_flight(&self) {
+        let mut books = self.session.books();
+        self.end_dedication(&mut books);
+        self.session.end_flight(&mut books);
+    }
+
+    /// Books an error that leaves the session alive: the lock may have been granted before
+    /// it (a cancel acted on late, a lock timeout racing the grant, a token not drawn), so
+    /// the answer waits until the reconcile has settled what the session holds. The caller
+    /// never returns while the session holds the lock for nobody.
+    async fn unknown(
+        &self,
+        error: PgError,
+        busy_on_timeout: bool,
+    ) -> Result<Option<SessionLock>, Failure> {
+        let session = &self.session;
+        let settled = {
+            let mut books = session.books();
+            self.end_dedication(&mut books);
+            session.end_flight(&mut books);
+            session.settle_later(&mut books, self.key)
+        };
         let _ = settled.await;
         if is_lock_timeout(&error) {
-            return Ok(None);
+            if busy_on_timeout {
+                return Ok(None);
+            }
+            tracing::warn!(key = self.key, pid = session.conn.pid, sequence = ?self.fence, "pals: a fenced lock was granted, but its token could not be drawn in time (another session holds a lock on the sequence: ALTER SEQUENCE, LOCK?); the lock was let go");
         }
         Err(Failure {
             retryable: is_cancel(&error),
             error: Error::Database(error),
         })
+    }
+
+    /// A wait's session is shared again once the wait has its answer.
+    fn end_dedication(&self, books: &mut super::Books) {
+        if self.dedicated {
+            books.dedicated = false;
+        }
     }
 }
 
@@ -206,9 +279,7 @@ impl Drop for Ticket {
             Phase::Done => {}
             Phase::Reserved => {
                 let mut books = session.books();
-                if self.dedicated {
-                    books.dedicated = false;
-                }
+                self.end_dedication(&mut books);
                 session.end_flight_and_forget(&mut books, self.key);
             }
             Phase::Sent if self.dedicated => {
@@ -233,7 +304,7 @@ impl Drop for Ticket {
 
 /// A lock the server holds on a session, for a guard. Dropped without a release, or while
 /// its unlock is in flight, nobody owns the lock any more: the reconcile unlocks it.
-pub(crate) struct Hold {
+pub(crate) struct SessionLock {
     session: Arc<Session>,
     key: i64,
     mode: Mode,
@@ -245,7 +316,7 @@ pub(crate) struct Hold {
     pub(crate) notify: Option<Arc<str>>,
 }
 
-impl Drop for Hold {
+impl Drop for SessionLock {
     fn drop(&mut self) {
         if !self.owned {
             return;
@@ -262,7 +333,7 @@ impl Drop for Hold {
     }
 }
 
-impl Hold {
+impl SessionLock {
     /// True if the lock may be handed over in memory to another guard of this process:
     /// a plain exclusive lock (a fenced grant needs a new token, a semaphore permit's
     /// unlock tells other processes), held on a live session.
@@ -298,18 +369,9 @@ impl Hold {
         let notify = self.notify.take();
         let statement = session.conn.unlock(key, mode, notify.as_deref());
         let mut statement = pin!(statement);
-        let first = {
-            let mut books = session.books();
-            let entry = books.entries.get_mut(&key).filter(|_| !session.is_dead());
-            match entry {
-                Some(entry) if entry.state == State::Held => entry.state = State::Releasing,
-                _ => {
-                    self.owned = false;
-                    return Ok(false);
-                }
-            }
-            books.in_flight += 1;
-            Session::send(&mut books, Some(key), statement.as_mut()).1
+        let Some(first) = self.send_unlock(statement.as_mut()) else {
+            self.owned = false;
+            return Ok(false);
         };
         let answer = session.answer(first, statement).await;
         self.owned = false;
@@ -345,5 +407,22 @@ impl Hold {
             Ok(()) => Ok(true),
             Err(_) => Err(Error::Database(error)),
         }
+    }
+
+    /// Marks the lock `Releasing` and sends its unlock; `None` if it is no longer held
+    /// (its session ended, or it was never booked held).
+    fn send_unlock<F: Future + ?Sized>(&self, statement: Pin<&mut F>) -> Option<Poll<F::Output>> {
+        let session = &self.session;
+        let mut books = session.books();
+        let entry = books
+            .entries
+            .get_mut(&self.key)
+            .filter(|_| !session.is_dead())?;
+        if entry.state != State::Held {
+            return None;
+        }
+        entry.state = State::Releasing;
+        books.in_flight += 1;
+        Some(Session::send(&mut books, Some(self.key), statement).1)
     }
 }

@@ -1,8 +1,8 @@
 //! One `LISTEN` session per locker, opened when first needed: how semaphore waiters and
 //! election observers hear of what other processes do, without polling the database.
 //!
-//! Two channels: [`PERMIT_CHANNEL`], on which a process that gives back a semaphore permit
-//! says so, and [`LEADER_CHANNEL`], on which a newly elected leader says who it is.
+//! Two channels: `PERMIT_CHANNEL`, on which a process that gives back a semaphore permit
+//! says so, and `LEADER_CHANNEL`, on which a newly elected leader says who it is.
 //! Notifications are a fast path, never the only one: none is sent by a process that dies
 //! (the server frees its locks silently), and none arrives while this session is down. So
 //! every subscriber also checks on its own, at an interval and on [`Event::Resync`] (sent
@@ -10,6 +10,8 @@
 //!
 //! The session is one more connection of the locker, outside the pool (it holds no locks);
 //! it closes when the locker is dropped.
+//!
+//! The channels and their payloads are in `sql` ([`PERMIT_CHANNEL`], [`LEADER_CHANNEL`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,12 +21,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{broadcast, watch};
 
 use crate::connection::{self, ConnectionSettings};
-use crate::runtime;
-
-/// Payload `{first key}:{permit}`: a permit of that semaphore was given back.
-pub(crate) const PERMIT_CHANNEL: &str = "pals_permit";
-/// Payload `{key} {token} {since, µs since the epoch} {identity}`: a new leader.
-pub(crate) const LEADER_CHANNEL: &str = "pals_leader";
+use crate::deadline::within;
+use crate::sql;
+#[cfg(doc)]
+use crate::sql::{LEADER_CHANNEL, PERMIT_CHANNEL};
 
 /// What subscribers hear.
 #[derive(Clone, Debug)]
@@ -85,10 +85,10 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// Waits up to `within` for the session to listen: true if it does (from then on, what
+    /// Waits up to `limit` for the session to listen: true if it does (from then on, what
     /// is notified reaches this subscription).
-    pub(crate) async fn up(&mut self, rt: &Handle, within: Duration) -> bool {
-        let up = runtime::within(rt, within, self.up.wait_for(|up| *up)).await;
+    pub(crate) async fn up(&mut self, rt: &Handle, limit: Duration) -> bool {
+        let up = within(rt, limit, self.up.wait_for(|up| *up)).await;
         matches!(up, Some(Ok(_)))
     }
 
@@ -113,14 +113,13 @@ async fn listen(
     let mut backoff = Duration::from_millis(100);
     loop {
         let opened = tokio::select! {
-            opened = connection::open_listening(settings.clone()) => opened,
+            opened = connection::open_listening(&settings) => opened,
             _ = alive.changed() => return,
         };
         match opened {
             Ok((conn, mut notifications)) => {
-                let sql = format!("LISTEN {PERMIT_CHANNEL}; LISTEN {LEADER_CHANNEL}");
-                match conn.client().batch_execute(&sql).await {
-                    Ok(()) => {
+                match conn.query(&sql::listen()).await {
+                    Ok(_) => {
                         backoff = Duration::from_millis(100);
                         up.send_replace(true);
                         let _ = events.send(Event::Resync);

@@ -1,0 +1,201 @@
+//! Opening a connection: TCP or a Unix socket, TLS, authentication and pals' set-up, all
+//! within the connect timeout, on the library's runtime, which then drives it.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+
+use super::lock_statements::{LockConn, Prepared};
+use super::{ConnWatch, ConnectionSettings, PgConn};
+use crate::error::{is_cancel, Error, PgError};
+use crate::on_drop::OnDrop;
+use crate::sql::{self, Purpose};
+use crate::tls::Connector;
+
+/// How many times a set-up cut short by a cancel (a role's tiny `statement_timeout`, an
+/// operator's `pg_cancel_backend`) is tried again before the connect fails.
+const SETUP_TRIES: usize = 3;
+
+/// Notifications (`NOTIFY`) that reach a connection opened with [`open_listening`].
+pub(crate) type Notifications = mpsc::UnboundedReceiver<Notification>;
+
+/// Opens a connection for `purpose` (not for locks: see [`open_for_locks`]); call it on the
+/// library's runtime, which will drive it.
+pub(crate) async fn open(settings: &ConnectionSettings, purpose: Purpose) -> Result<PgConn, Error> {
+    Ok(open_with(settings, purpose, None).await?.0)
+}
+
+/// Opens a lock session whose statements wait on another session's lock (a fenced lock's
+/// sequence) `lock_timeout_ms` at most; its lock statements are prepared.
+pub(crate) async fn open_for_locks(
+    settings: &ConnectionSettings,
+    lock_timeout_ms: u64,
+) -> Result<LockConn, Error> {
+    let purpose = Purpose::Locks { lock_timeout_ms };
+    match open_with(settings, purpose, None).await? {
+        (conn, Some(prepared)) => Ok(LockConn::new(conn, prepared)),
+        (conn, None) => {
+            conn.close("a lock session without its statements");
+            Err(Error::Runtime(
+                "a lock session was opened without its statements".into(),
+            ))
+        }
+    }
+}
+
+/// [`open`] for a session that `LISTEN`s: the notifications it receives, in order.
+pub(crate) async fn open_listening(
+    settings: &ConnectionSettings,
+) -> Result<(PgConn, Notifications), Error> {
+    let (tell, notifications) = mpsc::unbounded_channel();
+    let (conn, _) = open_with(settings, Purpose::Listen, Some(tell)).await?;
+    Ok((conn, notifications))
+}
+
+/// Opens and sets up a connection. The connect timeout covers the whole start-up (TCP,
+/// TLS, authentication, set-up), not only the TCP connect that tokio-postgres' own
+/// `connect_timeout` bounds: a server that accepts and then says nothing must not hang us.
+async fn open_with(
+    settings: &ConnectionSettings,
+    purpose: Purpose,
+    notify: Option<mpsc::UnboundedSender<Notification>>,
+) -> Result<(PgConn, Option<Prepared>), Error> {
+    let timeout = settings.connect_timeout;
+    let watch = Arc::new(ConnWatch::new());
+    let mut io_task = None;
+    let opened = tokio::time::timeout(timeout, async {
+        let (client, task) = connect(settings, Arc::clone(&watch), notify)
+            .await
+            .map_err(|error| Error::connect_failed(error, &settings.target))?;
+        io_task = Some(task);
+        set_up(&client, purpose)
+            .await
+            .map(|setup| (client, setup))
+            .map_err(|error| Error::connect_failed(error, &settings.target))
+    })
+    .await;
+    let (client, setup) = match opened {
+        Ok(Ok(opened)) => opened,
+        failed => {
+            if let Some(io_task) = &io_task {
+                io_task.abort();
+            }
+            return Err(match failed {
+                Ok(Err(error)) => error,
+                _ => Error::connect_timeout(timeout, &settings.target),
+            });
+        }
+    };
+    let conn = PgConn {
+        client: Arc::new(client),
+        watch,
+        io_task: io_task.expect("set once connected"),
+        tls: settings.tls.clone(),
+        pid: setup.pid,
+        server_version: setup.server_version,
+    };
+    Ok((conn, setup.prepared))
+}
+
+/// What the set-up of a session found and made.
+struct SetUp {
+    pid: i32,
+    server_version: i32,
+    /// A lock session's prepared statements.
+    prepared: Option<Prepared>,
+}
+
+/// [`set_up_once`], tried again when a cancel cuts it short.
+async fn set_up(client: &Client, purpose: Purpose) -> Result<SetUp, PgError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match set_up_once(client, purpose).await {
+            Err(error) if is_cancel(&error) && tries < SETUP_TRIES => continue,
+            done => return done,
+        }
+    }
+}
+
+/// The session's settings and, for a lock session, its prepared statements, in one round
+/// trip (tokio-postgres pipelines requests polled together).
+async fn set_up_once(client: &Client, purpose: Purpose) -> Result<SetUp, PgError> {
+    let text = sql::setup(purpose);
+    let setup = client.simple_query(&text);
+    let (answer, prepared) = match purpose {
+        Purpose::Locks { .. } => {
+            let (answer, prepared) = tokio::join!(setup, Prepared::new(client));
+            (answer, Some(prepared?))
+        }
+        Purpose::Coordination { .. } | Purpose::Listen => (setup.await, None),
+    };
+    let answer = answer?;
+    let row = sql::rows(&answer).next();
+    let column = |i: usize| row.and_then(|row| row.get(i)?.parse().ok()).unwrap_or(0);
+    Ok(SetUp {
+        pid: column(0),
+        server_version: column(1),
+        prepared,
+    })
+}
+
+/// Connects with the TLS the settings ask for, and drives the connection in a task of the
+/// current (the library's) runtime; the task marks the connection dead when it ends.
+async fn connect(
+    settings: &ConnectionSettings,
+    watch: Arc<ConnWatch>,
+    notify: Option<mpsc::UnboundedSender<Notification>>,
+) -> Result<(Client, AbortHandle), PgError> {
+    let config = &settings.config;
+    Ok(match &settings.tls {
+        Connector::Plain => {
+            let (client, connection) = config.connect(NoTls).await?;
+            (client, drive(connection, watch, notify))
+        }
+        #[cfg(feature = "rustls")]
+        Connector::Rustls(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            (client, drive(connection, watch, notify))
+        }
+        #[cfg(feature = "native-tls")]
+        Connector::Native(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            (client, drive(connection, watch, notify))
+        }
+    })
+}
+
+/// Spawns the task that drives `connection`: what awaiting it does, keeping the
+/// notifications for `notify`. The connection is marked dead when the task ends, however
+/// it ends (the server closed it, an I/O error, or pals aborted it).
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    watch: Arc<ConnWatch>,
+    notify: Option<mpsc::UnboundedSender<Notification>>,
+) -> AbortHandle
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _mark_dead = OnDrop::new(move || watch.mark_dead("the connection ended"));
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(notification))) => {
+                    if let Some(notify) = &notify {
+                        let _ = notify.send(notification);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "pals: database connection ended with an error");
+                    return;
+                }
+                None => return,
+            }
+        }
+    })
+    .abort_handle()
+}

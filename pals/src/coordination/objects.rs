@@ -1,0 +1,270 @@
+//! The database objects pals keeps beside its locks, in one schema (`public` unless
+//! [`LockerBuilder::schema`](crate::LockerBuilder::schema) names another):
+//!
+//! - the sequence `pals_fence`, which mints fencing tokens ([`Lock::fenced`](crate::Lock::fenced));
+//! - the table `pals_leaders`, where an elected leader says who it is
+//!   ([`Election`](crate::Election)).
+//!
+//! Plain advisory locks need neither. Each is looked up the first time a locker needs it,
+//! and created then if it is missing (logged at info level). A role that may not create
+//! objects works all the same once an admin has made them: the error that says so gives
+//! the SQL to run.
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+use tokio_postgres::error::SqlState;
+
+use super::session::CoordinationSession;
+use crate::error::Error;
+use crate::sql;
+
+/// The objects of one locker's schema, each checked once.
+pub(super) struct Objects {
+    schema: String,
+    fence: OnceCell<Arc<str>>,
+    /// The leaders table, checked for what candidates do (read and write it), and for what
+    /// observers do (read it).
+    leaders: OnceCell<Arc<str>>,
+    leaders_read: OnceCell<Arc<str>>,
+}
+
+/// One object: what it is for, and how it is made and checked.
+struct Object<'a> {
+    /// Its qualified, quoted name.
+    name: &'a str,
+    /// `sequence` or `table`.
+    what: &'static str,
+    purpose: &'static str,
+    create: String,
+    /// A condition: the role may use it as pals does.
+    usable: String,
+    /// The privileges it needs, and what `GRANT ... ON` calls it.
+    privileges: String,
+    grant_on: &'static str,
+}
+
+/// What the check of an object found.
+enum Found {
+    Ready,
+    Denied,
+    Missing,
+}
+
+impl Objects {
+    pub(super) fn new(schema: &str) -> Result<Objects, Error> {
+        if schema.is_empty() || schema.contains('\0') || schema.len() > 63 {
+            return Err(Error::InvalidConfig(format!(
+                "schema {schema:?} cannot be a PostgreSQL schema name (1 to 63 bytes, no NUL)"
+            )));
+        }
+        Ok(Objects {
+            schema: schema.to_owned(),
+            fence: OnceCell::new(),
+            leaders: OnceCell::new(),
+            leaders_read: OnceCell::new(),
+        })
+    }
+
+    /// The qualified, quoted name of the object `name` in the schema.
+    fn qualified(&self, name: &str) -> String {
+        format!(
+            "{}.{}",
+            sql::identifier(&self.schema),
+            sql::identifier(name)
+        )
+    }
+
+    /// The fencing sequence's name, once it is known to exist (made if missing).
+    pub(super) async fn fence(&self, session: &CoordinationSession) -> Result<&Arc<str>, Error> {
+        self.fence
+            .get_or_try_init(|| async {
+                let name = self.qualified("pals_fence");
+                let object = Object {
+                    name: &name,
+                    what: "sequence",
+                    purpose: "fencing tokens",
+                    create: sql::create_sequence(&name),
+                    usable: sql::sequence_usable(&name),
+                    privileges: "USAGE".into(),
+                    grant_on: "SEQUENCE ",
+                };
+                self.ensure(session, &object).await?;
+                Ok(Arc::from(name))
+            })
+            .await
+    }
+
+    /// The leaders table's name, once it is known to exist (made if missing) and the role
+    /// may `write` it (candidates), or read it (observers).
+    pub(super) async fn leaders(
+        &self,
+        session: &CoordinationSession,
+        write: bool,
+    ) -> Result<&Arc<str>, Error> {
+        let (cell, privileges): (_, &[&str]) = match write {
+            true => (&self.leaders, &["SELECT", "INSERT", "UPDATE"]),
+            false => (&self.leaders_read, &["SELECT"]),
+        };
+        cell.get_or_try_init(|| async {
+            let name = self.qualified("pals_leaders");
+            let object = Object {
+                name: &name,
+                what: "table",
+                purpose: "leader election",
+                create: sql::create_leaders_table(&name),
+                usable: sql::table_usable(&name, privileges),
+                privileges: privileges.join(", "),
+                grant_on: "",
+            };
+            self.ensure(session, &object).await?;
+            Ok(Arc::from(name))
+        })
+        .await
+    }
+
+    /// Makes sure `object` exists and the role may use it: one round trip when it does.
+    async fn ensure(
+        &self,
+        session: &CoordinationSession,
+        object: &Object<'_>,
+    ) -> Result<(), Error> {
+        // Twice at most: a missing object is made, then checked again.
+        for _ in 0..2 {
+            let (found, role) = self.check(session, object).await?;
+            match found {
+                Found::Ready => return Ok(()),
+                Found::Denied => return Err(object.denied(&role)),
+                Found::Missing => self.create(session, object, &role).await?,
+            }
+        }
+        Err(Error::InvalidConfig(format!(
+            "the {} {} could not be found or made",
+            object.what, object.name
+        )))
+    }
+
+    /// Whether `object` is there and usable, and the role's name.
+    async fn check(
+        &self,
+        session: &CoordinationSession,
+        object: &Object<'_>,
+    ) -> Result<(Found, String), Error> {
+        let check = sql::ensure_check(object.name, &object.usable);
+        let answer = match session.query(&check, "the check of pals' objects").await {
+            Err(Error::Database(error))
+                if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "{purpose} use the {what} {name}, and this role may not use schema \
+                     {schema:?}; ask an admin to run: GRANT USAGE ON SCHEMA {schema_q} TO <role>",
+                    purpose = object.purpose,
+                    what = object.what,
+                    name = object.name,
+                    schema = self.schema,
+                    schema_q = sql::identifier(&self.schema),
+                )))
+            }
+            answer => answer?,
+        };
+        let row = sql::rows(&answer).next();
+        let column = |i| row.and_then(|row| row.get(i)).unwrap_or("");
+        let found = match column(0) {
+            "ready" => Found::Ready,
+            "denied" => Found::Denied,
+            "missing" => Found::Missing,
+            other => {
+                return Err(Error::InvalidConfig(format!(
+                    "the check of the {} {} answered {other:?}",
+                    object.what, object.name
+                )))
+            }
+        };
+        Ok((found, column(1).to_string()))
+    }
+
+    /// Creates `object`; made by someone else meanwhile is fine (it is checked again).
+    async fn create(
+        &self,
+        session: &CoordinationSession,
+        object: &Object<'_>,
+        role: &str,
+    ) -> Result<(), Error> {
+        let (what, name, purpose) = (object.what, object.name, object.purpose);
+        let error = match session
+            .query(&object.create, "the creation of pals' objects")
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    object = name,
+                    "pals: created the {what} {name} for {purpose} (first use; see pals' docs)"
+                );
+                return Ok(());
+            }
+            Err(Error::Database(error)) => error,
+            Err(other) => return Err(other),
+        };
+        let code = error.code();
+        if matches!(
+            code,
+            Some(&SqlState::UNIQUE_VIOLATION | &SqlState::DUPLICATE_TABLE)
+        ) {
+            return Ok(());
+        }
+        if code == Some(&SqlState::INVALID_SCHEMA_NAME) {
+            return Err(Error::InvalidConfig(format!(
+                "{purpose} use the {what} {name}, and schema {schema:?} does not exist: \
+                 create it, or name another with LockerBuilder::schema",
+                schema = self.schema,
+            )));
+        }
+        if code == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            let message = error
+                .as_db_error()
+                .map_or(String::new(), |e| e.message().into());
+            let grant = sql::grant(&object.privileges, object.grant_on, name, role);
+            return Err(Error::InvalidConfig(format!(
+                "{purpose} use the {what} {name}, which does not exist, and role {role:?} may \
+                 not create it ({message}); ask an admin to run once: {}; {grant}",
+                object.create
+            )));
+        }
+        Err(Error::Database(error))
+    }
+}
+
+impl Object<'_> {
+    /// The error for a role that may not use the object.
+    fn denied(&self, role: &str) -> Error {
+        Error::InvalidConfig(format!(
+            "{purpose} use the {what} {name}, which role {role:?} may not use; ask an admin \
+             to run: {grant}",
+            purpose = self.purpose,
+            what = self.what,
+            name = self.name,
+            grant = sql::grant(&self.privileges, self.grant_on, self.name, role),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_quoted_in_their_schema() {
+        let objects = Objects::new("Ops \"x\"").unwrap();
+        assert_eq!(
+            objects.qualified("pals_fence"),
+            "\"Ops \"\"x\"\"\".\"pals_fence\""
+        );
+        let public = Objects::new("public").unwrap();
+        assert_eq!(
+            public.qualified("pals_leaders"),
+            "\"public\".\"pals_leaders\""
+        );
+        assert!(Objects::new("").is_err());
+        assert!(Objects::new(&"s".repeat(64)).is_err());
+    }
+}
