@@ -1,239 +1,265 @@
-//! Rewriting the function: take the lock, run the body, release however the body ends.
+//! Rewriting the function by its plan: take the lock, run the body, release however the
+//! body ends.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::visit::Visit;
-use syn::{AttrStyle, FnArg, Ident, ItemFn, LitStr, Pat, ReturnType, Type};
+use syn::Ident;
 
-use crate::parse::{placeholders, Args, OnBusy, Wait};
+use crate::parse::OnBusy;
+use crate::plan::{LockName, Plan};
 
-pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
-    if let Some(constness) = &function.sig.constness {
-        return Err(syn::Error::new(
-            constness.span(),
-            "#[pals::exclusive] cannot go on a `const fn`: taking a lock is not possible at compile time",
-        ));
-    }
-    let ItemFn {
-        attrs,
+/// The function of `plan`, rewritten: its attributes, visibility and signature as written,
+/// its body wrapped in the lock.
+pub(crate) fn expand(plan: &Plan) -> TokenStream {
+    let expansion = Expansion::new(plan);
+    let body = match plan.is_async() {
+        true => expansion.async_body(),
+        false => expansion.sync_body(),
+    };
+    let Plan {
+        outer_attrs,
+        inner_attrs,
         vis,
         sig,
-        block,
-    } = &function;
-    let is_async = sig.asyncness.is_some();
-    let ident = &sig.ident;
-    // The path of the pals crate: `crate = path`, or `::pals`.
-    let krate_at = |span: Span| match &args.krate {
-        Some(path) => located_at(&path.to_token_stream(), span),
-        None => quote_spanned!(span=> ::pals),
-    };
-    let krate = krate_at(Span::call_site());
-    // Inner attributes (`#![allow(...)]`) were parsed with the function's; they go back
-    // at the top of its body.
-    let (inner_attrs, outer_attrs): (Vec<_>, Vec<_>) = attrs
-        .iter()
-        .partition(|attr| matches!(attr.style, AttrStyle::Inner(_)));
-    let (return_type, return_span, opaque_return, unit_return) = match &sig.output {
-        ReturnType::Default => (quote!(()), sig.ident.span(), false, true),
-        ReturnType::Type(_, ty) => (
-            ty.to_token_stream(),
-            ty.span(),
-            contains_impl_trait(ty),
-            matches!(&**ty, Type::Tuple(tuple) if tuple.elems.is_empty()),
-        ),
-    };
-    // A function that returns nothing cannot report a busy lock: it skips by default.
-    let on_busy = match args.on_busy {
-        Some((OnBusy::Error, span)) if unit_return => {
-            return Err(syn::Error::new(
-                span,
-                "on_busy = \"error\" needs a return type that can carry the error, and `()` \
-                 cannot: return a `Result<_, E>` where `E: From<pals::Error>`, or use \
-                 on_busy = \"skip\" (the default for a function that returns nothing)",
-            ));
+        ..
+    } = plan;
+    quote! {
+        #(#outer_attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            #body
         }
-        Some((on_busy, _)) => on_busy,
-        None if unit_return => OnBusy::Skip,
-        None => OnBusy::Error,
-    };
-    if opaque_return && on_busy == OnBusy::Skip {
-        let span = args.on_busy.map_or(return_span, |(_, span)| span);
-        return Err(syn::Error::new(
-            span,
-            "on_busy = \"skip\" needs a return type with a skipped value, and an `impl Trait` \
-             return type has none; name the type, or use on_busy = \"error\"",
-        ));
+    }
+}
+
+/// The generated code's internal locals. They are hygienic (mixed-site): the body cannot
+/// see them, nor clash with them.
+struct Locals {
+    held: Ident,
+    output: Ident,
+    locker: Ident,
+    name: Ident,
+    spec: Ident,
+    error: Ident,
+    lock: Ident,
+}
+
+impl Locals {
+    /// The locals, each made once for the whole expansion.
+    fn new() -> Self {
+        Locals {
+            held: local("__pals_held"),
+            output: local("__pals_output"),
+            locker: local("__pals_locker"),
+            name: local("__pals_name"),
+            spec: local("__pals_spec"),
+            error: local("__pals_error"),
+            lock: local("__pals_lock"),
+        }
+    }
+}
+
+/// A hygienic local of the generated code: the body cannot see it, nor clash with it.
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// One function's expansion: its plan, and what every piece of the generated code uses.
+struct Expansion<'a> {
+    plan: &'a Plan,
+    locals: Locals,
+    /// The path of the pals crate (`crate = path`, or `::pals`), at the call site.
+    krate: TokenStream,
+    /// The same path reported at the return type: code whose errors are about the return
+    /// type (it cannot carry the error, has no skipped value) points there.
+    krate_at_return: TokenStream,
+}
+
+impl<'a> Expansion<'a> {
+    /// The expansion of `plan`.
+    fn new(plan: &'a Plan) -> Self {
+        Expansion {
+            plan,
+            locals: Locals::new(),
+            krate: krate_at(plan, Span::call_site()),
+            krate_at_return: krate_at(plan, plan.output.span),
+        }
     }
 
-    if let (Some(span), false) = (args.cancel_on_lost, is_async) {
-        return Err(syn::Error::new(
-            span,
-            "on_lost = \"cancel\" needs an async function: a sync body cannot be interrupted \
-             (a lost lock is logged at error level instead)",
-        ));
+    /// The function's path: the default lock name, and the function that messages name.
+    fn function_path(&self) -> TokenStream {
+        let ident = &self.plan.sig.ident;
+        quote!(::core::concat!(
+            ::core::module_path!(),
+            "::",
+            ::core::stringify!(#ident)
+        ))
     }
 
-    if let Some((_, span)) = args.permits {
-        let clash = match (args.shared, args.fenced) {
-            (Some(true), _) => Some("a semaphore permit has no shared mode: drop `shared = true`"),
-            (_, Some(true)) => Some("semaphore permits are not fenced: drop `fenced = true`"),
-            _ => None,
+    /// The expression for the lock name: the template with its placeholders formatted in,
+    /// or `module_path::function` by default.
+    fn lock_name(&self) -> TokenStream {
+        let krate = &self.krate;
+        match &self.plan.name {
+            LockName::FunctionPath => self.function_path(),
+            LockName::Literal(name) => quote!(#name),
+            LockName::Format {
+                template,
+                arguments,
+            } => {
+                // The values are the parameters' own identifiers (with their hygiene), so
+                // a function written by a macro_rules! macro formats its own arguments.
+                let names = arguments
+                    .iter()
+                    .map(|a| Ident::new(&a.to_string(), template.span()));
+                let template = syn::LitStr::new(&template.value(), template.span());
+                quote!(
+                    &#krate::__private::format!(#template, #(#names = #arguments),*)
+                )
+            }
+        }
+    }
+
+    /// The expression for the locker: `locker = EXPR` (a `&Locker`, checked where it is
+    /// written), or the global one.
+    fn locker(&self) -> TokenStream {
+        let (krate, locker) = (&self.krate, &self.locals.locker);
+        match &self.plan.locker {
+            Some(expr) => quote_spanned! {expr.span()=> {
+                let #locker: &#krate::Locker = #expr;
+                ::core::result::Result::<&#krate::Locker, #krate::Error>::Ok(#locker)
+            }},
+            None => quote!(#krate::__private::global()),
+        }
+    }
+
+    /// The `LockSpec` the runtime takes: the lock's settings and the function's path.
+    fn lock_spec(&self) -> TokenStream {
+        let plan = self.plan;
+        let krate = &self.krate;
+        let timeout = optional(plan.timeout.as_ref());
+        let min_hold = optional(plan.min_hold.as_ref());
+        let (shared, fenced, permits) = (plan.shared, plan.fenced, plan.permits);
+        let function_path = self.function_path();
+        let skip_when_busy = plan.on_busy == OnBusy::Skip;
+        quote! {
+            #krate::__private::LockSpec {
+                timeout: #timeout,
+                shared: #shared,
+                fenced: #fenced,
+                permits: #permits,
+                min_hold: #min_hold,
+                function: #function_path,
+                skip_when_busy: #skip_when_busy,
+            }
+        }
+    }
+
+    /// The statements that take the lock into the `held` local, or return without running
+    /// the body.
+    fn take_lock(&self) -> TokenStream {
+        let Locals {
+            held,
+            locker,
+            name,
+            spec,
+            ..
+        } = &self.locals;
+        let krate = &self.krate;
+        let (locker_expr, name_expr, lock_spec) =
+            (self.locker(), self.lock_name(), self.lock_spec());
+        let acquire = match self.plan.is_async() {
+            true => quote!(#krate::__private::acquire(#locker, #name, #spec).await),
+            false => quote!(#krate::__private::blocking_acquire(#locker, #name, #spec)),
         };
-        if let Some(clash) = clash {
-            return Err(syn::Error::new(span, clash));
+        let (busy, failed) = match self.plan.on_busy {
+            OnBusy::Error => self.error_arms(),
+            OnBusy::Skip => self.skip_arms(),
+        };
+        quote! {
+            let #locker = #locker_expr;
+            let #name: &str = #name_expr;
+            let #spec = #lock_spec;
+            let #held = match #acquire {
+                #krate::__private::Acquired::Held(#held) => #held,
+                #busy
+                #failed
+            };
         }
     }
 
-    // Internal locals are hygienic: the body cannot see them, nor clash with them.
-    let local = |name: &str| Ident::new(name, Span::mixed_site());
-    let (held, output, locker, name, spec, error, lock) = (
-        local("__pals_held"),
-        local("__pals_output"),
-        local("__pals_locker"),
-        local("__pals_name"),
-        local("__pals_spec"),
-        local("__pals_error"),
-        local("__pals_lock"),
-    );
+    /// What the function returns instead of running its body (a busy lock, a lost one):
+    /// the error, or the skipped value. Spanned at the return type, so a type that cannot
+    /// carry it is reported there.
+    fn give_up(&self) -> TokenStream {
+        let (krate, error) = (&self.krate_at_return, &self.locals.error);
+        let span = self.plan.output.span;
+        match self.plan.on_busy {
+            OnBusy::Error => quote_spanned!(span=> #krate::__private::error_return(#error)),
+            OnBusy::Skip => quote_spanned!(span=> #krate::__private::skipped_return()),
+        }
+    }
 
-    // The function's path: the default lock name, and the function that messages name.
-    let function_path = quote!(::core::concat!(
-        ::core::module_path!(),
-        "::",
-        ::core::stringify!(#ident)
-    ));
-    let name_expr = lock_name(&args, &function, &krate, &function_path)?;
-    let locker_expr = match &args.locker {
-        Some(expr) => quote_spanned! {expr.span()=> {
-            let #locker: &#krate::Locker = #expr;
-            ::core::result::Result::<&#krate::Locker, #krate::Error>::Ok(#locker)
-        }},
-        None => quote!(#krate::__private::global()),
-    };
-    let timeout = match args.timeout {
-        None => quote!(::core::option::Option::None),
-        Some(Wait::Millis(ms)) => {
-            quote!(::core::option::Option::Some(#krate::__private::Duration::from_millis(#ms)))
-        }
-        Some(Wait::Forever) => quote!(::core::option::Option::Some(
-            #krate::__private::Duration::MAX
-        )),
-    };
-    let min_hold = match args.min_hold {
-        None => quote!(::core::option::Option::None),
-        Some(ms) => {
-            quote!(::core::option::Option::Some(#krate::__private::Duration::from_millis(#ms)))
-        }
-    };
-    let shared = args.shared.unwrap_or(false);
-    let fenced = args.fenced.unwrap_or(false);
-    let permits = args.permits.map_or(0, |(permits, _)| permits);
-    let skip_when_busy = on_busy == OnBusy::Skip;
-
-    // What the function returns instead of running its body (a busy lock, a lost one).
-    // Spanned at the return type, so a type that cannot carry it is reported there.
-    let krate_at_return = krate_at(return_span);
-    let give_up = match on_busy {
-        OnBusy::Error => {
-            quote_spanned!(return_span=> #krate_at_return::__private::error_return(#error))
-        }
-        OnBusy::Skip => quote_spanned!(return_span=> #krate_at_return::__private::skipped_return()),
-    };
-    let (busy, failed) = match on_busy {
-        OnBusy::Error => (
+    /// The match arms for a busy lock and a failed acquire with on_busy = "error": both
+    /// return the error.
+    fn error_arms(&self) -> (TokenStream, TokenStream) {
+        let (krate, error) = (&self.krate, &self.locals.error);
+        let give_up = self.give_up();
+        (
             quote!(#krate::__private::Acquired::Busy(#error) => return #give_up,),
             quote!(#krate::__private::Acquired::Failed(#error, _) => return #give_up,),
-        ),
-        OnBusy::Skip => {
-            let krate = &krate_at_return;
-            let skipped = &give_up;
-            // Returned as an error where the return type can carry one; else a
-            // misconfiguration panics, and any other failure is logged and skipped.
-            let resolved = quote_spanned!(return_span=> {
-                #[allow(unused_imports)]
-                use #krate::__private::{ReturnFailure as _, SkipFailure as _};
-                match (&&#krate::__private::OnFailure::<#return_type>::new())
-                    .resolve(#error, &#lock, &#spec)
-                {
-                    #krate::__private::Resolved::Return(#error) => #error,
-                    #krate::__private::Resolved::Skip => #skipped,
-                }
-            });
-            (
-                quote! {
-                    #krate::__private::Acquired::Busy(#error) => {
-                        #krate::__private::log_busy_skip(&#error, &#spec);
-                        return #skipped;
-                    }
-                },
-                quote!(#krate::__private::Acquired::Failed(#error, #lock) => return #resolved,),
-            )
-        }
-    };
+        )
+    }
 
-    let acquire = if is_async {
-        quote!(#krate::__private::acquire(#locker, #name, #spec).await)
-    } else {
-        quote!(#krate::__private::blocking_acquire(#locker, #name, #spec))
-    };
-    let take_lock = quote! {
-        let #locker = #locker_expr;
-        let #name: &str = #name_expr;
-        let #spec = #krate::__private::LockSpec {
-            timeout: #timeout,
-            shared: #shared,
-            fenced: #fenced,
-            permits: #permits,
-            min_hold: #min_hold,
-            function: #function_path,
-            skip_when_busy: #skip_when_busy,
-        };
-        let #held = match #acquire {
-            #krate::__private::Acquired::Held(#held) => #held,
-            #busy
-            #failed
-        };
-    };
-
-    let body = if is_async {
-        // The body runs in an inner async block so that its result can be kept while the
-        // release is awaited. Its `return`s and `?`s need the block's output type: a
-        // never-taken `return` of the declared type tells the compiler (as tracing does).
-        let type_hint = (!opaque_return).then(|| {
-            let hint = local("__pals_return_type_hint");
+    /// The match arms for a busy lock and a failed acquire with on_busy = "skip": a busy
+    /// lock is logged and skipped, a failure resolved by the return type.
+    fn skip_arms(&self) -> (TokenStream, TokenStream) {
+        let Locals {
+            error, spec, lock, ..
+        } = &self.locals;
+        let krate = &self.krate_at_return;
+        let skipped = self.give_up();
+        let resolved = self.resolved_failure();
+        (
             quote! {
-                #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
-                if false {
-                    let #hint: #return_type = loop {};
-                    return #hint;
+                #krate::__private::Acquired::Busy(#error) => {
+                    #krate::__private::log_busy_skip(&#error, &#spec);
+                    return #skipped;
                 }
+            },
+            quote!(#krate::__private::Acquired::Failed(#error, #lock) => return #resolved,),
+        )
+    }
+
+    /// What a failed acquire returns with on_busy = "skip". Returned as an error where the
+    /// return type can carry one; else a misconfiguration panics, and any other failure is
+    /// logged and skipped.
+    fn resolved_failure(&self) -> TokenStream {
+        let Locals {
+            error, spec, lock, ..
+        } = &self.locals;
+        let (krate, span) = (&self.krate_at_return, self.plan.output.span);
+        let return_type = &self.plan.output.ty;
+        let skipped = self.give_up();
+        quote_spanned!(span=> {
+            #[allow(unused_imports)]
+            use #krate::__private::{ReturnFailure as _, SkipFailure as _};
+            match (&&#krate::__private::OnFailure::<#return_type>::new())
+                .resolve(#error, &#lock, &#spec)
+            {
+                #krate::__private::Resolved::Return(#error) => #error,
+                #krate::__private::Resolved::Skip => #skipped,
             }
-        });
-        let stmts = &block.stmts;
-        let run_body = quote!(async move { #type_hint #(#stmts)* });
-        // A fenced body reads its token with pals::current_fence().
-        let run_body = match fenced {
-            true => quote!(#krate::__private::with_fence(&#held, #run_body)),
-            false => run_body,
-        };
-        let run_body = match args.cancel_on_lost {
-            None => quote!(#run_body.await),
-            // If the lock is lost, the body is dropped where it stands and the function
-            // returns the LockLost error (or, with on_busy = "skip", the skipped value).
-            Some(_) => {
-                let on_lost = &give_up;
-                quote! {
-                    match #krate_at_return::__private::unless_lost(&#held, #run_body).await {
-                        ::core::result::Result::Ok(#output) => #output,
-                        ::core::result::Result::Err(#error) => {
-                            let _ = &#error;
-                            return #on_lost;
-                        }
-                    }
-                }
-            }
-        };
+        })
+    }
+
+    /// The body of an async function: take the lock, run the body, release the lock
+    /// returning the body's value.
+    fn async_body(&self) -> TokenStream {
+        let Locals { held, output, .. } = &self.locals;
+        let take_lock = self.take_lock();
+        let run_body = self.run_async_body();
         quote! {
             #take_lock
             let #output = #run_body;
@@ -242,16 +268,78 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
             // than needed.
             #held.release_returning(#output).await
         }
-    } else {
+    }
+
+    /// The async function's body as a future: in an inner async block, so that its result
+    /// can be kept while the release is awaited.
+    fn body_future(&self) -> TokenStream {
+        let (krate, held) = (&self.krate, &self.locals.held);
+        // The block's `return`s and `?`s need its output type: a never-taken `return` of
+        // the declared type tells the compiler (as tracing does). An `impl Trait` cannot
+        // be named there, and gets none.
+        let type_hint = (!self.plan.output.opaque).then(|| {
+            let hint = local("__pals_return_type_hint");
+            let return_type = &self.plan.output.ty;
+            quote! {
+                #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+                if false {
+                    let #hint: #return_type = loop {};
+                    return #hint;
+                }
+            }
+        });
+        let stmts = &self.plan.block.stmts;
+        let body = quote!(async move { #type_hint #(#stmts)* });
+        // A fenced body reads its token with pals::current_fence().
+        match self.plan.fenced {
+            true => quote!(#krate::__private::with_fence(&#held, #body)),
+            false => body,
+        }
+    }
+
+    /// The expression that runs the async body to its value.
+    fn run_async_body(&self) -> TokenStream {
+        let body = self.body_future();
+        if !self.plan.cancel_on_lost {
+            return quote!(#body.await);
+        }
+        // If the lock is lost, the body is dropped where it stands and the function returns
+        // the LockLost error (or, with on_busy = "skip", the skipped value).
+        let Locals {
+            held,
+            output,
+            error,
+            ..
+        } = &self.locals;
+        let krate = &self.krate_at_return;
+        let on_lost = self.give_up();
+        quote! {
+            match #krate::__private::unless_lost(&#held, #body).await {
+                ::core::result::Result::Ok(#output) => #output,
+                ::core::result::Result::Err(#error) => {
+                    let _ = &#error;
+                    return #on_lost;
+                }
+            }
+        }
+    }
+
+    /// The body of a sync function: take the lock, run the body in place, release the lock.
+    fn sync_body(&self) -> TokenStream {
         // A sync body runs in place. Its value is taken before the lock is released, so
         // that temporaries of its last expression drop while the lock is still held; an
         // early `return`, `?` or panic releases it as the scope unwinds.
         // (A body that always returns, such as the one #[tokio::test] makes, leaves the
         // release below unreachable: it then happens as the scope ends.)
-        let fence_scope = fenced.then(|| {
+        let Locals { held, output, .. } = &self.locals;
+        let krate = &self.krate;
+        let take_lock = self.take_lock();
+        // A fenced body reads its token with pals::current_fence().
+        let fence_scope = self.plan.fenced.then(|| {
             let scope = local("__pals_fence_scope");
             quote!(let #scope = #krate::__private::SyncFence::enter(&#held);)
         });
+        let block = &self.plan.block;
         quote! {
             #take_lock
             #fence_scope
@@ -263,95 +351,23 @@ pub(crate) fn expand(args: Args, function: ItemFn) -> syn::Result<TokenStream> {
                 #output
             };
         }
-    };
-
-    Ok(quote! {
-        #(#outer_attrs)*
-        #vis #sig {
-            #(#inner_attrs)*
-            #body
-        }
-    })
+    }
 }
 
-/// The expression for the lock name: the template with its placeholders formatted in, or
-/// `module_path::function` by default.
-fn lock_name(
-    args: &Args,
-    function: &ItemFn,
-    krate: &TokenStream,
-    function_path: &TokenStream,
-) -> syn::Result<TokenStream> {
-    let Some(template) = &args.name else {
-        return Ok(function_path.clone());
-    };
-    let found = placeholders(&template.value()).map_err(|e| syn::Error::new(template.span(), e))?;
-    if found.is_empty() {
-        return Ok(quote!(#template));
+/// `Some(value)` or `None`, as an `Option` expression.
+fn optional(value: Option<&impl ToTokens>) -> TokenStream {
+    match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
     }
-    let arguments = argument_idents(function);
-    let mut named: Vec<&Ident> = Vec::new();
-    for placeholder in found {
-        let Some(argument) = arguments.iter().find(|a| ***a == placeholder.name) else {
-            let hint = if placeholder.name == "self" {
-                "the receiver cannot be formatted into the lock name; pass what the name needs \
-                 as an argument"
-                    .to_string()
-            } else if arguments.is_empty() {
-                "the function has no named arguments".to_string()
-            } else {
-                let listed: Vec<String> = arguments.iter().map(|a| a.to_string()).collect();
-                format!("its arguments are: {}", listed.join(", "))
-            };
-            return Err(syn::Error::new(
-                template.span(),
-                format!(
-                    "`{{{}}}` in the lock name is not an argument of `{}`; {hint}",
-                    placeholder.name, function.sig.ident
-                ),
-            ));
-        };
-        if !named.contains(argument) {
-            named.push(argument);
-        }
-    }
-    // The values are the parameters' own identifiers (with their hygiene), so a function
-    // written by a macro_rules! macro formats its own arguments.
-    let names = named
-        .iter()
-        .map(|a| Ident::new(&a.to_string(), template.span()));
-    let template = LitStr::new(&template.value(), template.span());
-    Ok(quote!(
-        &#krate::__private::format!(#template, #(#names = #named),*)
-    ))
 }
 
-/// The function's arguments bound to a plain identifier.
-fn argument_idents(function: &ItemFn) -> Vec<&Ident> {
-    function
-        .sig
-        .inputs
-        .iter()
-        .filter_map(|input| match input {
-            FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(pat) => Some(&pat.ident),
-                _ => None,
-            },
-            FnArg::Receiver(_) => None,
-        })
-        .collect()
-}
-
-fn contains_impl_trait(ty: &Type) -> bool {
-    struct Finder(bool);
-    impl<'ast> Visit<'ast> for Finder {
-        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
-            self.0 = true;
-        }
+/// The path of the pals crate (`crate = path`, or `::pals`), reported at `span`.
+fn krate_at(plan: &Plan, span: Span) -> TokenStream {
+    match &plan.krate {
+        Some(path) => located_at(&path.to_token_stream(), span),
+        None => quote_spanned!(span=> ::pals),
     }
-    let mut finder = Finder(false);
-    finder.visit_type(ty);
-    finder.0
 }
 
 /// `tokens` reported at `span` (for errors about the return type), resolved as before.

@@ -1,204 +1,507 @@
-//! Parsing and checking the attribute's arguments, with errors that point at the argument.
+//! Reading the attribute's arguments into typed values, with errors that point at the
+//! argument.
+//!
+//! The arguments are read as `syn::meta::parser` reads nested meta (`key = value`, comma
+//! separated, a trailing comma allowed), so the errors syn gives for malformed input are
+//! the same.
 
-use proc_macro2::Span;
-use syn::meta::ParseNestedMeta;
-use syn::{Expr, LitBool, LitInt, LitStr, Path, Result};
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, ToTokens};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{Expr, Ident, Lit, LitBool, LitInt, LitStr, Path, PathSegment, Result, Token};
 
-/// The arguments the attribute accepts, in the order the docs list them.
-pub(crate) const VALID_ARGUMENTS: &str =
-    "name, timeout, on_busy, on_lost, shared, fenced, permits, locker, min_hold, crate";
-
-/// What to do when the lock is not acquired within the timeout.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnBusy {
-    Error,
-    Skip,
+/// The argument keywords that are not Rust keywords (`crate` is `Token![crate]`).
+mod kw {
+    syn::custom_keyword!(name);
+    syn::custom_keyword!(timeout);
+    syn::custom_keyword!(on_busy);
+    syn::custom_keyword!(on_lost);
+    syn::custom_keyword!(shared);
+    syn::custom_keyword!(fenced);
+    syn::custom_keyword!(permits);
+    syn::custom_keyword!(locker);
+    syn::custom_keyword!(min_hold);
 }
 
-/// A parsed duration argument.
+/// An argument of the attribute, named by its keyword.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wait {
-    Millis(u64),
-    Forever,
+enum Keyword {
+    Name,
+    Timeout,
+    OnBusy,
+    OnLost,
+    Shared,
+    Fenced,
+    Permits,
+    Locker,
+    MinHold,
+    Crate,
 }
 
-/// The attribute's arguments.
+impl Keyword {
+    /// Every argument, in the order the docs list them.
+    const ALL: [Self; 10] = [
+        Self::Name,
+        Self::Timeout,
+        Self::OnBusy,
+        Self::OnLost,
+        Self::Shared,
+        Self::Fenced,
+        Self::Permits,
+        Self::Locker,
+        Self::MinHold,
+        Self::Crate,
+    ];
+
+    /// The keyword as it is written.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Timeout => "timeout",
+            Self::OnBusy => "on_busy",
+            Self::OnLost => "on_lost",
+            Self::Shared => "shared",
+            Self::Fenced => "fenced",
+            Self::Permits => "permits",
+            Self::Locker => "locker",
+            Self::MinHold => "min_hold",
+            Self::Crate => "crate",
+        }
+    }
+
+    /// The argument whose keyword is next in `input`, if one is.
+    fn peek(input: ParseStream) -> Option<Self> {
+        let keyword = if input.peek(kw::name) {
+            Self::Name
+        } else if input.peek(kw::timeout) {
+            Self::Timeout
+        } else if input.peek(kw::on_busy) {
+            Self::OnBusy
+        } else if input.peek(kw::on_lost) {
+            Self::OnLost
+        } else if input.peek(kw::shared) {
+            Self::Shared
+        } else if input.peek(kw::fenced) {
+            Self::Fenced
+        } else if input.peek(kw::permits) {
+            Self::Permits
+        } else if input.peek(kw::locker) {
+            Self::Locker
+        } else if input.peek(kw::min_hold) {
+            Self::MinHold
+        } else if input.peek(Token![crate]) {
+            Self::Crate
+        } else {
+            return None;
+        };
+        Some(keyword)
+    }
+}
+
+/// The arguments the attribute accepts, as the unknown-argument error lists them.
+fn valid_arguments() -> String {
+    Keyword::ALL.map(Keyword::as_str).join(", ")
+}
+
+/// An argument's keyword where it is written: duplicate and missing-value errors point at
+/// it.
+struct Key {
+    keyword: Keyword,
+    span: Span,
+}
+
+impl Parse for Key {
+    /// Reads one argument's keyword; anything else is an unknown argument, or syn's error
+    /// for what is not a path.
+    fn parse(input: ParseStream) -> Result<Self> {
+        // A path of more than one word (`name::x`) is one argument, as syn's nested-meta
+        // parser reads it: an unknown one, even when it starts with a keyword.
+        let keyword = match input.peek2(Token![::]) {
+            true => None,
+            false => Keyword::peek(input),
+        };
+        match keyword {
+            Some(keyword) => {
+                let span = input.call(Ident::parse_any)?.span();
+                Ok(Key { keyword, span })
+            }
+            None => Err(unknown_argument(&input.call(meta_path)?)),
+        }
+    }
+}
+
+/// A path as syn's nested-meta parser reads one (keywords allowed), with its errors for
+/// input that is not one.
+fn meta_path(input: ParseStream) -> Result<Path> {
+    let leading_colon = input.parse()?;
+    let mut segments = Punctuated::new();
+    if input.peek(Ident::peek_any) {
+        segments.push_value(PathSegment::from(input.call(Ident::parse_any)?));
+    } else if input.is_empty() {
+        return Err(input.error("expected nested attribute"));
+    } else if input.peek(Lit) {
+        return Err(input.error("unexpected literal in nested attribute, expected ident"));
+    } else {
+        return Err(input.error("unexpected token in nested attribute, expected ident"));
+    }
+    while input.peek(Token![::]) {
+        segments.push_punct(input.parse()?);
+        segments.push_value(PathSegment::from(input.call(Ident::parse_any)?));
+    }
+    Ok(Path {
+        leading_colon,
+        segments,
+    })
+}
+
+/// The error for a path that is not an argument, spanning its words from the first to the
+/// last (not a leading `::`), as syn's nested-meta errors do.
+fn unknown_argument(path: &Path) -> syn::Error {
+    let first = path.segments.first().map(|segment| &segment.ident);
+    let last = path.segments.last().map(|segment| &segment.ident);
+    syn::Error::new_spanned(
+        quote!(#first #last),
+        format!(
+            "unknown argument of #[pals::exclusive]; valid arguments are: {}",
+            valid_arguments()
+        ),
+    )
+}
+
+/// The attribute's arguments, each `None` when it is left out.
 #[derive(Default)]
 pub(crate) struct Args {
-    pub name: Option<LitStr>,
-    pub timeout: Option<Wait>,
-    pub on_busy: Option<(OnBusy, Span)>,
-    /// `on_lost = "cancel"`, with the span of its value.
-    pub cancel_on_lost: Option<Span>,
-    pub shared: Option<bool>,
-    pub fenced: Option<bool>,
-    /// `permits = N`: a semaphore of N permits instead of the lock, with the span of N.
-    pub permits: Option<(u32, Span)>,
-    pub locker: Option<Expr>,
-    pub min_hold: Option<u64>,
+    pub(crate) name: Option<NameTemplate>,
+    pub(crate) timeout: Option<DurationArg>,
+    pub(crate) on_busy: Option<OnBusyArg>,
+    pub(crate) on_lost: Option<OnLostArg>,
+    pub(crate) shared: Option<bool>,
+    pub(crate) fenced: Option<bool>,
+    pub(crate) permits: Option<Permits>,
+    pub(crate) locker: Option<Expr>,
+    pub(crate) min_hold: Option<MinHold>,
     /// `crate = path`: the path of the pals crate in the generated code (default `::pals`).
-    pub krate: Option<Path>,
-    seen: Vec<String>,
+    pub(crate) krate: Option<Path>,
+}
+
+impl Parse for Args {
+    /// Reads `key = value` arguments as `syn::meta::parser` does. Each key is checked
+    /// (known, not given twice, with a value) before its value is read, so the first
+    /// problem in writing order is the one reported.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let mut args = Args::default();
+        while !input.is_empty() {
+            let Key { keyword, span } = input.parse()?;
+            let key = keyword.as_str();
+            if args.has(keyword) {
+                return Err(syn::Error::new(span, format!("duplicate argument `{key}`")));
+            }
+            if input.is_empty() || input.peek(Token![,]) {
+                let message = format!("`{key}` needs a value: `{key} = ...`");
+                return Err(syn::Error::new(span, message));
+            }
+            input.parse::<Token![=]>()?;
+            args.set(keyword, input)?;
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(args)
+    }
 }
 
 impl Args {
-    /// Parses one `key = value` argument (called by `syn::meta::parser`).
-    pub(crate) fn parse(&mut self, meta: ParseNestedMeta) -> Result<()> {
-        let key = meta
-            .path
-            .get_ident()
-            .map(|ident| ident.to_string())
-            .unwrap_or_default();
-        if !VALID_ARGUMENTS.split(", ").any(|valid| valid == key) {
-            return Err(meta.error(format!(
-                "unknown argument of #[pals::exclusive]; valid arguments are: {VALID_ARGUMENTS}"
-            )));
+    /// Whether the argument was given already.
+    fn has(&self, keyword: Keyword) -> bool {
+        match keyword {
+            Keyword::Name => self.name.is_some(),
+            Keyword::Timeout => self.timeout.is_some(),
+            Keyword::OnBusy => self.on_busy.is_some(),
+            Keyword::OnLost => self.on_lost.is_some(),
+            Keyword::Shared => self.shared.is_some(),
+            Keyword::Fenced => self.fenced.is_some(),
+            Keyword::Permits => self.permits.is_some(),
+            Keyword::Locker => self.locker.is_some(),
+            Keyword::MinHold => self.min_hold.is_some(),
+            Keyword::Crate => self.krate.is_some(),
         }
-        if self.seen.contains(&key) {
-            return Err(meta.error(format!("duplicate argument `{key}`")));
-        }
-        if meta.input.is_empty() || meta.input.peek(syn::Token![,]) {
-            return Err(meta.error(format!("`{key}` needs a value: `{key} = ...`")));
-        }
-        self.seen.push(key.clone());
-        let value = meta.value()?;
-        match key.as_str() {
-            "name" => {
-                let lit: LitStr = value.parse()?;
-                if lit.value().is_empty() {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        "the lock name is empty: give the lock a name, or leave `name` out for \
-                         the default (the function's path)",
-                    ));
-                }
-                self.name = Some(lit);
-            }
-            "timeout" => {
-                let lit: LitStr = value.parse()?;
-                self.timeout =
-                    Some(parse_duration(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?);
-            }
-            "min_hold" => {
-                let lit: LitStr = value.parse()?;
-                match parse_duration(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))? {
-                    Wait::Millis(millis) => self.min_hold = Some(millis),
-                    Wait::Forever => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            "min_hold cannot be \"forever\": the lock would never be released",
-                        ))
-                    }
-                }
-            }
-            "on_busy" => {
-                let lit: LitStr = value.parse()?;
-                let on_busy = match lit.value().as_str() {
-                    "error" => OnBusy::Error,
-                    "skip" => OnBusy::Skip,
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!(
-                                "invalid on_busy value \"{other}\": expected \"error\" or \"skip\""
-                            ),
-                        ))
-                    }
-                };
-                self.on_busy = Some((on_busy, lit.span()));
-            }
-            "on_lost" => {
-                let lit: LitStr = value.parse()?;
-                match lit.value().as_str() {
-                    "cancel" => self.cancel_on_lost = Some(lit.span()),
-                    "continue" => {}
-                    other => {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            format!("invalid on_lost value \"{other}\": expected \"cancel\" or \"continue\""),
-                        ))
-                    }
-                }
-            }
-            "shared" => self.shared = Some(value.parse::<LitBool>()?.value),
-            "fenced" => self.fenced = Some(value.parse::<LitBool>()?.value),
-            "permits" => {
-                let lit: LitInt = value.parse()?;
-                let permits: u32 = lit.base10_parse().map_err(|_| {
-                    syn::Error::new(
-                        lit.span(),
-                        "permits must be a whole number from 1 to 4294967295",
-                    )
-                })?;
-                if permits == 0 {
-                    return Err(syn::Error::new(
-                        lit.span(),
-                        "permits = 0 would never let the function run: give at least 1",
-                    ));
-                }
-                self.permits = Some((permits, lit.span()));
-            }
-            "locker" => self.locker = Some(value.parse()?),
-            // A path (`crate = pals_renamed`) or, as serde and tokio write it, a string
-            // holding one (`crate = "pals_renamed"`).
-            "crate" => {
-                self.krate = Some(if value.peek(LitStr) {
-                    let lit: LitStr = value.parse()?;
-                    lit.parse::<Path>().map_err(|_| {
-                        syn::Error::new(
-                            lit.span(),
-                            format!(
-                                "invalid crate path \"{}\": expected the path of the pals crate, such as `crate = pals_renamed`",
-                                lit.value()
-                            ),
-                        )
-                    })?
-                } else {
-                    value.call(Path::parse_mod_style)?
-                });
-            }
-            _ => unreachable!("checked against VALID_ARGUMENTS above"),
+    }
+
+    /// Reads the argument's value from `value` (what follows its `=`).
+    fn set(&mut self, keyword: Keyword, value: ParseStream) -> Result<()> {
+        match keyword {
+            Keyword::Name => self.name = Some(value.parse()?),
+            Keyword::Timeout => self.timeout = Some(value.parse()?),
+            Keyword::OnBusy => self.on_busy = Some(value.parse()?),
+            Keyword::OnLost => self.on_lost = Some(value.parse()?),
+            Keyword::Shared => self.shared = Some(value.parse::<LitBool>()?.value),
+            Keyword::Fenced => self.fenced = Some(value.parse::<LitBool>()?.value),
+            Keyword::Permits => self.permits = Some(value.parse()?),
+            Keyword::Locker => self.locker = Some(value.parse()?),
+            Keyword::MinHold => self.min_hold = Some(value.parse()?),
+            Keyword::Crate => self.krate = Some(value.call(crate_path)?),
         }
         Ok(())
     }
 }
 
-/// `"0"`, a whole number with a unit (`ms`, `s`, `m`, `h`), or `"forever"`.
-pub(crate) fn parse_duration(text: &str) -> std::result::Result<Wait, String> {
-    let help = "use \"0\", a whole number with ms, s, m or h (\"300ms\", \"5s\", \"2m\", \"1h\"), or \"forever\"";
-    if text == "forever" {
-        return Ok(Wait::Forever);
+/// `name = "..."`: the lock name, a template whose `{argument}` placeholders the
+/// function's arguments fill in. Never empty.
+pub(crate) struct NameTemplate {
+    lit: LitStr,
+}
+
+impl Parse for NameTemplate {
+    /// Reads the string literal; an empty one is an error at it. Its placeholders are read
+    /// when the plan is made, after the checks that come first there.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let lit: LitStr = input.parse()?;
+        if lit.value().is_empty() {
+            return Err(syn::Error::new(
+                lit.span(),
+                "the lock name is empty: give the lock a name, or leave `name` out for \
+                 the default (the function's path)",
+            ));
+        }
+        Ok(NameTemplate { lit })
     }
-    if text == "0" {
-        return Ok(Wait::Millis(0));
+}
+
+impl NameTemplate {
+    /// The literal as written: errors about the name point at it.
+    pub(crate) fn lit(&self) -> &LitStr {
+        &self.lit
     }
-    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-    let (number, unit) = text.split_at(digits);
-    let per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("invalid duration \"{text}\": {help}")),
-    };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration \"{text}\": {help}"))?;
-    number
-        .checked_mul(per_unit)
-        .map(Wait::Millis)
-        .ok_or_else(|| {
-            format!("duration \"{text}\" is too long; use \"forever\" to wait without limit")
+
+    /// The template's placeholders, in order; a malformed template is an error at the
+    /// literal.
+    pub(crate) fn placeholders(&self) -> Result<Vec<Placeholder>> {
+        placeholders(&self.lit.value()).map_err(|e| syn::Error::new(self.lit.span(), e))
+    }
+}
+
+/// A duration argument (`timeout`, `min_hold`): `"0"`, a whole number with a unit, or
+/// `"forever"`. As tokens, a `Duration` expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DurationArg {
+    Millis(u64),
+    Forever,
+}
+
+impl DurationArg {
+    /// `"0"`, a whole number with a unit (`ms`, `s`, `m`, `h`), or `"forever"`; the error
+    /// says what was written and what to write.
+    fn from_text(text: &str) -> std::result::Result<Self, String> {
+        let help = "use \"0\", a whole number with ms, s, m or h (\"300ms\", \"5s\", \"2m\", \"1h\"), or \"forever\"";
+        if text == "forever" {
+            return Ok(Self::Forever);
+        }
+        if text == "0" {
+            return Ok(Self::Millis(0));
+        }
+        let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, unit) = text.split_at(digits);
+        let per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(format!("invalid duration \"{text}\": {help}")),
+        };
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration \"{text}\": {help}"))?;
+        number
+            .checked_mul(per_unit)
+            .map(Self::Millis)
+            .ok_or_else(|| {
+                format!("duration \"{text}\" is too long; use \"forever\" to wait without limit")
+            })
+    }
+
+    /// The duration in `lit`; an invalid one is an error at the literal.
+    fn from_lit(lit: &LitStr) -> Result<Self> {
+        Self::from_text(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))
+    }
+}
+
+impl Parse for DurationArg {
+    /// Reads a string literal holding a duration.
+    fn parse(input: ParseStream) -> Result<Self> {
+        Self::from_lit(&input.parse()?)
+    }
+}
+
+impl ToTokens for DurationArg {
+    /// Writes the `Duration` expression (of `core`: no crate path needed).
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        tokens.extend(match self {
+            Self::Millis(millis) => quote!(::core::time::Duration::from_millis(#millis)),
+            Self::Forever => quote!(::core::time::Duration::MAX),
+        });
+    }
+}
+
+/// `min_hold = "..."`: how long the lock is kept at least, in milliseconds. Never
+/// `"forever"`. As tokens, a `Duration` expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MinHold {
+    millis: u64,
+}
+
+impl Parse for MinHold {
+    /// Reads a duration literal that is not `"forever"`.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let lit: LitStr = input.parse()?;
+        match DurationArg::from_lit(&lit)? {
+            DurationArg::Millis(millis) => Ok(MinHold { millis }),
+            DurationArg::Forever => Err(syn::Error::new(
+                lit.span(),
+                "min_hold cannot be \"forever\": the lock would never be released",
+            )),
+        }
+    }
+}
+
+impl ToTokens for MinHold {
+    /// Writes the `Duration` expression.
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        DurationArg::Millis(self.millis).to_tokens(tokens);
+    }
+}
+
+/// What to do when the lock is not acquired within the timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnBusy {
+    /// Return the error (converted with `From`) without running the body.
+    Error,
+    /// Return the return type's skipped value without running the body.
+    Skip,
+}
+
+/// `on_busy = "..."`, with the span of its value: errors about the choice point there.
+pub(crate) struct OnBusyArg {
+    pub(crate) value: OnBusy,
+    pub(crate) span: Span,
+}
+
+impl Parse for OnBusyArg {
+    /// Reads `"error"` or `"skip"`.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let lit: LitStr = input.parse()?;
+        let value = match lit.value().as_str() {
+            "error" => OnBusy::Error,
+            "skip" => OnBusy::Skip,
+            other => {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    format!("invalid on_busy value \"{other}\": expected \"error\" or \"skip\""),
+                ))
+            }
+        };
+        Ok(OnBusyArg {
+            value,
+            span: lit.span(),
         })
+    }
+}
+
+/// What to do when the lock is lost while the body runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnLost {
+    /// Let the body run on (the loss is logged).
+    Continue,
+    /// Drop the body where it stands and give up as on a busy lock (async bodies only).
+    Cancel,
+}
+
+/// `on_lost = "..."`, with the span of its value: errors about the choice point there.
+pub(crate) struct OnLostArg {
+    pub(crate) value: OnLost,
+    pub(crate) span: Span,
+}
+
+impl Parse for OnLostArg {
+    /// Reads `"cancel"` or `"continue"`.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let lit: LitStr = input.parse()?;
+        let value = match lit.value().as_str() {
+            "cancel" => OnLost::Cancel,
+            "continue" => OnLost::Continue,
+            other => {
+                return Err(syn::Error::new(
+                    lit.span(),
+                    format!(
+                        "invalid on_lost value \"{other}\": expected \"cancel\" or \"continue\""
+                    ),
+                ))
+            }
+        };
+        Ok(OnLostArg {
+            value,
+            span: lit.span(),
+        })
+    }
+}
+
+/// `permits = N`: a semaphore of N permits (at least 1) instead of the lock, with the span
+/// of N.
+pub(crate) struct Permits {
+    pub(crate) count: u32,
+    pub(crate) span: Span,
+}
+
+impl Parse for Permits {
+    /// Reads a whole number from 1 to `u32::MAX`.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let lit: LitInt = input.parse()?;
+        let count: u32 = lit.base10_parse().map_err(|_| {
+            syn::Error::new(
+                lit.span(),
+                "permits must be a whole number from 1 to 4294967295",
+            )
+        })?;
+        if count == 0 {
+            return Err(syn::Error::new(
+                lit.span(),
+                "permits = 0 would never let the function run: give at least 1",
+            ));
+        }
+        Ok(Permits {
+            count,
+            span: lit.span(),
+        })
+    }
+}
+
+/// `crate = ...`: a path (`crate = pals_renamed`) or, as serde and tokio write it, a string
+/// holding one (`crate = "pals_renamed"`).
+fn crate_path(input: ParseStream) -> Result<Path> {
+    if !input.peek(LitStr) {
+        return input.call(Path::parse_mod_style);
+    }
+    let lit: LitStr = input.parse()?;
+    lit.parse::<Path>().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid crate path \"{}\": expected the path of the pals crate, such as `crate = pals_renamed`",
+                lit.value()
+            ),
+        )
+    })
 }
 
 /// A `{ident}` placeholder of a lock-name template.
 pub(crate) struct Placeholder {
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// The placeholders of `template`; `{{` and `}}` are literal braces.
-pub(crate) fn placeholders(template: &str) -> std::result::Result<Vec<Placeholder>, String> {
+fn placeholders(template: &str) -> std::result::Result<Vec<Placeholder>, String> {
     let mut found = Vec::new();
     let mut chars = template.chars().peekable();
     while let Some(c) = chars.next() {
@@ -209,38 +512,7 @@ pub(crate) fn placeholders(template: &str) -> std::result::Result<Vec<Placeholde
             '}' if chars.peek() == Some(&'}') => {
                 chars.next();
             }
-            '{' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(c) => name.push(c),
-                        None => {
-                            return Err(
-                                "unclosed `{` in the lock name; write `{{` for a literal brace"
-                                    .into(),
-                            )
-                        }
-                    }
-                }
-                // `{name}` or `{name:spec}` (`{id:?}`, `{n:04}`): the spec goes to format!.
-                let written = name.clone();
-                let name = match name.split_once(':') {
-                    Some((name, _spec)) => name.to_string(),
-                    None => name,
-                };
-                let is_ident = name
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c == '_' || c.is_alphabetic())
-                    && name.chars().all(|c| c == '_' || c.is_alphanumeric());
-                if !is_ident {
-                    return Err(format!(
-                        "`{{{written}}}` in the lock name is not a placeholder: use `{{argument_name}}`, or `{{{{` for a literal brace"
-                    ));
-                }
-                found.push(Placeholder { name });
-            }
+            '{' => found.push(placeholder(&mut chars)?),
             '}' => {
                 return Err("unmatched `}` in the lock name; write `}}` for a literal brace".into())
             }
@@ -250,18 +522,60 @@ pub(crate) fn placeholders(template: &str) -> std::result::Result<Vec<Placeholde
     Ok(found)
 }
 
+/// The placeholder whose `{` was just read from `chars`, up to and with its `}`.
+fn placeholder(chars: &mut impl Iterator<Item = char>) -> std::result::Result<Placeholder, String> {
+    let mut written = String::new();
+    loop {
+        match chars.next() {
+            Some('}') => break,
+            Some(c) => written.push(c),
+            None => {
+                return Err("unclosed `{` in the lock name; write `{{` for a literal brace".into())
+            }
+        }
+    }
+    // `{name}` or `{name:spec}` (`{id:?}`, `{n:04}`): the spec goes to format!.
+    let name = match written.split_once(':') {
+        Some((name, _spec)) => name,
+        None => &written,
+    };
+    let is_ident = name
+        .chars()
+        .next()
+        .is_some_and(|c| c == '_' || c.is_alphabetic())
+        && name.chars().all(|c| c == '_' || c.is_alphanumeric());
+    if !is_ident {
+        return Err(format!(
+            "`{{{written}}}` in the lock name is not a placeholder: use `{{argument_name}}`, or `{{{{` for a literal brace"
+        ));
+    }
+    Ok(Placeholder {
+        name: name.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The error message for `args`, which must not parse.
+    fn error(args: &str) -> String {
+        match syn::parse_str::<Args>(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    /// The duration parser's answers, good and bad.
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("0"), Ok(Wait::Millis(0)));
-        assert_eq!(parse_duration("300ms"), Ok(Wait::Millis(300)));
-        assert_eq!(parse_duration("5s"), Ok(Wait::Millis(5_000)));
-        assert_eq!(parse_duration("2m"), Ok(Wait::Millis(120_000)));
-        assert_eq!(parse_duration("1h"), Ok(Wait::Millis(3_600_000)));
-        assert_eq!(parse_duration("forever"), Ok(Wait::Forever));
+        let parse = DurationArg::from_text;
+        assert_eq!(parse("0"), Ok(DurationArg::Millis(0)));
+        assert_eq!(parse("300ms"), Ok(DurationArg::Millis(300)));
+        assert_eq!(parse("5s"), Ok(DurationArg::Millis(5_000)));
+        assert_eq!(parse("2m"), Ok(DurationArg::Millis(120_000)));
+        assert_eq!(parse("1h"), Ok(DurationArg::Millis(3_600_000)));
+        assert_eq!(parse("forever"), Ok(DurationArg::Forever));
         for bad in [
             "",
             "5",
@@ -273,10 +587,25 @@ mod tests {
             "99999999999999999999h",
             "٣s",
         ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
     }
 
+    /// Durations become `Duration` expressions of `core`, which needs no crate path.
+    #[test]
+    fn durations_as_tokens() {
+        let tokens = |d: DurationArg| d.to_token_stream().to_string();
+        assert_eq!(
+            tokens(DurationArg::Millis(300)),
+            ":: core :: time :: Duration :: from_millis (300u64)"
+        );
+        assert_eq!(
+            tokens(DurationArg::Forever),
+            ":: core :: time :: Duration :: MAX"
+        );
+    }
+
+    /// The placeholders a template names, and the templates that are refused.
     #[test]
     fn templates() {
         let names =
@@ -289,6 +618,83 @@ mod tests {
             assert!(names(bad).is_err(), "{bad:?}");
         }
     }
+
+    /// Every argument, read into its typed value.
+    #[test]
+    fn arguments() {
+        let args: Args = syn::parse_str(
+            r#"name = "job-{id}", timeout = "5s", on_busy = "skip", on_lost = "cancel",
+               shared = true, fenced = false, permits = 3, locker = &LOCKER,
+               min_hold = "1m", crate = "pals_renamed","#,
+        )
+        .unwrap();
+        assert_eq!(args.name.unwrap().lit().value(), "job-{id}");
+        assert_eq!(args.timeout, Some(DurationArg::Millis(5_000)));
+        assert_eq!(args.on_busy.map(|a| a.value), Some(OnBusy::Skip));
+        assert_eq!(args.on_lost.map(|a| a.value), Some(OnLost::Cancel));
+        assert_eq!((args.shared, args.fenced), (Some(true), Some(false)));
+        assert_eq!(args.permits.map(|p| p.count), Some(3));
+        assert!(args.locker.is_some());
+        assert_eq!(args.min_hold, Some(MinHold { millis: 60_000 }));
+        let krate = args.krate.unwrap();
+        assert_eq!(krate.to_token_stream().to_string(), "pals_renamed");
+        assert!(syn::parse_str::<Args>("").unwrap().name.is_none());
+        let path: Args = syn::parse_str("crate = ::a::b").unwrap();
+        assert_eq!(
+            path.krate.unwrap().to_token_stream().to_string(),
+            ":: a :: b"
+        );
+    }
+
+    /// The argument list's own errors: each says what is wrong and what to write.
+    #[test]
+    fn argument_errors() {
+        let unknown = "unknown argument of #[pals::exclusive]; valid arguments are: \
+                       name, timeout, on_busy, on_lost, shared, fenced, permits, locker, \
+                       min_hold, crate";
+        for args in [
+            "timeot = \"5s\"",
+            "name::x = \"a\"",
+            "r#name = \"a\"",
+            "self = 1",
+        ] {
+            assert_eq!(error(args), unknown, "{args}");
+        }
+        assert_eq!(
+            error("timeout = \"1s\", timeout = \"x\""),
+            "duplicate argument `timeout`"
+        );
+        assert_eq!(
+            error("on_lost = \"continue\", on_lost = \"cancel\""),
+            "duplicate argument `on_lost`"
+        );
+        assert_eq!(
+            error("crate, name = \"a\""),
+            "`crate` needs a value: `crate = ...`"
+        );
+        assert_eq!(error("shared"), "`shared` needs a value: `shared = ...`");
+        assert_eq!(error("name(\"a\")"), "expected `=`");
+        assert_eq!(error("name = \"a\" \"b\""), "expected `,`");
+        assert_eq!(
+            error("\"a\""),
+            "unexpected literal in nested attribute, expected ident"
+        );
+        assert_eq!(
+            error("name = \"\"").split(':').next(),
+            Some("the lock name is empty")
+        );
+        assert!(error("timeout = \"5 seconds\"").starts_with("invalid duration \"5 seconds\": use"));
+        assert_eq!(
+            error("min_hold = \"forever\""),
+            "min_hold cannot be \"forever\": the lock would never be released"
+        );
+        assert!(error("on_busy = \"wait\"").starts_with("invalid on_busy value \"wait\""));
+        assert!(error("on_lost = \"abort\"").starts_with("invalid on_lost value \"abort\""));
+        assert!(error("permits = 0").starts_with("permits = 0 would never"));
+        assert!(error("permits = 5000000000").starts_with("permits must be a whole number"));
+        assert_eq!(error("permits = \"3\""), "expected integer literal");
+        assert!(error("crate = \"not a path\"").starts_with("invalid crate path \"not a path\""));
+    }
 }
 
 /// Fuzzing the parsers with arbitrary input: never a panic, always a clear answer.
@@ -300,20 +706,23 @@ mod fuzz {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
+        /// Any text is a duration or an error that quotes it.
         #[test]
         fn any_duration_text_is_parsed_or_explained(text in ".{0,24}") {
-            match parse_duration(&text) {
+            match DurationArg::from_text(&text) {
                 Ok(_) => {}
                 Err(message) => prop_assert!(message.contains(&format!("\"{text}\"")), "{message}"),
             }
         }
 
+        /// A whole number with a unit is that many milliseconds.
         #[test]
         fn whole_numbers_with_units_parse_exactly(n in 0u64..1_000_000, unit in prop::sample::select(vec!["ms", "s", "m", "h"])) {
             let per_unit = match unit { "ms" => 1, "s" => 1_000, "m" => 60_000, _ => 3_600_000 };
-            prop_assert_eq!(parse_duration(&format!("{n}{unit}")), Ok(Wait::Millis(n * per_unit)));
+            prop_assert_eq!(DurationArg::from_text(&format!("{n}{unit}")), Ok(DurationArg::Millis(n * per_unit)));
         }
 
+        /// Any template gives placeholders it contains, or an error.
         #[test]
         fn any_template_is_parsed_or_explained(template in "[a-z{}_0-9 -]{0,24}|.{0,24}") {
             match placeholders(&template) {
@@ -330,6 +739,7 @@ mod fuzz {
             }
         }
 
+        /// A template built from names gives those names back, in order.
         #[test]
         fn templates_built_from_names_give_those_names(
             parts in prop::collection::vec(("[a-z -]{0,5}", "[a-z_][a-z0-9_]{0,8}"), 0..5),
@@ -339,6 +749,22 @@ mod fuzz {
             let found: Vec<String> = placeholders(&template).unwrap().into_iter().map(|p| p.name).collect();
             let expected: Vec<String> = parts.into_iter().map(|(_, name)| name).collect();
             prop_assert_eq!(found, expected);
+        }
+
+        /// Any list of argument-like pieces is read or refused with an error; never a panic.
+        #[test]
+        fn any_argument_list_is_parsed_or_explained(
+            pieces in prop::collection::vec(prop::sample::select(vec![
+                "name", "timeout", "on_busy", "on_lost", "shared", "fenced", "permits",
+                "locker", "min_hold", "crate", "other", "::", "=", ",", "\"5s\"", "\"skip\"",
+                "\"cancel\"", "\"{a}\"", "\"\"", "0", "3", "true", "&LOCKER", "(1)",
+            ]), 0..12),
+        ) {
+            if let Ok(tokens) = pieces.join(" ").parse::<TokenStream>() {
+                if let Err(error) = syn::parse2::<Args>(tokens) {
+                    prop_assert!(!error.to_string().is_empty());
+                }
+            }
         }
     }
 }
