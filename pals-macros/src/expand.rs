@@ -36,7 +36,7 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
 /// The generated code's internal locals. They are hygienic (mixed-site): the body cannot
 /// see them, nor clash with them.
 struct Locals {
-    held: Ident,
+    scope: Ident,
     output: Ident,
     locker: Ident,
     name: Ident,
@@ -49,7 +49,7 @@ impl Locals {
     /// The locals, each made once for the whole expansion.
     fn new() -> Self {
         Locals {
-            held: local("__pals_held"),
+            scope: local("__pals_scope"),
             output: local("__pals_output"),
             locker: local("__pals_locker"),
             name: local("__pals_name"),
@@ -156,11 +156,11 @@ impl<'a> Expansion<'a> {
         }
     }
 
-    /// The statements that take the lock into the `held` local, or return without running
+    /// The statements that take the lock into the `scope` local, or return without running
     /// the body.
     fn take_lock(&self) -> TokenStream {
         let Locals {
-            held,
+            scope,
             locker,
             name,
             spec,
@@ -181,8 +181,8 @@ impl<'a> Expansion<'a> {
             let #locker = #locker_expr;
             let #name: &str = #name_expr;
             let #spec = #lock_spec;
-            let #held = match #acquire {
-                #krate::__private::Acquired::Held(#held) => #held,
+            let #scope = match #acquire {
+                #krate::__private::Acquired::Entered(#scope) => #scope,
                 #busy
                 #failed
             };
@@ -257,7 +257,7 @@ impl<'a> Expansion<'a> {
     /// The body of an async function: take the lock, run the body, release the lock
     /// returning the body's value.
     fn async_body(&self) -> TokenStream {
-        let Locals { held, output, .. } = &self.locals;
+        let Locals { scope, output, .. } = &self.locals;
         let take_lock = self.take_lock();
         let run_body = self.run_async_body();
         quote! {
@@ -266,14 +266,14 @@ impl<'a> Expansion<'a> {
             // Released in the tail expression: clippy's significant_drop_tightening (nursery)
             // reads a release awaited in a statement before the tail as a guard kept longer
             // than needed.
-            #held.release_returning(#output).await
+            #scope.release_returning(#output).await
         }
     }
 
     /// The async function's body as a future: in an inner async block, so that its result
     /// can be kept while the release is awaited.
     fn body_future(&self) -> TokenStream {
-        let (krate, held) = (&self.krate, &self.locals.held);
+        let (krate, scope) = (&self.krate, &self.locals.scope);
         // The block's `return`s and `?`s need its output type: a never-taken `return` of
         // the declared type tells the compiler (as tracing does). An `impl Trait` cannot
         // be named there, and gets none.
@@ -292,7 +292,7 @@ impl<'a> Expansion<'a> {
         let body = quote!(async move { #type_hint #(#stmts)* });
         // A fenced body reads its token with pals::current_fence().
         match self.plan.fenced {
-            true => quote!(#krate::__private::with_fence(&#held, #body)),
+            true => quote!(#krate::__private::with_fence(&#scope, #body)),
             false => body,
         }
     }
@@ -306,7 +306,7 @@ impl<'a> Expansion<'a> {
         // If the lock is lost, the body is dropped where it stands and the function returns
         // the LockLost error (or, with on_busy = "skip", the skipped value).
         let Locals {
-            held,
+            scope,
             output,
             error,
             ..
@@ -314,7 +314,7 @@ impl<'a> Expansion<'a> {
         let krate = &self.krate_at_return;
         let on_lost = self.give_up();
         quote! {
-            match #krate::__private::unless_lost(&#held, #body).await {
+            match #krate::__private::unless_lost(&#scope, #body).await {
                 ::core::result::Result::Ok(#output) => #output,
                 ::core::result::Result::Err(#error) => {
                     let _ = &#error;
@@ -331,13 +331,13 @@ impl<'a> Expansion<'a> {
         // early `return`, `?` or panic releases it as the scope unwinds.
         // (A body that always returns, such as the one #[tokio::test] makes, leaves the
         // release below unreachable: it then happens as the scope ends.)
-        let Locals { held, output, .. } = &self.locals;
+        let Locals { scope, output, .. } = &self.locals;
         let krate = &self.krate;
         let take_lock = self.take_lock();
         // A fenced body reads its token with pals::current_fence().
         let fence_scope = self.plan.fenced.then(|| {
-            let scope = local("__pals_fence_scope");
-            quote!(let #scope = #krate::__private::SyncFence::enter(&#held);)
+            let fence = local("__pals_fence");
+            quote!(let #fence = #krate::__private::SyncFence::enter(&#scope);)
         });
         let block = &self.plan.block;
         quote! {
@@ -347,7 +347,7 @@ impl<'a> Expansion<'a> {
             let #output = #block;
             #[allow(unreachable_code, clippy::needless_return)]
             return {
-                ::core::mem::drop(#held);
+                ::core::mem::drop(#scope);
                 #output
             };
         }

@@ -44,7 +44,7 @@ pub struct LockSpec {
 // Matched once, right away: boxing the big variant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 pub enum Acquired {
-    Held(Held),
+    Entered(Scope),
     /// Not acquired within the timeout: the error is [`Error::Timeout`].
     Busy(Error),
     /// The database (or the configuration) failed; with the lock's full name (`"app.name"`,
@@ -80,7 +80,7 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
         )
     };
     match taken {
-        Ok(Some(guard)) => Acquired::Held(Held::new(guard, spec.min_hold, false)),
+        Ok(Some(guard)) => Acquired::Entered(Scope::new(guard, spec.min_hold, false)),
         Ok(None) => {
             if spec.skip_when_busy {
                 locker.count_skip(&full_name);
@@ -96,26 +96,27 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
 #[doc(hidden)]
 pub fn blocking_acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec) -> Acquired {
     match block_on(acquire(locker, name, spec)) {
-        Acquired::Held(mut held) => {
-            held.blocking_drop = true;
-            Acquired::Held(held)
+        Acquired::Entered(mut scope) => {
+            scope.blocking_drop = true;
+            Acquired::Entered(scope)
         }
         other => other,
     }
 }
 
-/// The lock while the body runs; releasing it however the body ends.
+/// The scope of an annotated function's body: the lock while the body runs, released
+/// however the body ends.
 #[doc(hidden)]
-pub struct Held {
+pub struct Scope {
     guard: Option<LockGuard>,
     keep_until: Option<Instant>,
     /// A sync function's scope: release and wait for it on a normal exit.
     blocking_drop: bool,
 }
 
-impl Held {
-    fn new(guard: LockGuard, min_hold: Option<Duration>, blocking_drop: bool) -> Held {
-        Held {
+impl Scope {
+    fn new(guard: LockGuard, min_hold: Option<Duration>, blocking_drop: bool) -> Scope {
+        Scope {
             guard: Some(guard),
             keep_until: min_hold.and_then(|hold| Instant::now().checked_add(hold)),
             blocking_drop,
@@ -137,7 +138,7 @@ impl Held {
         }
     }
 
-    /// [`release`](Held::release), then `output`: the async function's normal exit, as one
+    /// [`release`](Scope::release), then `output`: the async function's normal exit, as one
     /// expression.
     pub async fn release_returning<T>(self, output: T) -> T {
         self.release().await;
@@ -157,7 +158,7 @@ impl Held {
     }
 }
 
-impl Drop for Held {
+impl Drop for Scope {
     fn drop(&mut self) {
         let Some(guard) = self.guard.take() else {
             return;
@@ -189,12 +190,12 @@ fn log_release(name: String, result: Result<bool, Error>) {
 /// Runs `body` unless the lock is lost first; then `body` is dropped where it stands and
 /// the result is the `LockLost` error. (`on_lost = "cancel"`.)
 #[doc(hidden)]
-pub async fn unless_lost<F: Future>(held: &Held, body: F) -> Result<F::Output, Error> {
-    let Some(guard) = &held.guard else {
+pub async fn unless_lost<F: Future>(scope: &Scope, body: F) -> Result<F::Output, Error> {
+    let Some(guard) = &scope.guard else {
         return Ok(body.await);
     };
     guard.unless_lost(body).await.ok_or_else(|| {
-        let error = held.lost_error();
+        let error = scope.lost_error();
         tracing::error!(%error, "pals: the lock was lost while the body ran; the body was cancelled");
         error
     })

@@ -267,12 +267,11 @@ pub use tokio_postgres;
 pub mod __private {
     pub use crate::exclusive::{
         acquire, blocking_acquire, error_return, log_busy_skip, skipped_return, unless_lost,
-        with_fence, Acquired, Held, LockSpec, OnFailure, Resolved, ReturnFailure, SkipFailure,
+        with_fence, Acquired, LockSpec, OnFailure, Resolved, ReturnFailure, Scope, SkipFailure,
         SyncFence,
     };
     pub use crate::global::global;
     pub use std::format;
-    pub use std::time::Duration;
 }
 
 #[cfg(test)]

@@ -38,8 +38,15 @@ async fn tcp_keepalives_are_on_with_a_30_second_idle_time() {
         [Some(port)] => port.parse().expect("a TCP port"),
         other => panic!("expected one TCP session, found {other:?} (a Unix socket URL?)"),
     };
-    let socket = our_socket(port).expect("the session's socket in /proc/net/tcp{,6}");
-    let (kind, left) = socket;
+    // The kernel shows one timer per socket, a retransmit or loss-probe timer (kind 1) before
+    // the keepalive timer: while a segment of the session waits for its ACK (a moment,
+    // longer on a loaded machine), the keepalive timer is hidden.
+    let mut socket = None;
+    pals_tests::eventually(std::time::Duration::from_secs(2), || {
+        socket = our_socket(port);
+        socket.is_some_and(|(kind, _)| kind == 2)
+    });
+    let (kind, left) = socket.expect("the session's socket in /proc/net/tcp{,6}");
     assert_eq!(kind, 2, "no keepalive timer on the socket");
     // Armed when the socket last carried data, a moment ago: close to 30 s left.
     assert!(

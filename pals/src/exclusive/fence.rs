@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 
-use super::Held;
+use super::Scope;
 
 thread_local! {
     /// The token of the sync fenced function running on this thread.
@@ -49,8 +49,8 @@ pub fn current_fence() -> Option<u64> {
 pub struct SyncFence(Option<u64>);
 
 impl SyncFence {
-    pub fn enter(held: &Held) -> SyncFence {
-        SyncFence(SYNC_FENCE.with(|fence| fence.replace(held.fence())))
+    pub fn enter(scope: &Scope) -> SyncFence {
+        SyncFence(SYNC_FENCE.with(|fence| fence.replace(scope.fence())))
     }
 }
 
@@ -64,8 +64,8 @@ impl Drop for SyncFence {
 /// polled, a sync fenced function's token (one that blocks on this body) is hidden: the
 /// innermost function's token is the one read.
 #[doc(hidden)]
-pub async fn with_fence<F: Future>(held: &Held, body: F) -> F::Output {
-    let mut body = pin!(TASK_FENCE.scope(held.fence(), body));
+pub async fn with_fence<F: Future>(scope: &Scope, body: F) -> F::Output {
+    let mut body = pin!(TASK_FENCE.scope(scope.fence(), body));
     poll_fn(|cx| {
         let outer = SYNC_FENCE.with(|fence| fence.replace(None));
         let polled = body.as_mut().poll(cx);
