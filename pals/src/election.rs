@@ -2,17 +2,15 @@
 //! and a term are in `term`, following the leader in `observe`.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use crate::coordination::Coordination;
 use crate::core::Core;
 use crate::deadline::sleep_until;
 use crate::error::Error;
-use crate::future::unless;
 use crate::guard::LockGuard;
 use crate::identity::host_name;
 use crate::lock::Lock;
@@ -21,11 +19,13 @@ use crate::on_drop::OnDrop;
 use crate::sql::{self, Announcement};
 
 mod observe;
+mod stop;
 mod term;
 
 pub use observe::Observer;
 pub use term::{Leader, Term};
 
+use stop::Stop;
 use term::parse_micros;
 
 /// How long a candidate waits before campaigning again after its term ended by a loss or
@@ -247,7 +247,9 @@ impl Election {
                 Led::Finished(output) => return Ok(Some(output)),
                 Led::Lost if stop.is_stopped() => return Ok(None),
                 Led::Lost => {
-                    if unless(self.back_off(), stop.as_mut().stopped())
+                    if stop
+                        .as_mut()
+                        .unless_stopped(self.back_off())
                         .await
                         .is_none()
                     {
@@ -278,13 +280,15 @@ impl Election {
         mut stop: Pin<&mut Stop<S>>,
     ) -> Result<Option<(LockGuard, Leader)>, Error> {
         loop {
-            match unless(self.campaign(), stop.as_mut().stopped()).await {
+            match stop.as_mut().unless_stopped(self.campaign()).await {
                 None => return Ok(None),
                 Some(Ok(elected)) => return Ok(Some(elected)),
                 Some(Err(error)) if !error.is_transient() => return Err(error),
                 Some(Err(error)) => {
                     tracing::warn!(election = %self.lock.name(), %error, "pals: campaign failed; trying again");
-                    if unless(self.back_off(), stop.as_mut().stopped())
+                    if stop
+                        .as_mut()
+                        .unless_stopped(self.back_off())
                         .await
                         .is_none()
                     {
@@ -428,51 +432,6 @@ impl Election {
     /// ```
     pub fn observe(&self) -> Observer {
         Observer::start(self)
-    }
-}
-
-/// A stop signal that is remembered once it has come.
-struct Stop<S> {
-    signal: Option<Pin<Box<S>>>,
-}
-
-impl<S: Future<Output = ()>> Stop<S> {
-    fn new(signal: S) -> Stop<S> {
-        Stop {
-            signal: Some(Box::pin(signal)),
-        }
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.signal.is_none()
-    }
-
-    /// Ready once the stop has come (and from then on).
-    fn poll_stopped(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        match &mut this.signal {
-            None => Poll::Ready(()),
-            Some(signal) => {
-                ready!(signal.as_mut().poll(cx));
-                this.signal = None;
-                Poll::Ready(())
-            }
-        }
-    }
-
-    /// Completes once the stop has come.
-    async fn stopped(mut self: Pin<&mut Self>) {
-        poll_fn(|cx| self.as_mut().poll_stopped(cx)).await;
-    }
-
-    /// Runs `work` to its end, noting a stop that comes meanwhile.
-    async fn noting<F: Future>(mut self: Pin<&mut Self>, work: F) -> F::Output {
-        let mut work = pin!(work);
-        poll_fn(|cx| {
-            let _ = self.as_mut().poll_stopped(cx);
-            work.as_mut().poll(cx)
-        })
-        .await
     }
 }
 

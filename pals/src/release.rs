@@ -123,7 +123,7 @@ fn hand_over(
     let parked = Parked {
         lock,
         chain: Chain {
-            handed: chain.handed + 1,
+            handed: chain.handed.saturating_add(1),
             ..chain
         },
     };

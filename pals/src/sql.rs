@@ -156,7 +156,10 @@ pub(crate) fn unlock(mode: Mode) -> String {
 
 /// The unlock of a semaphore permit (exclusive), telling other processes in the same round
 /// trip: `NOTIFY` on [`PERMIT_CHANNEL`] with payload `$2`, sent when the statement's
-/// implicit transaction commits, after the unlock.
+/// implicit transaction commits, after the unlock. The commit takes the server's notify
+/// lock, bounded by the lock session's `lock_timeout`: a notification that cannot be sent
+/// then is an unknown outcome for the unlock (reconciled), and other processes' waiters find
+/// the permit at their recheck.
 pub(crate) fn unlock_and_notify() -> String {
     format!(
         "SELECT {}($1), pg_catalog.pg_notify('{PERMIT_CHANNEL}', $2)",
@@ -208,7 +211,7 @@ pub(crate) fn wait_lock(
     };
     format!(
         "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {lock_timeout_ms}; \
-         {check}SELECT {}({key}){mint}",
+         {check}SELECT {}(({key})::bigint){mint}",
         function(Op::Wait, mode)
     )
 }
@@ -306,11 +309,11 @@ mod tests {
     fn waits_check_the_client_only_where_the_server_can() {
         let new = wait_lock(7, Mode::Shared, 300, 150000, None);
         assert!(new.contains("client_connection_check_interval"));
-        assert!(new.ends_with("SELECT pg_catalog.pg_advisory_lock_shared(7)"));
+        assert!(new.ends_with("SELECT pg_catalog.pg_advisory_lock_shared((7)::bigint)"));
         let old = wait_lock(-7, Mode::Exclusive, 0, 130000, None);
         assert!(!old.contains("client_connection_check_interval"));
         assert!(old.contains("lock_timeout = 0;"));
-        assert!(old.ends_with("SELECT pg_catalog.pg_advisory_lock(-7)"));
+        assert!(old.ends_with("SELECT pg_catalog.pg_advisory_lock((-7)::bigint)"));
     }
 
     #[test]
@@ -323,7 +326,7 @@ mod tests {
         let sql = wait_lock(7, Mode::Exclusive, 0, 150000, Some(mint));
         assert!(
             sql.ends_with(
-                "SELECT pg_catalog.pg_advisory_lock(7); SET LOCAL lock_timeout = 250; \
+                "SELECT pg_catalog.pg_advisory_lock((7)::bigint); SET LOCAL lock_timeout = 250; \
                  SELECT pg_catalog.nextval('\"o''k\".\"pals_fence\"')"
             ),
             "{sql}"

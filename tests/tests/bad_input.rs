@@ -259,3 +259,20 @@ async fn raw_keys_interoperate_with_plain_sql() {
         assert!(guard.release().await.unwrap());
     }
 }
+
+/// The extreme keys, written into a wait's SQL as text, are read back as themselves (cast
+/// with the minus inside: `-9223372036854775808::bigint` casts before it negates).
+#[tokio::test]
+async fn the_extreme_keys_can_be_waited_for() {
+    let app = pals_tests::unique_app("extreme-keys");
+    let (holder, waiter) = (pals_tests::locker(&app), pals_tests::locker(&app));
+    for key in [i64::MIN, i64::MAX] {
+        let held = holder.lock_key(key).acquire().await.unwrap();
+        let timeout = Duration::from_millis(100);
+        let busy = waiter.lock_key(key).acquire_timeout(timeout).await.unwrap();
+        assert!(busy.is_none(), "{key}: held by the other locker");
+        assert!(held.release().await.unwrap());
+        let waited = waiter.lock_key(key).acquire_timeout(timeout).await.unwrap();
+        assert!(waited.expect("free").release().await.unwrap());
+    }
+}

@@ -290,3 +290,45 @@ async fn transaction_locks_resist_the_shadow_too() {
         .unwrap();
     tx2.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_coordination_session_closes_once_idle() {
+    let app = unique_app("coord-idle");
+    let locker = locker_with(&app, |b| b.idle_timeout(Duration::from_millis(300)));
+    locker.holders().await.unwrap();
+    assert_eq!(pals_tests::sessions_of(&app), 1, "opened for holders()");
+    // Used again within its idle time: kept, and its clock starts again.
+    locker.holders().await.unwrap();
+    assert_eq!(pals_tests::sessions_of(&app), 1, "one session, reused");
+    let closed = pals_tests::eventually(Duration::from_secs(5), || {
+        pals_tests::sessions_of(&app) == 0
+    });
+    assert!(closed, "still open after its idle timeout");
+    locker.holders().await.unwrap();
+    assert_eq!(pals_tests::sessions_of(&app), 1, "opened again");
+}
+
+/// A candidate stopped before it campaigns leaves the line without a word to the server:
+/// no lock statement is sent, so no fencing token is drawn (the next token is the one after
+/// the last term's).
+#[tokio::test]
+async fn a_stopped_candidate_sends_nothing() {
+    let (app, schema) = (unique_app("stopped"), TestSchema::new("stopped"));
+    let locker = locker_in(&app, &schema, 1);
+    let election = locker.election("scheduler");
+    let last = election
+        .run(|term| async move { term.fence() })
+        .await
+        .unwrap();
+    let stopped = election
+        .run_until(std::future::ready(()), |_term| async {
+            unreachable!("stopped")
+        })
+        .await
+        .unwrap();
+    assert!(stopped.is_none());
+    // The same session (a pool of one) answers in order: a statement sent by the stopped
+    // candidate would have drawn the next token first.
+    let next = election.lock().try_acquire().await.unwrap().expect("free");
+    assert_eq!(next.fence(), Some(last + 1));
+}

@@ -4,15 +4,17 @@
 //! `ALTER SEQUENCE pals_fence` left open) costs no held lock: a lock session's heartbeat
 //! never queues behind such a statement.
 //!
-//! Every statement is bounded: the session's own `statement_timeout` and `lock_timeout`
-//! (the connect timeout) make the server cancel it, and the caller gives up after twice
-//! that (a server that stopped answering), cancelling it and closing the session. The
-//! session opens on first use and closes once it has been idle for the locker's idle
+//! Every statement is bounded: opening the session by the connect timeout; the session's
+//! own `statement_timeout` and `lock_timeout` (the connect timeout) make the server cancel
+//! a statement; and the caller gives up after twice that, plus the bound of each statement
+//! sent before it that is still in flight (they run one after another), cancelling it and
+//! closing the session (a server that stopped answering). The session opens on first use,
+//! and one task per open session closes it once it has been idle for the locker's idle
 //! timeout.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Mutex};
@@ -34,10 +36,10 @@ struct Shared {
     idle_timeout: Duration,
     rt: Handle,
     conn: Mutex<Option<Arc<PgConn>>>,
-    /// Counts the statements sent: a session still idle at the same count is closed.
-    sent: AtomicU64,
     /// Statements sent and not yet answered.
     in_flight: AtomicUsize,
+    /// When the last statement ended.
+    last_used: StdMutex<Instant>,
 }
 
 impl CoordinationSession {
@@ -47,8 +49,8 @@ impl CoordinationSession {
             idle_timeout,
             rt,
             conn: Mutex::new(None),
-            sent: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            last_used: StdMutex::new(Instant::now()),
         };
         CoordinationSession {
             shared: Arc::new(shared),
@@ -62,22 +64,25 @@ impl CoordinationSession {
         what: &str,
     ) -> Result<Vec<SimpleQueryMessage>, Error> {
         let shared = &self.shared;
-        let (conn, count) = shared.connection().await?;
+        let bound = shared.settings.connect_timeout;
+        let Some(opened) = within(&shared.rt, bound, shared.connection()).await else {
+            return Err(Error::connect_timeout(bound, &shared.settings.target));
+        };
+        let (conn, ahead) = opened?;
         // However the statement ends (this future may be dropped mid-way).
         let _ended = OnDrop::new(|| {
+            *shared.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            shared.close_when_idle(count);
         });
-        let bound = shared.settings.connect_timeout;
-        let answer = within(&shared.rt, bound.saturating_mul(2), conn.query(sql)).await;
-        match answer {
+        let limit = bound.saturating_mul(2 + ahead as u32);
+        match within(&shared.rt, limit, conn.query(sql)).await {
             Some(answer) => answer.map_err(Error::Database),
             None => {
                 conn.close(&format!("{what} went unanswered"));
                 shared.rt.spawn(async move {
                     let _ = tokio::time::timeout(bound, conn.cancel()).await;
                 });
-                Err(Error::no_answer(what, bound.saturating_mul(2)))
+                Err(Error::no_answer(what, limit))
             }
         }
     }
@@ -85,19 +90,23 @@ impl CoordinationSession {
 
 impl Shared {
     /// The open session, opened now (on the library's runtime) if there is none, counted
-    /// in flight; and the number of the statement about to be sent.
-    async fn connection(&self) -> Result<(Arc<PgConn>, u64), Error> {
+    /// in flight; and how many statements were in flight on it before this one.
+    async fn connection(self: &Arc<Self>) -> Result<(Arc<PgConn>, usize), Error> {
         let mut conn = self.conn.lock().await;
         let open = match conn.as_ref().filter(|c| !c.is_closed()) {
             Some(open) => Arc::clone(open),
             None => {
                 let opened = self.open().await?;
+                *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 *conn = Some(Arc::clone(&opened));
+                self.rt.spawn(close_when_idle(
+                    Arc::downgrade(self),
+                    Arc::downgrade(&opened),
+                ));
                 opened
             }
         };
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        Ok((open, self.sent.fetch_add(1, Ordering::AcqRel) + 1))
+        Ok((open, self.in_flight.fetch_add(1, Ordering::AcqRel)))
     }
 
     /// Opens the session on the library's runtime.
@@ -117,28 +126,42 @@ impl Shared {
             .unwrap_or_else(|_| Err(Error::Runtime("the pals runtime thread is gone".into())))?;
         Ok(Arc::new(opened))
     }
+}
 
-    /// Closes the session once `idle_timeout` has passed with no statement after the
-    /// `count`th.
-    fn close_when_idle(self: &Arc<Self>, count: u64) {
-        let Some(due) = tokio::time::Instant::now().checked_add(self.idle_timeout) else {
-            return; // kept for ever
+/// Closes `conn` once nothing has been sent on it for the idle timeout; ends when it is
+/// closed or replaced, or the locker is gone. Sleeps until the earliest time it could be
+/// due: the last statement's end plus the timeout, or, while a statement is in flight, a
+/// timeout from now.
+async fn close_when_idle(shared: Weak<Shared>, conn: Weak<PgConn>) {
+    let mut busy_until = None;
+    loop {
+        let Some(due) = shared.upgrade().and_then(|shared| {
+            let last = *shared.last_used.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.checked_add(shared.idle_timeout)?;
+            Some(busy_until.map_or(due, |busy: Instant| busy.max(due)))
+        }) else {
+            return; // gone, or kept for ever
         };
-        let shared = Arc::downgrade(self);
-        self.rt.spawn(async move {
-            tokio::time::sleep_until(due).await;
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let mut conn = shared.conn.lock().await;
-            // Used since (its own timer closes it), or in use now.
-            let used = shared.sent.load(Ordering::Acquire) != count;
-            if used || shared.in_flight.load(Ordering::Acquire) > 0 {
-                return;
-            }
-            if let Some(conn) = conn.take() {
-                conn.close("the coordination session was idle");
-            }
-        });
+        tokio::time::sleep_until(due.into()).await;
+        let (Some(shared), Some(this)) = (shared.upgrade(), conn.upgrade()) else {
+            return;
+        };
+        let mut current = shared.conn.lock().await;
+        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &this)) || this.is_closed() {
+            return; // replaced: its own task closes the new one
+        }
+        if shared.in_flight.load(Ordering::Acquire) > 0 {
+            busy_until = Instant::now().checked_add(shared.idle_timeout);
+            continue;
+        }
+        let last = *shared.last_used.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .checked_add(shared.idle_timeout)
+            .is_some_and(|due| due <= Instant::now())
+        {
+            current.take();
+            this.close("the coordination session was idle");
+            return;
+        }
     }
 }

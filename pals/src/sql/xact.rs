@@ -23,16 +23,28 @@ pub(crate) fn wait_xact_lock(key: i64, mode: Mode, millis: u64) -> String {
         "DO $pals$ DECLARE previous pg_catalog.text := \
            pg_catalog.current_setting('lock_timeout'); BEGIN \
            PERFORM pg_catalog.set_config('lock_timeout', '{millis}', true); \
-           BEGIN PERFORM {function}({key}::bigint); \
+           BEGIN PERFORM {function}(({key})::bigint); \
            EXCEPTION WHEN lock_not_available THEN NULL; END; \
            PERFORM pg_catalog.set_config('lock_timeout', previous, true); \
          END $pals$; \
          SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l \
            WHERE l.pid {eq} pg_catalog.pg_backend_pid() AND l.locktype {eq} 'advisory' \
            AND l.objsubid {eq} 1 AND l.granted AND l.mode {eq} '{mode}' \
-           AND {key_of} {eq} {key}::bigint)",
+           AND {key_of} {eq} ({key})::bigint)",
         function = function(Op::WaitXact, mode),
         mode = pg_locks_mode(mode),
         key_of = pg_locks_key("l"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_key_is_cast_with_its_sign() {
+        let sql = wait_xact_lock(i64::MIN, Mode::Exclusive, 10);
+        assert!(sql.contains("((-9223372036854775808)::bigint)"), "{sql}");
+        assert!(!sql.contains(" -9223372036854775808::bigint"), "{sql}");
+    }
 }
