@@ -16,7 +16,6 @@ use crate::metrics::Meter;
 use crate::pool::{Pool, PoolConfig};
 use crate::release::HandoffLimit;
 use crate::runtime;
-use crate::session::Limits;
 use crate::tls::{self, TlsBackend, TlsSettings};
 use crate::turn::Turns;
 
@@ -388,23 +387,20 @@ impl LockerBuilder {
             self.idle_timeout,
             rt.clone(),
         )?;
-        let limits = Limits {
-            answer_within: connection.connect_timeout,
-            token_within_ms: token_within_ms(self.heartbeat),
-        };
+        let connect_timeout = connection.connect_timeout;
         let pool = Pool::new(
             PoolConfig {
                 connection,
                 size: self.pool_size,
                 idle_timeout: self.idle_timeout,
-                limits,
+                token_within_ms: token_within_ms(self.heartbeat),
                 meter: meter.clone(),
             },
             rt.clone(),
         )?;
         let background = Arc::new(Background::new(rt));
         let core = Core {
-            connect_timeout: limits.answer_within,
+            connect_timeout,
             app: self.app,
             pool,
             turns: Arc::new(Turns::new(Arc::clone(&background))),

@@ -352,14 +352,14 @@ impl Election {
     /// Waits for the lock, then announces this leader: the row, and the `NOTIFY`, on the
     /// coordination session (never on the lock's own).
     async fn campaign(&self) -> Result<(LockGuard, Leader), Error> {
-        let table = Arc::clone(self.coordination.leaders_table(true).await?);
+        let table = self.coordination.leaders_table(true).await?;
         loop {
             let guard = self.lock.acquire().await?;
             let (Some(token), Some(pid)) = (guard.fence(), guard.backend_pid()) else {
                 continue; // not fenced: cannot happen (the lock is made fenced)
             };
             let announcement = Announcement {
-                table: &table,
+                table,
                 key: self.lock.key(),
                 name: self.lock.name(),
                 identity: &self.identity,

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
-use crate::error::Error;
 use crate::key::Mode;
 use crate::sql;
 
@@ -40,18 +39,19 @@ pub struct Holder {
 pub(crate) fn holders(
     answer: &[SimpleQueryMessage],
     names: &HashMap<i64, Arc<str>>,
-) -> Result<Vec<Holder>, Error> {
-    sql::rows(answer).map(|row| holder(row, names)).collect()
+) -> Vec<Holder> {
+    sql::rows(answer)
+        .filter_map(|row| holder(row, names))
+        .collect()
 }
 
-/// One row of the answer to `sql::holders()`.
-fn holder(row: &SimpleQueryRow, names: &HashMap<i64, Arc<str>>) -> Result<Holder, Error> {
+/// One row of the answer to `sql::holders()`; `None` for a row without a key (the key is
+/// computed from two columns that are never NULL: it cannot happen).
+fn holder(row: &SimpleQueryRow, names: &HashMap<i64, Arc<str>>) -> Option<Holder> {
     let text = |i: usize| row.get(i);
-    let key: i64 = text(0)
-        .and_then(|key| key.parse().ok())
-        .ok_or_else(|| Error::InvalidConfig("holders(): a row without a key".into()))?;
+    let key: i64 = text(0)?.parse().ok()?;
     let seconds = |i: usize| text(i).and_then(|s| s.parse::<f64>().ok());
-    Ok(Holder {
+    Some(Holder {
         key,
         name: names.get(&key).map(|name| name.to_string()),
         mode: sql::mode_of(text(1).unwrap_or("")),

@@ -70,9 +70,10 @@ impl Names {
         }
     }
 
-    /// The names known now.
-    fn snapshot(&self) -> HashMap<i64, Arc<str>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// `read` with the names known now (read-locked meanwhile: no copy of a registry of up
+    /// to 100 000 names).
+    fn with<T>(&self, read: impl FnOnce(&HashMap<i64, Arc<str>>) -> T) -> T {
+        read(&self.0.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -165,7 +166,8 @@ impl Locker {
     pub async fn holders(&self) -> Result<Vec<Holder>, Error> {
         let coordination = &self.inner.coordination;
         let answer = coordination.query(&sql::holders(), "holders()").await?;
-        inspect::holders(&answer, &self.inner.names.snapshot())
+        let names = &self.inner.names;
+        Ok(names.with(|names| inspect::holders(&answer, names)))
     }
 
     /// The lock with a raw advisory-lock key, for interoperating with SQL that calls

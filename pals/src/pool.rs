@@ -54,8 +54,9 @@ pub(crate) struct PoolConfig {
     pub(crate) size: usize,
     /// How long a session beyond the first may stay idle; `Duration::MAX`: forever.
     pub(crate) idle_timeout: Duration,
-    /// How long a session waits for the server.
-    pub(crate) limits: Limits,
+    /// How long a fenced lock's `nextval` may wait for its sequence, in milliseconds (the
+    /// sessions' own `lock_timeout`).
+    pub(crate) token_within_ms: u64,
     /// Counts the locks lost with a session.
     pub(crate) meter: Meter,
 }
@@ -258,14 +259,18 @@ impl Pool {
         let (deliver, delivered) = oneshot::channel();
         self.shared.rt.spawn(async move {
             let config = &pool.config;
-            let token_within_ms = config.limits.token_within_ms;
+            let token_within_ms = config.token_within_ms;
             let opened = match connection::open_for_locks(&config.connection, token_within_ms).await {
                 Ok(conn) => {
                     let changed = Arc::clone(&pool.changed);
+                    let limits = Limits {
+                        answer_within: config.connection.connect_timeout,
+                        token_within_ms,
+                    };
                     let session = Session::start(
                         conn,
                         changed,
-                        config.limits,
+                        limits,
                         config.connection.heartbeat,
                         config.meter.clone(),
                     );

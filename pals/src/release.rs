@@ -81,9 +81,9 @@ impl Owned {
             }
         });
         let (lock, turn) = match hand_over(lock, turn, chain, limit, park) {
-            HandedOver::Yes => return Ok(true),
-            HandedOver::No(lock, turn) => (lock, turn),
-            HandedOver::Parked(reclaim) => {
+            Parking::ToWaiter => return Ok(true),
+            Parking::Refused(turn, parked) => (parked.lock, turn),
+            Parking::ForWhoeverComes(reclaim) => {
                 yield_once().await;
                 match reclaim.take_back() {
                     Some(both) => both,
@@ -98,28 +98,16 @@ impl Owned {
     }
 }
 
-/// What [`hand_over`] did.
-enum HandedOver {
-    /// To a caller that waited for it.
-    Yes,
-    /// Parked for whoever comes first: take it back to unlock it, unless taken.
-    Parked(crate::turn::Reclaim),
-    /// Not handed over: unlock it, the turn kept meanwhile.
-    No(SessionLock, Turn),
-}
-
 /// Hands `lock` over if the rules allow (see the module doc): to an exclusive caller that
-/// waits, or, with `park`, to whoever comes first.
+/// waits, or, with `park`, to whoever comes first. A shared turn is refused without being
+/// marked releasing (it is never waited for).
 fn hand_over(
     lock: SessionLock,
     turn: Turn,
     chain: Chain,
     limit: HandoffLimit,
     park: bool,
-) -> HandedOver {
-    if turn.mode() != Mode::Exclusive {
-        return HandedOver::No(lock, turn);
-    }
+) -> Parking {
     let parked = Parked {
         lock,
         chain: Chain {
@@ -127,6 +115,9 @@ fn hand_over(
             ..chain
         },
     };
+    if turn.mode() != Mode::Exclusive {
+        return Parking::Refused(turn, parked);
+    }
     // Asked under the key's mutex: the cheap tests first, the session's books and the
     // clock only when a handoff is wanted.
     let allowed = |awaited: bool, parked: &Parked| {
@@ -135,11 +126,7 @@ fn hand_over(
             && parked.lock.can_be_handed_over()
             && parked.chain.granted_at.elapsed() < limit.within
     };
-    match turn.park_if(parked, allowed) {
-        Parking::ToWaiter => HandedOver::Yes,
-        Parking::ForWhoeverComes(reclaim) => HandedOver::Parked(reclaim),
-        Parking::Refused(turn, parked) => HandedOver::No(parked.lock, turn),
-    }
+    turn.park_if(parked, allowed)
 }
 
 /// The lock its last holder in this process handed over with the turn, if a caller in

@@ -423,10 +423,10 @@ mod in_process {
 
     #[tokio::test]
     async fn a_reset_sequence_does_not_keep_new_leaders_from_announcing() {
-        let schema = unique_app("election-reset").replace('-', "_");
-        probe_query(&format!("CREATE SCHEMA \"{schema}\"")).unwrap();
+        let test_schema = pals_tests::TestSchema::new("election-reset");
+        let schema = test_schema.name();
         let app = unique_app("election-reset");
-        let locker = locker_with(&app, |b| b.schema(&schema));
+        let locker = locker_with(&app, |b| b.schema(schema));
         let election = locker.election("leader").identity("a");
         election.run(|_term| async {}).await.unwrap();
         let first = election
@@ -445,7 +445,6 @@ mod in_process {
             })
             .await
             .unwrap();
-        let _ = probe_query(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
         assert!(
             leader.0 < first,
             "the sequence went back: {} then {first}",

@@ -128,26 +128,29 @@ fn tokens_keep_increasing_across_a_restart_and_a_crash() {
 /// A schema of its own (and roles of its own) for each test that checks how the sequence
 /// comes to be: the shared server's `public.pals_fence` is left alone.
 struct Schema {
-    name: String,
+    // Dropped after the roles (Drop below): DROP OWNED BY first, then the schema.
+    schema: pals_tests::TestSchema,
     roles: Vec<String>,
 }
 
 impl Schema {
     fn new(tag: &str) -> Schema {
-        let name = unique_app(tag).replace('-', "_");
-        probe_query(&format!("CREATE SCHEMA \"{name}\"")).unwrap();
         Schema {
-            name,
+            schema: pals_tests::TestSchema::new(tag),
             roles: Vec::new(),
         }
     }
 
+    fn name(&self) -> &str {
+        self.schema.name()
+    }
+
     /// A login role with USAGE on the schema and nothing else (no CREATE).
     fn role(&mut self) -> String {
-        let role = format!("{}_r{}", self.name, self.roles.len());
+        let role = format!("{}_r{}", self.name(), self.roles.len());
         probe_query(&format!(
             "CREATE ROLE \"{role}\" LOGIN; GRANT USAGE ON SCHEMA \"{}\" TO \"{role}\"",
-            self.name
+            self.name()
         ))
         .unwrap();
         self.roles.push(role.clone());
@@ -161,7 +164,6 @@ impl Schema {
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let _ = probe_query(&format!("DROP SCHEMA \"{}\" CASCADE", self.name));
         for role in &self.roles {
             let _ = probe_query(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""));
         }
@@ -173,11 +175,11 @@ async fn the_sequence_is_made_on_first_use() {
     let schema = Schema::new("fence-made");
     let exists = format!(
         "SELECT (to_regclass('\"{}\".pals_fence') IS NOT NULL)::text",
-        schema.name
+        schema.name()
     );
     assert_eq!(probe_query(&exists).unwrap(), [Some("false".into())]);
     let app = unique_app("fence-made");
-    let locker = locker_with(&app, |b| b.schema(&schema.name));
+    let locker = locker_with(&app, |b| b.schema(schema.name()));
     let guard = locker.lock("x").fenced().acquire().await.unwrap();
     assert!(guard.fence().is_some());
     assert_eq!(probe_query(&exists).unwrap(), [Some("true".into())]);
@@ -189,7 +191,7 @@ async fn a_role_without_create_is_told_what_an_admin_must_run_and_works_once_don
     let role = schema.role();
     let app = unique_app("fence-role");
     let url = schema.url_as(&role);
-    let locker = locker_with(&app, |b| b.url(&url).schema(&schema.name));
+    let locker = locker_with(&app, |b| b.url(&url).schema(schema.name()));
     let error = locker.lock("x").fenced().acquire().await.unwrap_err();
     assert!(error.is_misconfiguration(), "{error}");
     let message = error.to_string();
@@ -201,7 +203,7 @@ async fn a_role_without_create_is_told_what_an_admin_must_run_and_works_once_don
     assert!(
         message.contains(&format!(
             "GRANT USAGE ON SEQUENCE \"{}\".\"pals_fence\" TO \"{role}\"",
-            schema.name
+            schema.name()
         )),
         "{message}"
     );
@@ -211,10 +213,10 @@ async fn a_role_without_create_is_told_what_an_admin_must_run_and_works_once_don
     // The admin makes the sequence but forgets the grant: told so.
     probe_query(&format!(
         "CREATE SEQUENCE \"{}\".pals_fence AS bigint",
-        schema.name
+        schema.name()
     ))
     .unwrap();
-    let locker = locker_with(&app, |b| b.url(&url).schema(&schema.name));
+    let locker = locker_with(&app, |b| b.url(&url).schema(schema.name()));
     let error = locker.lock("x").fenced().acquire().await.unwrap_err();
     assert!(error.to_string().contains("may not use"), "{error}");
 
@@ -222,10 +224,10 @@ async fn a_role_without_create_is_told_what_an_admin_must_run_and_works_once_don
     // as USAGE is).
     probe_query(&format!(
         "GRANT UPDATE ON SEQUENCE \"{}\".pals_fence TO \"{role}\"",
-        schema.name
+        schema.name()
     ))
     .unwrap();
-    let locker = locker_with(&app, |b| b.url(&url).schema(&schema.name));
+    let locker = locker_with(&app, |b| b.url(&url).schema(schema.name()));
     let first = locker.lock("x").fenced().acquire().await.unwrap();
     let token = first.fence().unwrap();
     first.release().await.unwrap();
@@ -290,18 +292,18 @@ async fn a_role_that_may_not_use_the_schema_is_told_so() {
     let role = schema.role();
     probe_query(&format!(
         "REVOKE USAGE ON SCHEMA \"{}\" FROM \"{role}\"",
-        schema.name
+        schema.name()
     ))
     .unwrap();
     let app = unique_app("fence-nousage");
     let url = schema.url_as(&role);
-    let locker = locker_with(&app, |b| b.url(&url).schema(&schema.name));
+    let locker = locker_with(&app, |b| b.url(&url).schema(schema.name()));
     let error = locker.lock("x").fenced().acquire().await.unwrap_err();
     assert!(error.is_misconfiguration(), "{error}");
     assert!(
         error.to_string().contains(&format!(
             "GRANT USAGE ON SCHEMA \"{}\" TO <role>",
-            schema.name
+            schema.name()
         )),
         "{error}"
     );

@@ -77,22 +77,17 @@ impl Objects {
 
     /// The fencing sequence's name, once it is known to exist (made if missing).
     pub(super) async fn fence(&self, session: &CoordinationSession) -> Result<&Arc<str>, Error> {
-        self.fence
-            .get_or_try_init(|| async {
-                let name = self.qualified("pals_fence");
-                let object = Object {
-                    name: &name,
-                    what: "sequence",
-                    purpose: "fencing tokens",
-                    create: sql::create_sequence(&name),
-                    usable: sql::sequence_usable(&name),
-                    privileges: "USAGE".into(),
-                    grant_on: "SEQUENCE ",
-                };
-                self.ensure(session, &object).await?;
-                Ok(Arc::from(name))
-            })
-            .await
+        let name = "pals_fence";
+        self.ensured(&self.fence, name, session, |name| Object {
+            name,
+            what: "sequence",
+            purpose: "fencing tokens",
+            create: sql::create_sequence(name),
+            usable: sql::sequence_usable(name),
+            privileges: "USAGE".into(),
+            grant_on: "SEQUENCE ",
+        })
+        .await
     }
 
     /// The leaders table's name, once it is known to exist (made if missing) and the role
@@ -106,18 +101,31 @@ impl Objects {
             true => (&self.leaders, &["SELECT", "INSERT", "UPDATE"]),
             false => (&self.leaders_read, &["SELECT"]),
         };
+        self.ensured(cell, "pals_leaders", session, |name| Object {
+            name,
+            what: "table",
+            purpose: "leader election",
+            create: sql::create_leaders_table(name),
+            usable: sql::table_usable(name, privileges),
+            privileges: privileges.join(", "),
+            grant_on: "",
+        })
+        .await
+    }
+
+    /// The qualified name of the object `name`, from `cell` once `describe`'s object (given
+    /// that name) is known to exist and be usable: checked, and made if missing, on first
+    /// use only.
+    async fn ensured<'a>(
+        &'a self,
+        cell: &'a OnceCell<Arc<str>>,
+        name: &str,
+        session: &CoordinationSession,
+        describe: impl FnOnce(&str) -> Object<'_>,
+    ) -> Result<&'a Arc<str>, Error> {
         cell.get_or_try_init(|| async {
-            let name = self.qualified("pals_leaders");
-            let object = Object {
-                name: &name,
-                what: "table",
-                purpose: "leader election",
-                create: sql::create_leaders_table(&name),
-                usable: sql::table_usable(&name, privileges),
-                privileges: privileges.join(", "),
-                grant_on: "",
-            };
-            self.ensure(session, &object).await?;
+            let name = self.qualified(name);
+            self.ensure(session, &describe(&name)).await?;
             Ok(Arc::from(name))
         })
         .await

@@ -190,7 +190,7 @@ impl Ticket {
             } => (error, busy_on_timeout),
         };
         if ends_session(&error) {
-            self.end_flight();
+            self.end_statement(&mut session.books());
             session.close(&format!("the lock statement failed: {error}"));
             let error = Error::Database(error);
             return Err(Failure {
@@ -205,8 +205,7 @@ impl Ticket {
     fn taken(&self, token: Option<u64>) -> SessionLock {
         let session = &self.session;
         let mut books = session.books();
-        self.end_dedication(&mut books);
-        session.end_flight(&mut books);
+        self.end_statement(&mut books);
         if let Some(entry) = books.entries.get_mut(&self.key) {
             entry.state = State::Held;
             entry.since = Instant::now();
@@ -229,10 +228,9 @@ impl Ticket {
     }
 
     /// Books the end of the statement, its entry left as it is.
-    fn end_flight(&self) {
-        let mut books = self.session.books();
-        self.end_dedication(&mut books);
-        self.session.end_flight(&mut books);
+    fn end_statement(&self, books: &mut super::Books) {
+        self.end_dedication(books);
+        self.session.end_flight(books);
     }
 
     /// Books an error that leaves the session alive: the lock may have been granted before
@@ -247,8 +245,7 @@ impl Ticket {
         let session = &self.session;
         let settled = {
             let mut books = session.books();
-            self.end_dedication(&mut books);
-            session.end_flight(&mut books);
+            self.end_statement(&mut books);
             session.settle_later(&mut books, self.key)
         };
         let _ = settled.await;
@@ -277,11 +274,7 @@ impl Drop for Ticket {
         let session = &self.session;
         match self.phase {
             Phase::Done => {}
-            Phase::Reserved => {
-                let mut books = session.books();
-                self.end_dedication(&mut books);
-                session.end_flight_and_forget(&mut books, self.key);
-            }
+            Phase::Reserved => self.forget(),
             Phase::Sent if self.dedicated => {
                 // The server does not notice a vanished client while it waits for a lock
                 // (before PostgreSQL 14's client checks): cancel the wait, and close, which
