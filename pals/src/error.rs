@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 
+use crate::sql::NOT_OURS;
+
 /// Everything that can go wrong when taking or releasing a lock.
 ///
 /// Busy locks are not errors for [`Lock::try_acquire`](crate::Lock::try_acquire) and
@@ -110,6 +112,9 @@ fn shorten(name: &str) -> std::borrow::Cow<'_, str> {
 /// configuration: authentication (SQLSTATE class 28), an unknown database (3D000), a
 /// password the driver did not have, a TLS certificate or name that did not check out.
 fn is_configuration_refusal(error: &tokio_postgres::Error) -> bool {
+    if is_not_ours(error) {
+        return true;
+    }
     if let Some(db) = error.as_db_error() {
         let code = db.code().code();
         return code.starts_with("28") || code == "3D000";
@@ -201,6 +206,11 @@ impl Error {
         }
     }
 
+    /// A lock statement that ran on another client's session ([`is_not_ours`]).
+    pub(crate) fn not_ours() -> Self {
+        Error::InvalidConfig(format!("{NOT_OURS_WHY}. Next step: {NOT_OURS_STEP}"))
+    }
+
     pub(crate) fn connect_failed(source: tokio_postgres::Error, target: &str) -> Self {
         // A server's refusal is its own source: described once. The driver's own errors
         // may or may not spell their cause out.
@@ -222,6 +232,9 @@ impl Error {
 /// What to do about a failed connect, where the error tells.
 fn next_step(error: &tokio_postgres::Error, reason: &str, target: &str) -> String {
     let code = error.as_db_error().map(|db| db.code().code());
+    if is_not_ours(error) {
+        return format!(". {NOT_OURS_WHY}. Next step: {NOT_OURS_STEP}");
+    }
     let step = match code {
         Some("28P01") => "check the user's password (URL, PGPASSWORD or ~/.pgpass)",
         Some("28000") => "the server's pg_hba.conf does not let this user in from here",
@@ -255,11 +268,46 @@ impl std::fmt::Debug for Error {
 /// A driver error, as the statements of a session return it.
 pub(crate) type PgError = tokio_postgres::Error;
 
+/// What a lock session found shared with other clients is, in words ([`is_not_ours`]).
+const NOT_OURS_WHY: &str = "the database session was shared with other clients: a \
+    transaction-mode pooler (pgbouncer, RDS Proxy, Supavisor in transaction mode) is between \
+    pals and PostgreSQL, and it cannot carry the session-level advisory locks pals takes";
+
+/// What to do about it.
+const NOT_OURS_STEP: &str = "connect pals straight to PostgreSQL (the server's own port) or \
+    through a session-mode pool, or take transaction-scoped locks with pals::xact";
+
+/// True if `error` says that a lock session's statement ran on a server session other than
+/// the one pals set up, which only a transaction-mode pooler does: the statement's own check
+/// failed (`sql::ours`), or a prepared statement was missing (26000) or already there
+/// (42P05) or of another shape ("bind message supplies …", 08P01) on the server session
+/// the pooler picked. pals never deallocates its statements, nor prepares twice.
+pub(crate) fn is_not_ours(error: &PgError) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        let (code, message) = (db.code(), db.message());
+        (*code == SqlState::UNDEFINED_OBJECT && message.contains(NOT_OURS))
+            || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+            || *code == SqlState::DUPLICATE_PSTATEMENT
+            || (*code == SqlState::PROTOCOL_VIOLATION && message.starts_with("bind message"))
+    })
+}
+
+/// Why a session is closed after `error` ended `what`: the server's own words, or for a
+/// session found shared ([`is_not_ours`]), that and what to do.
+pub(crate) fn why_closed(what: &str, error: &PgError) -> String {
+    if is_not_ours(error) {
+        format!("{NOT_OURS_WHY}. Next step: {NOT_OURS_STEP}")
+    } else {
+        format!("{what}: {}", describe(error))
+    }
+}
+
 /// True if `error` means the session is over: the connection closed, or the server sent a
 /// FATAL error (`pg_terminate_backend`, a shutdown), after which it closes the connection.
-/// Every lock of the session is then gone.
+/// Every lock of the session is then gone. A session found shared with other clients
+/// ([`is_not_ours`]) is over too: pals closes it.
 pub(crate) fn ends_session(error: &PgError) -> bool {
-    if error.is_closed() {
+    if error.is_closed() || is_not_ours(error) {
         return true;
     }
     error.as_db_error().is_some_and(|db| {

@@ -127,8 +127,11 @@
 //! - **Many locks, few connections.** Locks taken at once share a session (thousands on the
 //!   default pool of 10); a wait takes a session of its own while it waits. At most
 //!   `pool_size` shared holders of one lock per process hold it at once.
-//! - **pgbouncer in transaction mode** breaks session locks: connect straight to
-//!   PostgreSQL (or through session pooling), or use [`xact`].
+//! - **A transaction-mode pooler** (pgbouncer, RDS Proxy, Supavisor in transaction mode)
+//!   cannot carry session locks. pals checks, with every lock statement and heartbeat, that
+//!   its session is its own; one found shared is closed (its guards report the loss) and
+//!   the call fails with a misconfiguration error. Connect straight to PostgreSQL (or
+//!   through session pooling), or use [`xact`].
 //!
 //! # Failure modes
 //!

@@ -11,8 +11,14 @@
 //! **Shapes.** The instant lock statements ([`try_lock`], [`unlock`]) are prepared once per
 //! lock session; the rest are simple queries, sent rarely. [`function`] is the one mapping
 //! of a mode to its advisory-lock function, [`pg_locks_key`] the one way a key is read from
-//! `pg_locks`, and [`rows`] the one reader of a simple query's rows. (The heartbeat's ping is
-//! the empty query.)
+//! `pg_locks`, and [`rows`] the one reader of a simple query's rows.
+//!
+//! **Whose session.** Every statement of a lock session, the heartbeat's ping included,
+//! first checks that it runs on the session pals set up ([`ours`]): a transaction-mode
+//! pooler (pgbouncer, RDS Proxy, Supavisor) hands each transaction to whichever server
+//! session is free, so a lock taken by one statement could be held by a session that other
+//! clients then use, and the next statement could run on another session altogether. The
+//! check costs no round trip: it is part of the statement.
 
 use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
@@ -83,12 +89,58 @@ pub(crate) fn pg_locks_key(row: &str) -> String {
     )
 }
 
+/// The setting in which a lock session keeps its [`Mark`].
+const MARK_SETTING: &str = "pals.session";
+
+/// The start of the error a lock statement raises when it runs on a session that is not
+/// the one pals set up: `unrecognized configuration parameter "pals: …"` (42704), the one
+/// error plain SQL can raise with words of its own (see [`ours`]).
+pub(crate) const NOT_OURS: &str =
+    "pals: this statement ran on a server session pals did not set up";
+
+/// A lock session's mark: set on the session at set-up, and compared by each of its
+/// statements with the session they run on. Unique per session (this process's id, a
+/// count, and a random part), printable as hex without quoting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mark(pub(crate) u128);
+
+impl std::fmt::Display for Mark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A condition that is true when the statement runs on the session marked `mark` (an SQL
+/// text expression: a parameter or a literal), and otherwise raises [`NOT_OURS`]: reading
+/// a setting that does not exist is an error that carries its name. As a `WHERE` clause it
+/// is a one-time filter, evaluated before the statement's own functions. `current_setting`
+/// is stable, not immutable, so the error branch is never evaluated at planning.
+pub(crate) fn ours(mark: &str) -> String {
+    format!(
+        "CASE WHEN pg_catalog.current_setting('{MARK_SETTING}', true) OPERATOR(pg_catalog.=) \
+         {mark} THEN true ELSE pg_catalog.current_setting({})::pg_catalog.bool END",
+        literal(NOT_OURS)
+    )
+}
+
+/// [`ours`] for a statement sent as text: `mark` written in it.
+fn ours_literal(mark: Mark) -> String {
+    ours(&format!("'{mark}'"))
+}
+
+/// The heartbeat's ping on a lock session: checks, and answers, that it is the one marked
+/// `mark`.
+pub(crate) fn ping(mark: Mark) -> String {
+    format!("SELECT WHERE {}", ours_literal(mark))
+}
+
 /// What a session is for, as its set-up sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Purpose {
     /// Takes and holds advisory locks; a statement may wait on another session's lock (a
     /// sequence altered by hand, under a fenced lock's token) `lock_timeout_ms` at most.
-    Locks { lock_timeout_ms: u64 },
+    /// `mark`: set on the session, checked by its statements ([`ours`]).
+    Locks { lock_timeout_ms: u64, mark: Mark },
     /// Runs coordination statements, each bounded by `timeout_ms` on the server.
     Coordination { timeout_ms: u64 },
     /// Listens for notifications.
@@ -114,7 +166,13 @@ pub(crate) fn setup(purpose: Purpose) -> String {
         format!(", pg_catalog.set_config('{setting}', '{value}', false)")
     };
     let timeouts = match purpose {
-        Purpose::Locks { lock_timeout_ms } => set("lock_timeout", lock_timeout_ms),
+        Purpose::Locks {
+            lock_timeout_ms,
+            mark,
+        } => {
+            set("lock_timeout", lock_timeout_ms)
+                + &format!(", pg_catalog.set_config('{MARK_SETTING}', '{mark}', false)")
+        }
         Purpose::Coordination { timeout_ms } => {
             set("lock_timeout", timeout_ms) + &set("statement_timeout", timeout_ms)
         }
@@ -129,9 +187,15 @@ pub(crate) fn setup(purpose: Purpose) -> String {
     )
 }
 
-/// The try statement in `mode`: whether the lock was taken.
+/// The try statement in `mode`: whether the lock was taken. `$2`: the session's [`Mark`].
+/// (A parameter, not part of the text: a transaction-mode pooler may run another client's
+/// statement of the same name, and the mark that statement is given is still the caller's.)
 pub(crate) fn try_lock(mode: Mode) -> String {
-    format!("SELECT {}($1)", function(Op::Try, mode))
+    format!(
+        "SELECT {}($1) WHERE {}",
+        function(Op::Try, mode),
+        ours("$2")
+    )
 }
 
 /// [`try_lock`] that mints a fencing token with the grant, in the same statement: the
@@ -142,16 +206,22 @@ pub(crate) fn try_lock(mode: Mode) -> String {
 /// statement does not need the sequence to exist. `nextval` waits on a sequence that
 /// another session altered or locked, up to the lock session's `lock_timeout` (see
 /// [`Purpose::Locks`]): the error then says the lock was taken, its token not drawn.
+/// `$3`: the session's [`Mark`].
 pub(crate) fn try_lock_fenced(mode: Mode) -> String {
     format!(
-        "SELECT CASE WHEN {}($1) THEN pg_catalog.nextval($2::text::regclass) END",
-        function(Op::Try, mode)
+        "SELECT CASE WHEN {}($1) THEN pg_catalog.nextval($2::text::regclass) END WHERE {}",
+        function(Op::Try, mode),
+        ours("$3")
     )
 }
 
-/// The unlock in `mode`: whether the session held the lock.
+/// The unlock in `mode`: whether the session held the lock. `$2`: the session's [`Mark`].
 pub(crate) fn unlock(mode: Mode) -> String {
-    format!("SELECT {}($1)", function(Op::Unlock, mode))
+    format!(
+        "SELECT {}($1) WHERE {}",
+        function(Op::Unlock, mode),
+        ours("$2")
+    )
 }
 
 /// The unlock of a semaphore permit (exclusive), telling other processes in the same round
@@ -160,10 +230,12 @@ pub(crate) fn unlock(mode: Mode) -> String {
 /// lock, bounded by the lock session's `lock_timeout`: a notification that cannot be sent
 /// then is an unknown outcome for the unlock (reconciled), and other processes' waiters find
 /// the permit at their recheck.
+/// `$3`: the session's [`Mark`].
 pub(crate) fn unlock_and_notify() -> String {
     format!(
-        "SELECT {}($1), pg_catalog.pg_notify('{PERMIT_CHANNEL}', $2)",
-        function(Op::Unlock, Mode::Exclusive)
+        "SELECT {}($1), pg_catalog.pg_notify('{PERMIT_CHANNEL}', $2) WHERE {}",
+        function(Op::Unlock, Mode::Exclusive),
+        ours("$3")
     )
 }
 
@@ -187,12 +259,15 @@ pub(crate) struct Mint<'a> {
 /// `mint`: a fenced lock's token, drawn by more statements in the same query once the lock
 /// is granted, `nextval` bounded by its own `lock_timeout` (its value is the last row). The
 /// lock statement's row comes first: an error after it means granted, token not drawn.
+/// The lock statement checks first that it runs on the session marked `mark` ([`ours`]);
+/// the `SET LOCAL`s before it end with their transaction, whichever session ran them.
 pub(crate) fn wait_lock(
     key: i64,
     mode: Mode,
     lock_timeout_ms: u64,
     server_version: i32,
     mint: Option<Mint<'_>>,
+    mark: Mark,
 ) -> String {
     let check = if server_version >= 140000 {
         "SET LOCAL client_connection_check_interval = 1000; "
@@ -211,8 +286,9 @@ pub(crate) fn wait_lock(
     };
     format!(
         "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {lock_timeout_ms}; \
-         {check}SELECT {}(({key})::bigint){mint}",
-        function(Op::Wait, mode)
+         {check}SELECT {}(({key})::bigint) WHERE {}{mint}",
+        function(Op::Wait, mode),
+        ours_literal(mark)
     )
 }
 
@@ -230,18 +306,21 @@ pub(crate) fn identifier(name: &str) -> String {
 /// What the session holds: one row per advisory lock on a bigint key, its key and mode.
 /// (`pg_locks` has one row per key and mode, however many times the session took it: pals
 /// never takes a key twice on one session.) The statement timeout is lifted: a role's
-/// timeout must not keep a session from learning what it holds.
-pub(crate) fn server_locks() -> String {
+/// timeout must not keep a session from learning what it holds. Only on the session marked
+/// `mark` ([`ours`]): another's locks are not this session's to read.
+pub(crate) fn server_locks(mark: Mark) -> String {
     format!(
         "SET LOCAL statement_timeout = 0; SELECT {}, l.mode FROM pg_catalog.pg_locks l \
-         WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory' \
+         WHERE {} AND l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory' \
            AND l.objsubid = 1 AND l.granted",
-        pg_locks_key("l")
+        pg_locks_key("l"),
+        ours_literal(mark)
     )
 }
 
 /// Unlocks each of `locks` once; its one row counts the unlocks that found nothing held.
-pub(crate) fn unlock_each(locks: &[(i64, Mode)]) -> String {
+/// Only on the session marked `mark` ([`ours`]): another's locks are not its to unlock.
+pub(crate) fn unlock_each(locks: &[(i64, Mode)], mark: Mark) -> String {
     let keys: Vec<String> = locks.iter().map(|(key, _)| key.to_string()).collect();
     let shared: Vec<&str> = locks
         .iter()
@@ -251,11 +330,12 @@ pub(crate) fn unlock_each(locks: &[(i64, Mode)]) -> String {
         "SET LOCAL statement_timeout = 0; \
          SELECT count(*) FILTER (WHERE NOT CASE WHEN s THEN {}(k) ELSE {}(k) END) \
          FROM ROWS FROM (pg_catalog.unnest('{{{}}}'::int8[]), pg_catalog.unnest('{{{}}}'::bool[])) \
-           AS t(k, s)",
+           AS t(k, s) WHERE {}",
         function(Op::Unlock, Mode::Shared),
         function(Op::Unlock, Mode::Exclusive),
         keys.join(","),
-        shared.join(",")
+        shared.join(","),
+        ours_literal(mark)
     )
 }
 
@@ -305,15 +385,47 @@ pub(crate) use xact::{try_xact_lock, wait_xact_lock};
 mod tests {
     use super::*;
 
+    const MARK: Mark = Mark(0xab);
+
     #[test]
     fn waits_check_the_client_only_where_the_server_can() {
-        let new = wait_lock(7, Mode::Shared, 300, 150000, None);
+        let new = wait_lock(7, Mode::Shared, 300, 150000, None, MARK);
         assert!(new.contains("client_connection_check_interval"));
-        assert!(new.ends_with("SELECT pg_catalog.pg_advisory_lock_shared((7)::bigint)"));
-        let old = wait_lock(-7, Mode::Exclusive, 0, 130000, None);
+        let lock = "SELECT pg_catalog.pg_advisory_lock_shared((7)::bigint) WHERE CASE";
+        assert!(new.contains(lock), "{new}");
+        let old = wait_lock(-7, Mode::Exclusive, 0, 130000, None, MARK);
         assert!(!old.contains("client_connection_check_interval"));
         assert!(old.contains("lock_timeout = 0;"));
-        assert!(old.ends_with("SELECT pg_catalog.pg_advisory_lock((-7)::bigint)"));
+        assert!(old.contains("SELECT pg_catalog.pg_advisory_lock((-7)::bigint) WHERE"));
+    }
+
+    #[test]
+    fn every_lock_statement_checks_whose_session_it_runs_on() {
+        let mark = "'000000000000000000000000000000ab'";
+        let check = format!("current_setting('pals.session', true) OPERATOR(pg_catalog.=) {mark}");
+        for text in [
+            ping(MARK),
+            wait_lock(7, Mode::Shared, 0, 150000, None, MARK),
+            server_locks(MARK),
+            unlock_each(&[(1, Mode::Exclusive)], MARK),
+        ] {
+            assert!(text.contains(&check), "{text}");
+            assert!(text.contains(NOT_OURS), "{text}");
+        }
+        for (text, parameter) in [
+            (try_lock(Mode::Exclusive), "$2"),
+            (try_lock_fenced(Mode::Shared), "$3"),
+            (unlock(Mode::Shared), "$2"),
+            (unlock_and_notify(), "$3"),
+        ] {
+            let check = format!("OPERATOR(pg_catalog.=) {parameter} THEN true");
+            assert!(text.contains(&check), "{text}");
+        }
+        let setup = setup(Purpose::Locks {
+            lock_timeout_ms: 1,
+            mark: MARK,
+        });
+        assert!(setup.ends_with(&format!("set_config('pals.session', {mark}, false)")));
     }
 
     #[test]
@@ -323,10 +435,10 @@ mod tests {
             sequence,
             within_ms: 250,
         };
-        let sql = wait_lock(7, Mode::Exclusive, 0, 150000, Some(mint));
+        let sql = wait_lock(7, Mode::Exclusive, 0, 150000, Some(mint), MARK);
         assert!(
             sql.ends_with(
-                "SELECT pg_catalog.pg_advisory_lock((7)::bigint); SET LOCAL lock_timeout = 250; \
+                "::pg_catalog.bool END; SET LOCAL lock_timeout = 250; \
                  SELECT pg_catalog.nextval('\"o''k\".\"pals_fence\"')"
             ),
             "{sql}"
@@ -341,7 +453,7 @@ mod tests {
 
     #[test]
     fn unlock_each_lists_keys_and_modes_in_step() {
-        let sql = unlock_each(&[(1, Mode::Exclusive), (-2, Mode::Shared)]);
+        let sql = unlock_each(&[(1, Mode::Exclusive), (-2, Mode::Shared)], MARK);
         assert!(
             sql.contains("unnest('{1,-2}'::int8[]), pg_catalog.unnest('{f,t}'::bool[])"),
             "{sql}"
@@ -354,17 +466,20 @@ mod tests {
             assert_eq!(mode_of(pg_locks_mode(mode)), mode);
             assert!(function(Op::Try, mode).starts_with("pg_catalog."));
         }
-        assert!(try_lock(Mode::Shared).ends_with("pg_try_advisory_lock_shared($1)"));
-        assert!(unlock(Mode::Exclusive).ends_with("pg_advisory_unlock($1)"));
+        assert!(
+            try_lock(Mode::Shared).starts_with("SELECT pg_catalog.pg_try_advisory_lock_shared($1)")
+        );
+        assert!(unlock(Mode::Exclusive).starts_with("SELECT pg_catalog.pg_advisory_unlock($1)"));
     }
 
     #[test]
     fn every_session_gets_an_empty_search_path_and_its_timeouts() {
         let locks = setup(Purpose::Locks {
             lock_timeout_ms: 500,
+            mark: MARK,
         });
         assert!(locks.contains("set_config('search_path', '', false)"));
-        assert!(locks.ends_with("set_config('lock_timeout', '500', false)"));
+        assert!(locks.contains("set_config('lock_timeout', '500', false)"));
         let coordination = setup(Purpose::Coordination { timeout_ms: 10 });
         assert!(coordination.contains("set_config('statement_timeout', '10', false)"));
         assert!(!setup(Purpose::Listen).contains("lock_timeout"));

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod events;
+pub mod pgbouncer;
 pub mod proxy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,12 +53,17 @@ pub fn db_url_with(
     format!("postgresql://{user}@{host}:{port}/{dbname}{query}")
 }
 
-/// A URL where nothing listens (a port that was free a moment ago).
-pub fn unreachable_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A TCP port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
-        .port();
+        .port()
+}
+
+/// A URL where nothing listens (a port that was free a moment ago).
+pub fn unreachable_url() -> String {
+    let port = free_port();
     format!("postgresql://postgres@127.0.0.1:{port}/postgres")
 }
 

@@ -8,38 +8,43 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio_postgres::Client;
 
-use super::{ConnWatch, PgConn};
-use crate::error::ends_session;
+use super::{ConnWatch, LockConn, PgConn};
+use crate::error::{ends_session, why_closed};
+use crate::sql;
 
-impl PgConn {
+impl LockConn {
     /// Pings the connection every `interval` while `holding()` says it holds a lock; one
-    /// that does not answer within `interval` is closed. Ends when the connection dies or
-    /// `holding()` returns `None` (its session is gone). Spawn it on the library's runtime.
+    /// that does not answer within `interval`, or answers from a server session that is not
+    /// its own, is closed. Ends when the connection dies or `holding()` returns `None` (its
+    /// session is gone). Spawn it on the library's runtime.
     pub(crate) fn heartbeat(
         &self,
         interval: Duration,
         holding: impl Fn() -> Option<bool> + Send + 'static,
     ) -> impl Future<Output = ()> + Send + 'static {
+        let conn: &PgConn = self;
         heartbeat(
-            Arc::downgrade(&self.client),
-            Arc::clone(&self.watch),
-            self.io_task.clone(),
-            interval,
+            Arc::downgrade(&conn.client),
+            Arc::clone(&conn.watch),
+            conn.io_task.clone(),
+            (interval, sql::ping(self.mark())),
             holding,
         )
     }
 }
 
-/// See [`PgConn::heartbeat`]. The ping is an empty query: nothing to parse or plan, and it
-/// never shows as a running query. Any answer, an error included (a cancel, say), shows the
-/// server is there; only silence or a closed connection does not. A lock session runs
-/// nothing that waits long on another session's lock (see `sql::Purpose::Locks`), so the
-/// ping never queues long behind a statement.
+/// See [`LockConn::heartbeat`]. The ping (`sql::ping`) reads one setting: nothing to plan,
+/// and it checks that the server session answering is this connection's own (a
+/// transaction-mode pooler may have given it to other clients). Any answer, an error
+/// included (a cancel, say), shows the server is there; only silence, a closed connection
+/// or another session's answer does not. A lock session runs nothing that waits long on
+/// another session's lock (see `sql::Purpose::Locks`), so the ping never queues long
+/// behind a statement.
 async fn heartbeat(
     client: Weak<Client>,
     watch: Arc<ConnWatch>,
     io_task: AbortHandle,
-    interval: Duration,
+    (interval, ping): (Duration, String),
     holding: impl Fn() -> Option<bool>,
 ) {
     let mut dead = watch.subscribe();
@@ -56,20 +61,21 @@ async fn heartbeat(
         let Some(client) = client.upgrade() else {
             return;
         };
-        let answered = tokio::time::timeout(interval, client.simple_query("")).await;
-        let alive = match answered {
-            Ok(Ok(_)) => true,
-            Ok(Err(error)) => !ends_session(&error),
-            Err(_) => false,
+        let answered = tokio::time::timeout(interval, client.simple_query(&ping)).await;
+        let why = match answered {
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) if !ends_session(&error) => continue,
+            Ok(Err(error)) => why_closed("the heartbeat failed", &error),
+            Err(_) => {
+                tracing::warn!(
+                    ?interval,
+                    "pals: heartbeat unanswered; closing the lock's connection"
+                );
+                "the heartbeat went unanswered".to_string()
+            }
         };
-        if !alive {
-            tracing::warn!(
-                ?interval,
-                "pals: heartbeat unanswered; closing the lock's connection"
-            );
-            watch.mark_dead("the heartbeat went unanswered");
-            io_task.abort();
-            return;
-        }
+        watch.mark_dead(&why);
+        io_task.abort();
+        return;
     }
 }

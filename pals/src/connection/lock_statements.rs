@@ -1,6 +1,8 @@
 //! [`LockConn`]: a lock session's connection and the lock statements it sends. The instant
 //! statements are prepared once per connection: each use is then one Bind and Execute, with
-//! nothing for the server to parse or plan.
+//! nothing for the server to parse or plan. Each statement checks that it runs on the
+//! session pals set up (`sql::ours`), given the session's [`Mark`]: else it fails with an
+//! error that [`is_not_ours`](crate::error::is_not_ours) tells.
 
 use std::future::poll_fn;
 use std::ops::Deref;
@@ -12,12 +14,15 @@ use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 use super::PgConn;
 use crate::error::PgError;
 use crate::key::Mode;
-use crate::sql::{self, Mint};
+use crate::sql::{self, Mark, Mint};
 
 /// A lock session's connection: a [`PgConn`] with its lock statements prepared.
 pub(crate) struct LockConn {
     conn: PgConn,
     prepared: Prepared,
+    /// The session's mark, and as the prepared statements take it.
+    mark: Mark,
+    mark_text: String,
 }
 
 /// The instant statements, indexed by `Mode::index`.
@@ -76,14 +81,29 @@ impl Deref for LockConn {
 }
 
 impl LockConn {
-    pub(super) fn new(conn: PgConn, prepared: Prepared) -> LockConn {
-        LockConn { conn, prepared }
+    pub(super) fn new(conn: PgConn, prepared: Prepared, mark: Mark) -> LockConn {
+        let mark_text = mark.to_string();
+        LockConn {
+            conn,
+            prepared,
+            mark,
+            mark_text,
+        }
+    }
+
+    /// The session's mark, which its statements check.
+    pub(crate) fn mark(&self) -> Mark {
+        self.mark
     }
 
     /// The try statement in `mode`: whether the lock was taken.
     pub(crate) async fn try_lock(&self, key: i64, mode: Mode) -> Result<bool, PgError> {
         let statement = &self.prepared.try_lock[mode.index()];
-        self.client.query_one(statement, &[&key]).await?.try_get(0)
+        let row = self
+            .client
+            .query_one(statement, &[&key, &self.mark_text])
+            .await?;
+        row.try_get(0)
     }
 
     /// [`try_lock`](LockConn::try_lock) that mints a fencing token from `sequence` with
@@ -95,7 +115,11 @@ impl LockConn {
         sequence: &str,
     ) -> Result<Option<i64>, PgError> {
         let statement = &self.prepared.try_lock_fenced[mode.index()];
-        let row = self.client.query_one(statement, &[&key, &sequence]).await?;
+        let mark = &self.mark_text;
+        let row = self
+            .client
+            .query_one(statement, &[&key, &sequence, mark])
+            .await?;
         row.try_get(0)
     }
 
@@ -110,12 +134,17 @@ impl LockConn {
         let row = match notify {
             None => {
                 let statement = &self.prepared.unlock[mode.index()];
-                self.client.query_one(statement, &[&key]).await?
+                self.client
+                    .query_one(statement, &[&key, &self.mark_text])
+                    .await?
             }
             Some(payload) => {
                 debug_assert_eq!(mode, Mode::Exclusive, "permits are exclusive locks");
                 let statement = &self.prepared.unlock_and_notify;
-                self.client.query_one(statement, &[&key, &payload]).await?
+                let mark = &self.mark_text;
+                self.client
+                    .query_one(statement, &[&key, &payload, mark])
+                    .await?
             }
         };
         row.try_get(0)
@@ -132,7 +161,8 @@ impl LockConn {
         lock_timeout_ms: u64,
         mint: Option<Mint<'_>>,
     ) -> Result<Option<i64>, WaitFailed> {
-        let sql = sql::wait_lock(key, mode, lock_timeout_ms, self.server_version, mint);
+        let version = self.server_version;
+        let sql = sql::wait_lock(key, mode, lock_timeout_ms, version, mint, self.mark);
         let failed = |error| WaitFailed {
             error,
             granted: false,
@@ -159,7 +189,10 @@ impl LockConn {
     /// The advisory locks the server holds for this session, by key and mode; `Ok(None)`
     /// if the answer cannot be read (which cannot happen with a PostgreSQL server).
     pub(crate) async fn server_locks(&self) -> Result<Option<Vec<(i64, Mode)>>, PgError> {
-        let answer = self.client.simple_query(&sql::server_locks()).await?;
+        let answer = self
+            .client
+            .simple_query(&sql::server_locks(self.mark))
+            .await?;
         let locks = sql::rows(&answer).map(|row| {
             let key = row.get(0)?.parse().ok()?;
             Some((key, sql::mode_of(row.get(1)?)))
@@ -170,7 +203,8 @@ impl LockConn {
     /// Unlocks each of `locks` once; how many of those unlocks found nothing held
     /// (`Ok(None)`: an unreadable answer).
     pub(crate) async fn unlock_each(&self, locks: &[(i64, Mode)]) -> Result<Option<u64>, PgError> {
-        let answer = self.client.simple_query(&sql::unlock_each(locks)).await?;
+        let sql = sql::unlock_each(locks, self.mark);
+        let answer = self.client.simple_query(&sql).await?;
         Ok(sql::first_value(&answer).and_then(|n| n.parse().ok()))
     }
 }

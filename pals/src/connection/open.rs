@@ -11,7 +11,7 @@ use super::lock_statements::{LockConn, Prepared};
 use super::{ConnWatch, ConnectionSettings, PgConn};
 use crate::error::{is_cancel, Error, PgError};
 use crate::on_drop::OnDrop;
-use crate::sql::{self, Purpose};
+use crate::sql::{self, Mark, Purpose};
 use crate::tls::Connector;
 
 /// How many times a set-up cut short by a cancel (a role's tiny `statement_timeout`, an
@@ -33,9 +33,13 @@ pub(crate) async fn open_for_locks(
     settings: &ConnectionSettings,
     lock_timeout_ms: u64,
 ) -> Result<LockConn, Error> {
-    let purpose = Purpose::Locks { lock_timeout_ms };
+    let mark = new_mark();
+    let purpose = Purpose::Locks {
+        lock_timeout_ms,
+        mark,
+    };
     match open_with(settings, purpose, None).await? {
-        (conn, Some(prepared)) => Ok(LockConn::new(conn, prepared)),
+        (conn, Some(prepared)) => Ok(LockConn::new(conn, prepared, mark)),
         (conn, None) => {
             conn.close("a lock session without its statements");
             Err(Error::Runtime(
@@ -43,6 +47,19 @@ pub(crate) async fn open_for_locks(
             ))
         }
     }
+}
+
+/// A mark for a new lock session, unique to it: this process's id and a count (unique on
+/// this host), and a random half (from the standard library's hash seeds), for other hosts.
+fn new_mark() -> Mark {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let count = COUNT.fetch_add(1, Ordering::Relaxed);
+    let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+    random.write_u32(count);
+    let local = (u64::from(std::process::id()) << 32) | u64::from(count);
+    Mark((u128::from(random.finish()) << 64) | u128::from(local))
 }
 
 /// [`open`] for a session that `LISTEN`s: the notifications it receives, in order.

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use super::{Entry, Failure, Session, State};
 use crate::connection::WaitFailed;
 use crate::deadline::until;
-use crate::error::{ends_session, is_cancel, is_lock_timeout, Error, PgError};
+use crate::error::{ends_session, is_cancel, is_lock_timeout, is_not_ours, why_closed};
+use crate::error::{Error, PgError};
 use crate::key::Mode;
 use crate::sql::Mint;
 
@@ -191,7 +192,10 @@ impl Ticket {
         };
         if ends_session(&error) {
             self.end_statement(&mut session.books());
-            session.close(&format!("the lock statement failed: {error}"));
+            session.close(&why_closed("the lock statement failed", &error));
+            if is_not_ours(&error) {
+                return Err(Failure::fatal(Error::not_ours()));
+            }
             let error = Error::Database(error);
             return Err(Failure {
                 error,
@@ -388,7 +392,12 @@ impl SessionLock {
                 }
                 Err(error) if ends_session(&error) => {
                     drop(books);
-                    session.close(&format!("the unlock failed: {error}"));
+                    session.close(&why_closed("the unlock failed", &error));
+                    // Found shared, the lock may be held on a server session pals cannot
+                    // reach: not released as far as anyone can tell.
+                    if is_not_ours(&error) {
+                        return Err(Error::not_ours());
+                    }
                     return Ok(false);
                 }
                 Err(error) => (session.settle_later(&mut books, key), error),
