@@ -321,6 +321,7 @@ impl LockerBuilder {
             .or(connect_timeout)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         self.check(&config, connect_timeout)?;
+        check_no_nul(&self.app, &config)?;
         let target = config::describe_target(&config);
         let backend = self.tls_backend.or_else(TlsBackend::default_available);
         let (tls, ssl_mode) = tls::connector(&tls_settings, backend)?;
@@ -420,6 +421,37 @@ enum Database {
     Url(String),
     /// A ready tokio-postgres configuration.
     Config(Box<DbConfig>),
+}
+
+/// Refuses a NUL byte in what goes into SQL text or the connection's start-up message:
+/// the app (its election names, its sessions' `application_name`), and the user, database,
+/// password, options and `application_name` of the configuration. PostgreSQL cannot take
+/// one, and a connect that fails on it would look like a network error, not a mistake.
+fn check_no_nul(app: &str, config: &tokio_postgres::Config) -> Result<(), Error> {
+    let password = config.get_password().map(String::from_utf8_lossy);
+    let fields = [
+        ("the app name", Some(app)),
+        ("the user", config.get_user()),
+        ("the database name", config.get_dbname()),
+        ("the password", password.as_deref()),
+        ("the options", config.get_options()),
+        ("the application_name", config.get_application_name()),
+    ];
+    let Some((what, _)) = fields
+        .into_iter()
+        .find(|(_, value)| value.is_some_and(|value| value.contains('\0')))
+    else {
+        return Ok(());
+    };
+    // The password is never shown; the others are, escaped.
+    let shown = match what {
+        "the app name" => format!(" ({app:?})"),
+        _ => String::new(),
+    };
+    Err(Error::InvalidConfig(format!(
+        "{what}{shown} has a NUL byte, which PostgreSQL cannot take in a name or a \
+         connection setting: remove it"
+    )))
 }
 
 /// How long a fenced lock's `nextval` may wait for its sequence on a lock session, in

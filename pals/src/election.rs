@@ -237,7 +237,7 @@ impl Election {
         F: FnMut(Term) -> Fut,
         Fut: Future<Output = T>,
     {
-        self.check_identity()?;
+        self.check_names()?;
         let mut stop = pin!(Stop::new(stop));
         loop {
             let Some((guard, leader)) = self.campaign_until(stop.as_mut()).await? else {
@@ -260,15 +260,24 @@ impl Election {
         }
     }
 
-    /// An identity too long for a `NOTIFY` payload, or with a NUL, is refused.
-    fn check_identity(&self) -> Result<(), Error> {
+    /// What a candidate writes to the leaders table must go into SQL text: an election
+    /// name with a NUL is refused, as is an identity too long for a `NOTIFY` payload or
+    /// with a NUL (a string literal cannot hold one: the announcement would fail at every
+    /// campaign).
+    fn check_names(&self) -> Result<(), Error> {
+        let name = self.lock.name();
+        if name.contains('\0') {
+            return Err(Error::InvalidConfig(format!(
+                "the election {name:?} has a NUL byte in its name, which PostgreSQL cannot \
+                 store in the leaders table; name it without one"
+            )));
+        }
         if self.identity.len() <= MAX_IDENTITY && !self.identity.contains('\0') {
             return Ok(());
         }
         Err(Error::InvalidConfig(format!(
-            "the identity of a candidate in election \"{}\" must be at most \
+            "the identity of a candidate in election \"{name}\" must be at most \
              {MAX_IDENTITY} bytes, without NUL; it is {} bytes",
-            self.lock.name(),
             self.identity.len()
         )))
     }
