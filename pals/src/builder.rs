@@ -17,6 +17,7 @@ use crate::pool::{Pool, PoolConfig};
 use crate::release::HandoffLimit;
 use crate::runtime;
 use crate::tls::{self, TlsBackend, TlsSettings};
+use crate::tokens::Tokens;
 use crate::turn::Turns;
 
 /// The acquire timeout PALs uses by default: 30 seconds.
@@ -244,11 +245,53 @@ impl LockerBuilder {
     /// says how). Every process that shares locks must use the same schema: tokens
     /// from two sequences do not compare.
     ///
+    /// **Refused** (by [`build`](Self::build), as a misconfiguration): a temporary schema
+    /// (`pg_temp`, `pg_temp_N`, in any case or quotes: each session has its own, so every
+    /// process would mint tokens from 1) and the system's (`pg_catalog`, `pg_toast*`,
+    /// `information_schema`, any name starting with `pg_`). A fence sequence that is
+    /// unlogged (it starts over after a crash) is refused at the first fenced acquire.
+    ///
+    /// **Keeping other roles out.** Fencing and [`Election::leader`](crate::Election::leader)
+    /// are only as good as pals' objects: a role that may `setval` or `ALTER` the sequence
+    /// can send tokens backwards (each locker notices for the locks it has seen, see
+    /// [`Lock::fenced`](crate::Lock::fenced); a new process cannot), and one that may write
+    /// the leaders table can name an impostor. The owner of an object may do all of that,
+    /// and pals' objects are owned by whoever made them: where that matters, have an admin
+    /// role own them, and give the app's role only what pals uses (`USAGE` on the sequence
+    /// lets it call `nextval`, not `setval`, which needs `UPDATE`; candidates must write
+    /// the table, observers only read it):
+    ///
+    /// ```sql
+    /// CREATE SCHEMA pals AUTHORIZATION pals_admin;  -- run as pals_admin from here on
+    /// REVOKE ALL ON SCHEMA pals FROM PUBLIC;
+    /// GRANT USAGE ON SCHEMA pals TO app_role, observer_role;  -- no CREATE
+    /// CREATE SEQUENCE pals.pals_fence AS bigint;
+    /// CREATE TABLE pals.pals_leaders (key bigint PRIMARY KEY, name text NOT NULL,
+    ///   identity text NOT NULL, since timestamptz NOT NULL, token bigint NOT NULL,
+    ///   pid int NOT NULL);
+    /// REVOKE ALL ON pals.pals_fence, pals.pals_leaders FROM PUBLIC;
+    /// GRANT USAGE ON SEQUENCE pals.pals_fence TO app_role;            -- nextval only
+    /// GRANT SELECT, INSERT, UPDATE ON pals.pals_leaders TO app_role;  -- candidates
+    /// GRANT SELECT ON pals.pals_leaders TO observer_role;             -- leader() only
+    /// ```
+    ///
+    /// Then only `pals_admin` (and superusers) can set the sequence back or lock it by
+    /// hand; the app's role can still write a leaders row, which
+    /// [`leader`](crate::Election::leader) believes only while its writer holds the lock and
+    /// its token is not older than one seen. (`LOCK TABLE` needs `UPDATE` on the table, so
+    /// a candidate's role can also lock it: coordination statements then fail at their
+    /// bound, never a held lock.)
+    ///
     /// ```
     /// let locker = pals::Locker::builder("my-app-name")
     ///     .url("postgresql://localhost/db")
     ///     .schema("locks")
     ///     .build()?;
+    /// let temporary = pals::Locker::builder("my-app-name")
+    ///     .url("postgresql://localhost/db")
+    ///     .schema("pg_temp")
+    ///     .build();
+    /// assert!(temporary.unwrap_err().is_misconfiguration());
     /// # Ok::<(), pals::Error>(())
     /// ```
     pub fn schema(mut self, schema: &str) -> Self {
@@ -321,6 +364,7 @@ impl LockerBuilder {
             .or(connect_timeout)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         self.check(&config, connect_timeout)?;
+        check_no_nul(&self.app, &config)?;
         let target = config::describe_target(&config);
         let backend = self.tls_backend.or_else(TlsBackend::default_available);
         let (tls, ssl_mode) = tls::connector(&tls_settings, backend)?;
@@ -408,6 +452,7 @@ impl LockerBuilder {
             meter,
             default_timeout: self.default_timeout,
             handoff: self.handoff,
+            tokens: Tokens::default(),
         };
         Ok(Locker::from_parts(core, coordination, self.heartbeat))
     }
@@ -420,6 +465,37 @@ enum Database {
     Url(String),
     /// A ready tokio-postgres configuration.
     Config(Box<DbConfig>),
+}
+
+/// Refuses a NUL byte in what goes into SQL text or the connection's start-up message:
+/// the app (its election names, its sessions' `application_name`), and the user, database,
+/// password, options and `application_name` of the configuration. PostgreSQL cannot take
+/// one, and a connect that fails on it would look like a network error, not a mistake.
+fn check_no_nul(app: &str, config: &tokio_postgres::Config) -> Result<(), Error> {
+    let password = config.get_password().map(String::from_utf8_lossy);
+    let fields = [
+        ("the app name", Some(app)),
+        ("the user", config.get_user()),
+        ("the database name", config.get_dbname()),
+        ("the password", password.as_deref()),
+        ("the options", config.get_options()),
+        ("the application_name", config.get_application_name()),
+    ];
+    let Some((what, _)) = fields
+        .into_iter()
+        .find(|(_, value)| value.is_some_and(|value| value.contains('\0')))
+    else {
+        return Ok(());
+    };
+    // The password is never shown; the others are, escaped.
+    let shown = match what {
+        "the app name" => format!(" ({app:?})"),
+        _ => String::new(),
+    };
+    Err(Error::InvalidConfig(format!(
+        "{what}{shown} has a NUL byte, which PostgreSQL cannot take in a name or a \
+         connection setting: remove it"
+    )))
 }
 
 /// How long a fenced lock's `nextval` may wait for its sequence on a lock session, in

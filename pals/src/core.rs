@@ -1,5 +1,6 @@
 //! [`Core`]: what the locks, guards and acquires of one locker share: its session pool, its
-//! per-key turns, its background releases, its meter and its timeouts. The coordination
+//! per-key turns, its background releases, its meter, its timeouts and the fencing tokens
+//! it has seen. The coordination
 //! part of a locker (schema objects, listening) is not in it: see `coordination`.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::background::Background;
 use crate::metrics::Meter;
 use crate::pool::Pool;
 use crate::release::HandoffLimit;
+use crate::tokens::Tokens;
 use crate::turn::Turns;
 
 /// The shared parts of one locker's lock path.
@@ -27,6 +29,8 @@ pub(crate) struct Core {
     /// instant statement.
     pub(crate) connect_timeout: Duration,
     pub(crate) handoff: HandoffLimit,
+    /// The fencing tokens seen, per lock: a sequence that went backwards is noticed.
+    pub(crate) tokens: Tokens,
 }
 
 impl Core {

@@ -17,6 +17,7 @@ use crate::lock::Lock;
 use crate::metrics::Primitive;
 use crate::on_drop::OnDrop;
 use crate::sql::{self, Announcement};
+use crate::tokens::report_backwards;
 
 mod observe;
 mod stop;
@@ -237,7 +238,7 @@ impl Election {
         F: FnMut(Term) -> Fut,
         Fut: Future<Output = T>,
     {
-        self.check_identity()?;
+        self.check_names()?;
         let mut stop = pin!(Stop::new(stop));
         loop {
             let Some((guard, leader)) = self.campaign_until(stop.as_mut()).await? else {
@@ -260,15 +261,24 @@ impl Election {
         }
     }
 
-    /// An identity too long for a `NOTIFY` payload, or with a NUL, is refused.
-    fn check_identity(&self) -> Result<(), Error> {
+    /// What a candidate writes to the leaders table must go into SQL text: an election
+    /// name with a NUL is refused, as is an identity too long for a `NOTIFY` payload or
+    /// with a NUL (a string literal cannot hold one: the announcement would fail at every
+    /// campaign).
+    fn check_names(&self) -> Result<(), Error> {
+        let name = self.lock.name();
+        if name.contains('\0') {
+            return Err(Error::InvalidConfig(format!(
+                "the election {name:?} has a NUL byte in its name, which PostgreSQL cannot \
+                 store in the leaders table; name it without one"
+            )));
+        }
         if self.identity.len() <= MAX_IDENTITY && !self.identity.contains('\0') {
             return Ok(());
         }
         Err(Error::InvalidConfig(format!(
-            "the identity of a candidate in election \"{}\" must be at most \
+            "the identity of a candidate in election \"{name}\" must be at most \
              {MAX_IDENTITY} bytes, without NUL; it is {} bytes",
-            self.lock.name(),
             self.identity.len()
         )))
     }
@@ -396,6 +406,14 @@ impl Election {
     /// sure the table exists), on the locker's coordination session and bounded by its
     /// connect timeout: `None` when nobody does, or the lock's holder has not
     /// announced itself yet (or is not a pals election: a plain lock holder, or PALs).
+    ///
+    /// A row of the leaders table is believed only while the session that wrote it holds
+    /// the lock, and if its token is not older than the newest this locker has seen for
+    /// the election (its own grants, and rows it believed before): a row set back to an
+    /// older term by hand, or written after the fence sequence was set back, reads as
+    /// `None`, logged at error level. A row edited by hand with its token kept cannot be
+    /// told from the real one: keep other roles from writing the table (see
+    /// [`LockerBuilder::schema`](crate::LockerBuilder::schema)).
     pub async fn leader(&self) -> Result<Option<Leader>, Error> {
         let table = self.coordination.leaders_table(false).await?;
         let sql = sql::leader(table, self.lock.key());
@@ -407,7 +425,18 @@ impl Election {
                 fence: row.get(2)?.parse().ok()?,
             })
         });
-        Ok(leader)
+        Ok(leader.filter(|leader| self.believed(leader)))
+    }
+
+    /// Whether a leaders row is not older than what this locker has seen (remembered if
+    /// so); an older one is reported.
+    fn believed(&self, leader: &Leader) -> bool {
+        let tokens = &self.core.tokens;
+        let Err(backwards) = tokens.believe_row(self.lock.key(), leader.fence) else {
+            return true;
+        };
+        report_backwards(self.lock.name(), "the leaders table's row", &backwards);
+        false
     }
 
     /// Follows the leader: [`Observer::changed`] yields the current leader first, then each

@@ -78,6 +78,33 @@ pub enum Error {
     #[error("invalid pals configuration: {0}")]
     InvalidConfig(String),
 
+    /// A fenced grant's token was not greater than a token this locker had seen for the
+    /// same lock: the fence sequence went backwards (set back by hand with `setval` or
+    /// `ALTER SEQUENCE ... RESTART`, or a failover to a replica that lagged). The grant was
+    /// let go rather than returned: a token that goes backwards defeats fencing (see
+    /// [`Lock::fenced`](crate::Lock::fenced)). Trying again will not mend it; moving the
+    /// sequence past every token handed out will.
+    #[error(
+        "the fencing token of lock \"{}\" went backwards: {token} after {highest}, so the \
+         fence sequence {sequence} was set back (setval, ALTER SEQUENCE ... RESTART, or a \
+         failover to a replica that lagged). The lock was let go: a token that goes \
+         backwards would let a stale holder's writes win. Next step: move the sequence past \
+         every token handed out, e.g. SELECT pg_catalog.setval('{sequence}', {}), and keep \
+         other roles from changing it (see LockerBuilder::schema)",
+        shorten(.name),
+        .highest.saturating_add(1_000_000)
+    )]
+    FenceWentBackwards {
+        /// The full lock name, `"app.name"`.
+        name: String,
+        /// The token the grant came with.
+        token: u64,
+        /// The highest token this locker had seen that the grant's must exceed.
+        highest: u64,
+        /// The fence sequence, qualified.
+        sequence: String,
+    },
+
     /// The background thread that drives database connections could not be started.
     #[error("cannot start the pals runtime thread: {0}")]
     Runtime(String),
@@ -178,6 +205,7 @@ impl Error {
             return false;
         }
         match self {
+            Error::FenceWentBackwards { .. } => false,
             Error::Database(error) => match error.code() {
                 None => true, // the connection, not the statement
                 Some(code) => ["08", "40", "53", "55", "57"]

@@ -168,6 +168,7 @@ mod on_drop;
 mod runtime;
 mod sql;
 mod tls;
+mod tokens;
 // one connection, one session and its books, the sessions of a locker
 mod connection;
 mod pool;

@@ -12,7 +12,9 @@ use crate::error::Error;
 use crate::guard::LockGuard;
 use crate::key::Mode;
 use crate::metrics::Primitive;
+use crate::release::Owned;
 use crate::runtime::block_on;
+use crate::tokens::{backwards_error, report_backwards};
 
 /// One named lock of a [`Locker`](crate::Locker): a handle that takes [`LockGuard`]s.
 ///
@@ -112,6 +114,21 @@ impl Lock {
     /// heartbeat (500 ms at most), then the acquire fails with the server's lock-timeout
     /// error and the lock, granted meanwhile, is let go. It never answers "busy" for a lock
     /// that nobody holds.
+    ///
+    /// **A sequence set back** (`setval`, `ALTER SEQUENCE ... RESTART`, a failover to a
+    /// replica that lagged) is noticed where it can be: each locker remembers the highest
+    /// token it has seen for each of the 10 000 locks it used last, and a grant whose token
+    /// is not above it (an exclusive grant: above every token seen; a shared one: above
+    /// every exclusive token) is let go and fails with [`Error::FenceWentBackwards`],
+    /// logged at error level ("the fence sequence went backwards: was it reset?"). Why not
+    /// return the grant with a warning: fencing works only if tokens grow. After a reset,
+    /// the store that checks tokens has seen, say, 18 997; the new holder's 2 is refused
+    /// there, while a stale holder still carrying 18 996 is let through, the very write
+    /// fencing exists to stop. Refusing the grant keeps the two from running at all until
+    /// the sequence is moved past every token handed out (the error gives the `setval`).
+    /// A process that has seen no token of the lock yet (a new one) cannot notice: keep
+    /// other roles from changing the sequence (see
+    /// [`LockerBuilder::schema`](crate::LockerBuilder::schema)).
     ///
     /// Python PALs has no fencing; its holders exclude fenced Rust holders all the same.
     ///
@@ -276,6 +293,7 @@ impl Lock {
         let Some(owned) = request.acquire(wait, started).await? else {
             return Ok(None);
         };
+        let owned = self.token_checked(owned, fence).await?;
         let guard = LockGuard::new(
             owned,
             &self.core,
@@ -285,6 +303,22 @@ impl Lock {
             self.primitive,
         );
         Ok(Some(guard))
+    }
+
+    /// `owned`, if its fencing token (if any) is above every token this locker has seen
+    /// for the lock (see `tokens`); else it is let go, and the error says so.
+    async fn token_checked(&self, owned: Owned, fence: Option<&Arc<str>>) -> Result<Owned, Error> {
+        let (Some(token), Some(sequence)) = (owned.lock.token, fence) else {
+            return Ok(owned);
+        };
+        let Err(backwards) = self.core.tokens.grant(self.key, self.mode, token) else {
+            return Ok(owned);
+        };
+        report_backwards(&self.name, "a grant", &backwards);
+        if let Err(error) = owned.release(self.core.handoff, false).await {
+            tracing::warn!(lock = %self.name, %error, "pals: letting go of a grant whose token went backwards failed; its session was closed");
+        }
+        Err(backwards_error(&self.name, sequence, &backwards))
     }
 }
 

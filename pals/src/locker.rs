@@ -47,33 +47,105 @@ struct LockerInner {
     names: Names,
 }
 
-/// The names of the keys a locker has made locks for, for `holders()`. Read-locked on the
-/// hot path (a name is written once: a lock made again only reads).
+/// The names of the locks in use that a locker made, by key, for `holders()`: a name is
+/// kept while a `Lock`, a guard or a waiter has it, and forgotten after, so that memory
+/// follows the locks in use, not every name ever made (names formatted from requests,
+/// `"tenant-{id}"`, are unbounded). Each name is shared: locks made again with it get the
+/// registry's copy. Read-locked on the hot path (a name already known only reads).
 #[derive(Default)]
-struct Names(RwLock<HashMap<i64, Arc<str>>>);
+struct Names(RwLock<Registry>);
+
+#[derive(Default)]
+struct Registry {
+    by_key: HashMap<i64, Arc<str>>,
+    /// The bytes of the names in `by_key`.
+    bytes: usize,
+    /// A sweep (forgetting names nobody else has) comes once the registry holds more than
+    /// this many names, or bytes: twice what the last sweep kept, and a floor.
+    sweep_at_len: usize,
+    sweep_at_bytes: usize,
+    /// Names not remembered since the last sweep, the registry being full.
+    refused: usize,
+}
 
 /// How many names a locker remembers for `holders()`; beyond, keys show without a name.
 const NAMES_REMEMBERED: usize = 100_000;
+/// The registry sweeps once it holds more names than this, or twice what it kept after
+/// the last sweep.
+const NAMES_SWEEP_FLOOR: usize = 1024;
+/// The registry sweeps once its names take more bytes than this, or twice what it kept
+/// after the last sweep: names nobody uses take at most this much, or as much as those in
+/// use.
+const NAMES_SWEEP_BYTES: usize = 1 << 20;
 
 impl Names {
-    /// Remembers `full_name` for `key`, unless it is known or the registry is full.
-    fn register(&self, key: i64, full_name: &Arc<str>) {
-        let known = {
+    /// The registry's copy of `full_name` (the name of `key`), remembered if it was not:
+    /// unless the registry is full of names in use, or `key` is another name's (a 64-bit
+    /// collision).
+    fn intern(&self, key: i64, full_name: String) -> Arc<str> {
+        {
             let names = self.0.read().unwrap_or_else(|e| e.into_inner());
-            names.contains_key(&key) || names.len() >= NAMES_REMEMBERED
-        };
-        if !known {
-            let mut names = self.0.write().unwrap_or_else(|e| e.into_inner());
-            if names.len() < NAMES_REMEMBERED {
-                names.entry(key).or_insert_with(|| Arc::clone(full_name));
+            if let Some(known) = names.by_key.get(&key).filter(|n| ***n == *full_name) {
+                return Arc::clone(known);
             }
         }
+        let full_name: Arc<str> = full_name.into();
+        let mut names = self.0.write().unwrap_or_else(|e| e.into_inner());
+        names.remember(key, &full_name)
     }
 
     /// `read` with the names known now (read-locked meanwhile: no copy of a registry of up
     /// to 100 000 names).
     fn with<T>(&self, read: impl FnOnce(&HashMap<i64, Arc<str>>) -> T) -> T {
-        read(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+        read(&self.0.read().unwrap_or_else(|e| e.into_inner()).by_key)
+    }
+}
+
+impl Registry {
+    /// Remembers `full_name` for `key` (swept first if due), or gives back the copy that
+    /// came meanwhile.
+    fn remember(&mut self, key: i64, full_name: &Arc<str>) -> Arc<str> {
+        if let Some(known) = self.by_key.get(&key) {
+            if **known == **full_name {
+                return Arc::clone(known);
+            }
+            if Arc::strong_count(known) > 1 {
+                return Arc::clone(full_name); // a collision with a name in use
+            }
+        }
+        if self.sweep_due(full_name.len()) {
+            self.sweep();
+        }
+        if self.by_key.len() >= NAMES_REMEMBERED {
+            self.refused += 1;
+            return Arc::clone(full_name);
+        }
+        self.bytes += full_name.len();
+        if let Some(old) = self.by_key.insert(key, Arc::clone(full_name)) {
+            self.bytes -= old.len();
+        }
+        Arc::clone(full_name)
+    }
+
+    /// Whether to sweep before adding a name of `adding` bytes: past twice what the last
+    /// sweep kept (in names or bytes), or, full, once a sixteenth of it was refused since.
+    /// Either way a sweep's cost is spread over as many names added: a constant each.
+    fn sweep_due(&self, adding: usize) -> bool {
+        if self.by_key.len() >= NAMES_REMEMBERED {
+            return self.refused >= NAMES_REMEMBERED / 16;
+        }
+        self.by_key.len() >= self.sweep_at_len.max(NAMES_SWEEP_FLOOR)
+            || self.bytes + adding > self.sweep_at_bytes.max(NAMES_SWEEP_BYTES)
+    }
+
+    /// Forgets the names that only the registry has: no lock, guard or waiter uses them.
+    /// (Under the write lock, so no one can take a copy meanwhile.)
+    fn sweep(&mut self) {
+        self.by_key.retain(|_, name| Arc::strong_count(name) > 1);
+        self.bytes = self.by_key.values().map(|name| name.len()).sum();
+        self.sweep_at_len = 2 * self.by_key.len();
+        self.sweep_at_bytes = 2 * self.bytes;
+        self.refused = 0;
     }
 }
 
@@ -100,6 +172,15 @@ impl Locker {
     /// [`Error::InvalidConfig`] (an empty name is almost always an argument that was
     /// meant to be formatted in, and would make every such caller share one lock).
     ///
+    /// Any other name works, of any length and with any bytes (a NUL too: the name only
+    /// feeds the key's hash, as in PALs; an [election](Locker::election)'s name is written
+    /// to the database, and may not hold a NUL). The key is hashed once, here. **Memory:**
+    /// the name is kept once per locker, shared by every `Lock` and guard made with it, and
+    /// given back once none is left: a locker keeps the names of the locks in use, not of
+    /// every name it has seen, so names formatted from requests (`"tenant-{id}"`) cost
+    /// memory only while their locks are used (the names of up to 1 MiB of unused locks
+    /// may linger until the next sweep).
+    ///
     /// ```
     /// let locker = pals::Locker::new("my-app-name", "postgresql://localhost/db")?;
     /// let lock = locker.lock("my-lock");
@@ -109,9 +190,9 @@ impl Locker {
     /// ```
     pub fn lock(&self, name: &str) -> Lock {
         let inner = &self.inner;
-        let full_name: Arc<str> = full_name(&inner.core.app, name).into();
+        let full_name = full_name(&inner.core.app, name);
         let key = key_of_full_name(&full_name);
-        inner.names.register(key, &full_name);
+        let full_name = inner.names.intern(key, full_name);
         Lock::new(
             &inner.core,
             &inner.coordination,
@@ -148,8 +229,9 @@ impl Locker {
     /// now, by anyone
     /// (pals, PALs, plain SQL): key, mode, granted or waiting, the session's pid,
     /// application_name, client address and start, and how long it has waited. Keys of
-    /// locks this locker has made carry their names. Asked on the locker's coordination
-    /// session, bounded by the connect timeout.
+    /// locks this locker has made and still uses (a `Lock`, a guard or a waiter has them)
+    /// carry their names; see [`lock`](Locker::lock) for why others may not. Asked on the
+    /// locker's coordination session, bounded by the connect timeout.
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
@@ -279,5 +361,58 @@ impl fmt::Debug for Locker {
             .field("pool_size", &self.pool_size())
             .field("default_timeout", &self.default_timeout())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(i: usize, len: usize) -> String {
+        format!("app.{i}-{}", "x".repeat(len))
+    }
+
+    #[test]
+    fn a_name_is_shared_while_in_use_and_forgotten_after() {
+        let names = Names::default();
+        let kept = names.intern(1, name(1, 10));
+        assert!(
+            Arc::ptr_eq(&kept, &names.intern(1, name(1, 10))),
+            "one copy"
+        );
+        for i in 2..(3 * NAMES_SWEEP_FLOOR) {
+            drop(names.intern(i as i64, name(i, 10)));
+        }
+        names.with(|by_key| {
+            assert!(by_key.len() <= NAMES_SWEEP_FLOOR, "{}", by_key.len());
+            assert_eq!(by_key.get(&1), Some(&kept), "the name in use is kept");
+        });
+    }
+
+    #[test]
+    fn unused_names_take_a_bounded_number_of_bytes() {
+        let names = Names::default();
+        let in_use: Vec<_> = (0..4)
+            .map(|i| names.intern(i, name(i as usize, 1 << 16)))
+            .collect();
+        for i in 4..400 {
+            drop(names.intern(i, name(i as usize, 1 << 16)));
+        }
+        let bytes = names.0.read().unwrap().bytes;
+        assert!(bytes <= 2 * NAMES_SWEEP_BYTES, "{bytes}");
+        names.with(|by_key| assert!(in_use.iter().all(|n| by_key.values().any(|k| k == n))));
+    }
+
+    #[test]
+    fn a_key_of_another_name_in_use_is_not_taken_over() {
+        let names = Names::default();
+        let first = names.intern(7, "app.a".into());
+        let second = names.intern(7, "app.b".into());
+        assert_eq!((&*first, &*second), ("app.a", "app.b"));
+        names.with(|by_key| assert_eq!(by_key.get(&7), Some(&first)));
+        drop(first);
+        let third = names.intern(7, "app.b".into());
+        // No longer in use: taken over by the other name.
+        names.with(|by_key| assert_eq!(by_key.get(&7), Some(&third)));
     }
 }

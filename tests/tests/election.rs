@@ -421,38 +421,52 @@ mod in_process {
         assert!(next.run(|term| async move { term.fence() }).await.unwrap() > fence);
     }
 
+    /// A reset sequence: a candidate that saw the earlier tokens refuses its term (it
+    /// would be fenced out by its own store, and a stale leader let in) and says why; a new
+    /// process, which saw none, is not kept from announcing itself, and the old process's
+    /// observers do not believe it.
     #[tokio::test]
-    async fn a_reset_sequence_does_not_keep_new_leaders_from_announcing() {
+    async fn a_reset_sequence_stops_those_who_saw_it_and_not_new_leaders() {
         let test_schema = pals_tests::TestSchema::new("election-reset");
         let schema = test_schema.name();
         let app = unique_app("election-reset");
         let locker = locker_with(&app, |b| b.schema(schema));
         let election = locker.election("leader").identity("a");
-        election.run(|_term| async {}).await.unwrap();
-        let first = election
-            .run(|term| async move { term.fence() })
-            .await
-            .unwrap();
+        let mut first = 0;
+        for _term in 0..5 {
+            first = election
+                .run(|term| async move { term.fence() })
+                .await
+                .unwrap();
+        }
         probe_query(&format!(
             "ALTER SEQUENCE \"{schema}\".pals_fence RESTART WITH 1"
         ))
         .unwrap();
-        let observer = election.clone();
-        let leader = election
+        let refused = election.run(|_term| async {}).await.unwrap_err();
+        assert!(refused.to_string().contains("went backwards"), "{refused}");
+
+        let fresh = locker_with(&app, |b| b.schema(schema)).election("leader");
+        let old_observer = election.clone();
+        let (fence, seen, seen_before) = fresh
+            .clone()
+            .identity("b")
             .run(|term| {
-                let observer = observer.clone();
-                async move { (term.fence(), observer.leader().await.unwrap()) }
+                let (fresh, old_observer) = (fresh.clone(), old_observer.clone());
+                async move {
+                    let seen = fresh.leader().await.unwrap();
+                    (term.fence(), seen, old_observer.leader().await.unwrap())
+                }
             })
             .await
             .unwrap();
         assert!(
-            leader.0 < first,
-            "the sequence went back: {} then {first}",
-            leader.0
+            fence < first,
+            "the sequence went back: {fence} then {first}"
         );
-        let leader = leader.1.expect("the new leader announced itself");
-        assert_eq!(leader.fence(), 1);
-        assert_eq!(leader.identity(), "a");
+        let leader = seen.expect("the new leader announced itself");
+        assert_eq!((leader.fence(), leader.identity()), (fence, "b"));
+        assert_eq!(seen_before, None, "older than what the old process saw");
     }
 }
 

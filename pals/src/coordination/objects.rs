@@ -42,6 +42,9 @@ struct Object<'a> {
     /// The privileges it needs, and what `GRANT ... ON` calls it.
     privileges: String,
     grant_on: &'static str,
+    /// It must survive a crash and be the same for every session: not unlogged (its
+    /// contents start over after a crash), not temporary.
+    logged: bool,
 }
 
 /// What the check of an object found.
@@ -49,6 +52,8 @@ enum Found {
     Ready,
     Denied,
     Missing,
+    /// There and usable, but unlogged (`u`) or temporary (`t`), where it must not be.
+    NotLogged(String),
 }
 
 impl Objects {
@@ -56,6 +61,12 @@ impl Objects {
         if schema.is_empty() || schema.contains('\0') || schema.len() > 63 {
             return Err(Error::InvalidConfig(format!(
                 "schema {schema:?} cannot be a PostgreSQL schema name (1 to 63 bytes, no NUL)"
+            )));
+        }
+        if let Some(why) = unfit_schema(schema) {
+            return Err(Error::InvalidConfig(format!(
+                "schema {schema:?} cannot hold pals' objects: {why}; name a schema of your \
+                 own with LockerBuilder::schema (the default, public, works)"
             )));
         }
         Ok(Objects {
@@ -86,6 +97,7 @@ impl Objects {
             usable: sql::sequence_usable(name),
             privileges: "USAGE".into(),
             grant_on: "SEQUENCE ",
+            logged: true,
         })
         .await
     }
@@ -109,6 +121,7 @@ impl Objects {
             usable: sql::table_usable(name, privileges),
             privileges: privileges.join(", "),
             grant_on: "",
+            logged: false,
         })
         .await
     }
@@ -143,6 +156,7 @@ impl Objects {
             match found {
                 Found::Ready => return Ok(()),
                 Found::Denied => return Err(object.denied(&role)),
+                Found::NotLogged(persistence) => return Err(object.not_logged(&persistence)),
                 Found::Missing => self.create(session, object, &role).await?,
             }
         }
@@ -178,6 +192,9 @@ impl Objects {
         let row = sql::rows(&answer).next();
         let column = |i| row.and_then(|row| row.get(i)).unwrap_or("");
         let found = match column(0) {
+            "ready" if object.logged && !matches!(column(2), "p" | "") => {
+                Found::NotLogged(column(2).to_string())
+            }
             "ready" => Found::Ready,
             "denied" => Found::Denied,
             "missing" => Found::Missing,
@@ -242,7 +259,52 @@ impl Objects {
     }
 }
 
+/// Why `schema` cannot hold pals' objects, if it cannot: a temporary schema (`pg_temp`,
+/// each session's own, where the sequence would differ per session and vanish with it:
+/// tokens would restart at 1 in every process) or a system one (`pg_catalog`, `pg_toast`,
+/// `information_schema`). Told apart whatever the case or quotes: pals quotes the name, so
+/// only the exact lower-case names would resolve to those schemas, but a name written
+/// otherwise was meant as one of them all the same.
+fn unfit_schema(schema: &str) -> Option<&'static str> {
+    let bare = schema.trim_matches('"').to_ascii_lowercase();
+    if bare.starts_with("pg_temp") || bare.starts_with("pg_toast_temp") {
+        return Some(
+            "it is a temporary schema, private to each session and gone with it, so every \
+             process would mint fencing tokens from a sequence of its own, from 1",
+        );
+    }
+    if bare.starts_with("pg_") || bare == "information_schema" {
+        return Some(
+            "it is a system schema (names starting with pg_ and information_schema are \
+             PostgreSQL's own)",
+        );
+    }
+    None
+}
+
 impl Object<'_> {
+    /// The error for an object that is unlogged or temporary (`persistence`, as
+    /// `pg_class.relpersistence` says) where it must not be.
+    fn not_logged(&self, persistence: &str) -> Error {
+        let (what, name, purpose) = (self.what, self.name, self.purpose);
+        let (is, mend) = match persistence {
+            "u" => (
+                "unlogged: after a server crash it starts over, and tokens would go backwards",
+                format!("ask an admin to run: ALTER SEQUENCE {name} SET LOGGED"),
+            ),
+            _ => (
+                "temporary: each session has its own, gone with the session",
+                format!(
+                    "drop it, and let pals (or an admin) create it: {}",
+                    self.create
+                ),
+            ),
+        };
+        Error::InvalidConfig(format!(
+            "{purpose} use the {what} {name}, which is {is}; {mend}"
+        ))
+    }
+
     /// The error for a role that may not use the object.
     fn denied(&self, role: &str) -> Error {
         Error::InvalidConfig(format!(

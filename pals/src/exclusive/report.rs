@@ -51,10 +51,15 @@ pub(super) fn skip_failure(error: &Error, lock: &str, function: &str) {
 /// `tracing`: a job that runs every second must not flood it.
 const STDERR_REPORT_EVERY: Duration = Duration::from_secs(60);
 
+/// How many locks' last reports are remembered (a few bytes each: a hash of the name).
+const REPORTS_REMEMBERED: usize = 4096;
+
 static STDERR_REPORTS: Reports = Reports(Mutex::new(None));
 
-/// Per lock name: when it was last printed, and how many failures were not printed since.
-struct Reports(Mutex<Option<HashMap<String, (Instant, u64)>>>);
+/// Per lock (a hash of its name: names formatted from requests can be long and many):
+/// when it was last printed, and how many failures were not printed since. At most
+/// [`REPORTS_REMEMBERED`] locks.
+struct Reports(Mutex<Option<HashMap<u64, (Instant, u64)>>>);
 
 impl Reports {
     /// The line to print for this failure, or `None` if one was printed for the lock less
@@ -62,7 +67,21 @@ impl Reports {
     fn report(&self, lock: &str, function: &str, error: &Error, now: Instant) -> Option<String> {
         let mut reports = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let reports = reports.get_or_insert_with(HashMap::new);
-        let suppressed = match reports.get_mut(lock) {
+        let id = {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(lock, &mut hasher);
+            std::hash::Hasher::finish(&hasher)
+        };
+        if reports.len() >= REPORTS_REMEMBERED && !reports.contains_key(&id) {
+            // Those printed a while ago would be printed again anyway; if every one is
+            // recent (a flood of new names), their counts of what was left out go.
+            reports
+                .retain(|_, (last, _)| now.saturating_duration_since(*last) < STDERR_REPORT_EVERY);
+            if reports.len() >= REPORTS_REMEMBERED {
+                reports.clear();
+            }
+        }
+        let suppressed = match reports.get_mut(&id) {
             Some((last, suppressed))
                 if now.saturating_duration_since(*last) < STDERR_REPORT_EVERY =>
             {
@@ -74,7 +93,7 @@ impl Reports {
                 std::mem::take(suppressed)
             }
             None => {
-                reports.insert(lock.to_string(), (now, 0));
+                reports.insert(id, (now, 0));
                 0
             }
         };
@@ -125,5 +144,20 @@ mod tests {
             .report("app.a", "m::a", &error, at(190))
             .unwrap()
             .ends_with("installed"));
+    }
+
+    #[test]
+    fn failures_of_ever_new_lock_names_take_bounded_memory() {
+        let reports = Reports(Mutex::new(None));
+        let error = Error::NotConfigured;
+        let start = Instant::now();
+        let name = |i: usize| format!("app.tenant-{i}-{}", "x".repeat(1024));
+        for i in 0..(4 * REPORTS_REMEMBERED) {
+            let at = start + Duration::from_millis(i as u64);
+            assert!(reports.report(&name(i), "m::f", &error, at).is_some());
+        }
+        let reports = reports.0.lock().unwrap();
+        let remembered = reports.as_ref().map_or(0, HashMap::len);
+        assert!(remembered <= REPORTS_REMEMBERED, "{remembered} lock names");
     }
 }

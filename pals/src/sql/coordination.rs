@@ -11,12 +11,16 @@ pub(crate) fn listen() -> String {
 }
 
 /// One row: `missing`, `ready` or `denied` for the object `name` (qualified, quoted), by
-/// `usable` (a condition: the role may use it as pals does), and the role's name.
+/// `usable` (a condition: the role may use it as pals does), the role's name, and the
+/// object's persistence (`pg_class.relpersistence`: `p` permanent, `u` unlogged, `t`
+/// temporary; NULL when missing).
 pub(crate) fn ensure_check(name: &str, usable: &str) -> String {
+    let name = literal(name);
     format!(
-        "SELECT CASE WHEN pg_catalog.to_regclass({}) IS NULL THEN 'missing' \
-         WHEN {usable} THEN 'ready' ELSE 'denied' END, current_user",
-        literal(name)
+        "SELECT CASE WHEN pg_catalog.to_regclass({name}) IS NULL THEN 'missing' \
+         WHEN {usable} THEN 'ready' ELSE 'denied' END, current_user, \
+         (SELECT c.relpersistence FROM pg_catalog.pg_class c \
+           WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass({name}))"
     )
 }
 
