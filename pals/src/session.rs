@@ -77,6 +77,9 @@ struct Books {
     entries: HashMap<i64, Entry>,
     /// Statements sent and not yet answered (or abandoned).
     in_flight: usize,
+    /// Of those, unlocks (their entries are `Releasing`): an unlock never waits, so a
+    /// statement sent behind it is answered about as soon as on an idle session.
+    unlocks: usize,
     /// Taken for a lock wait: nothing else may be sent until the wait ends.
     dedicated: bool,
     /// A reconcile task is running.
@@ -118,6 +121,18 @@ enum State {
     Releasing,
     /// The outcome of its last statement is unknown, or nobody owns the lock any more.
     Unknown,
+}
+
+/// Whether a session may take a statement (see [`Session::fit_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// Now, sent behind `in_flight` statements, `unlocks` of them unlocks.
+    Now { in_flight: usize, unlocks: usize },
+    /// Once the unlock of the key in flight on it has ended (one session holds a key at
+    /// most once, so not before): an answer away.
+    AfterUnlock,
+    /// Not now: it waits for a lock, or has the key taken, held or unknown.
+    No,
 }
 
 /// A failed statement: the error, and whether trying again (elsewhere) may succeed.
@@ -202,11 +217,31 @@ impl Session {
             .any(|e| e.state == State::Held)
     }
 
-    /// For an instant statement on `key`: statements in flight, or `None` if this session
-    /// must not take `key` now (it has an entry for it, or waits for a lock).
-    pub(crate) fn load_for(&self, key: i64) -> Option<usize> {
+    /// Whether this session may take an instant statement on `key`, and how loaded it is.
+    pub(crate) fn fit_for(&self, key: i64) -> Fit {
         let books = self.books();
-        (!books.dedicated && !books.entries.contains_key(&key)).then_some(books.in_flight)
+        if books.dedicated {
+            return Fit::No;
+        }
+        match books.entries.get(&key).map(|entry| entry.state) {
+            None => Fit::Now {
+                in_flight: books.in_flight,
+                unlocks: books.unlocks,
+            },
+            Some(State::Releasing) => Fit::AfterUnlock,
+            Some(_) => Fit::No,
+        }
+    }
+
+    /// For a lock wait: fit only when idle (see [`is_idle`](Session::is_idle)).
+    pub(crate) fn fit_for_wait(&self) -> Fit {
+        match self.is_idle() {
+            true => Fit::Now {
+                in_flight: 0,
+                unlocks: 0,
+            },
+            false => Fit::No,
+        }
     }
 
     /// Free for a lock wait: no locks, nothing in flight, nothing to settle.

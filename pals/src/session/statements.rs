@@ -318,6 +318,7 @@ impl Drop for SessionLock {
         let mut books = session.books();
         let state = books.entries.get(&self.key).map(|entry| entry.state);
         if state == Some(State::Releasing) {
+            books.unlocks -= 1;
             session.end_flight(&mut books); // the unlock's answer will never be read
         }
         if matches!(state, Some(State::Held | State::Releasing)) {
@@ -374,6 +375,7 @@ impl SessionLock {
         };
         let settled = {
             let mut books = session.books();
+            books.unlocks -= 1;
             if answer.is_ok() {
                 session.end_flight_and_forget(&mut books, key);
             } else {
@@ -416,6 +418,7 @@ impl SessionLock {
         }
         entry.state = State::Releasing;
         books.in_flight += 1;
+        books.unlocks += 1;
         Some(Session::send(&mut books, Some(self.key), statement).1)
     }
 }
