@@ -148,6 +148,15 @@ impl Failure {
             retryable: false,
         }
     }
+
+    /// A session could not be had: opening one failed. A set-up cut short by cancels may
+    /// pass on another try; anything else is the answer.
+    pub(crate) fn no_session(error: Error) -> Failure {
+        Failure {
+            retryable: error.is_cancel(),
+            error,
+        }
+    }
 }
 
 /// How long a session waits for the server.
