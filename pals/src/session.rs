@@ -49,6 +49,7 @@ use crate::deadline::within;
 use crate::error::Error;
 use crate::future::poll_once;
 use crate::key::Mode;
+use crate::loud;
 use crate::metrics::Meter;
 
 mod reconcile;
@@ -70,6 +71,8 @@ pub(crate) struct Session {
     token_within_ms: u64,
     /// Counts the locks lost when the session ends.
     meter: Meter,
+    /// `true` once the session is over and the locks it held have been reported lost.
+    losses_told: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -190,6 +193,7 @@ impl Session {
             answer_within: limits.answer_within,
             token_within_ms: limits.token_within_ms,
             meter,
+            losses_told: watch::Sender::new(false),
         });
         let weak = Arc::downgrade(&session);
         tokio::spawn(watch_death(weak.clone(), session.conn.watch().subscribe()));
@@ -211,6 +215,13 @@ impl Session {
     /// Reads `true` once the session is over (and every lock it held is gone).
     pub(crate) fn dead(&self) -> watch::Receiver<bool> {
         self.conn.watch().subscribe()
+    }
+
+    /// Reads `true` once the session is over and the locks it held have been reported
+    /// lost: what a guard hears, so that a program that ends when it hears of a loss does
+    /// not end before the report (which may go to stderr: see `loud`).
+    pub(crate) fn losses_told(&self) -> watch::Receiver<bool> {
+        self.losses_told.subscribe()
     }
 
     /// Closes the session: the server frees what it holds; its guards see their locks lost.
@@ -391,7 +402,8 @@ impl Books {
     }
 }
 
-/// Logs the locks a session held when it ended, and settles what waits on it.
+/// Reports the locks a session held when it ended, then tells their guards, and settles
+/// what waits on it.
 async fn watch_death(session: Weak<Session>, mut dead: watch::Receiver<bool>) {
     let _ = dead.wait_for(|dead| *dead).await;
     let Some(session) = session.upgrade() else {
@@ -400,17 +412,12 @@ async fn watch_death(session: Weak<Session>, mut dead: watch::Receiver<bool>) {
     let entries = std::mem::take(&mut session.books().entries);
     for (key, lost) in entries {
         if lost.state == State::Held {
-            tracing::error!(
-                lock = %lost.name,
-                key,
-                held = ?lost.since.elapsed(),
-                pid = session.conn.pid,
-                why = session.conn.watch().why(),
-                "pals: lock lost: its database session ended while the lock was held"
-            );
+            let (held, why) = (lost.since.elapsed(), session.conn.watch().why());
+            loud::lock_lost(&lost.name, key, held, session.conn.pid, why);
             session.meter.lost(&lost.name);
         }
     }
+    session.losses_told.send_replace(true);
     session.changed.notify_waiters();
 }
 

@@ -350,9 +350,9 @@ impl SessionLock {
         self.session.conn.pid
     }
 
-    /// Reads `true` once the lock is lost with its session.
+    /// Reads `true` once the lock is lost with its session, and reported lost.
     pub(crate) fn dead(&self) -> watch::Receiver<bool> {
-        self.session.dead()
+        self.session.losses_told()
     }
 
     /// Unlocks. `Ok(true)`: released; `Ok(false)`: it was no longer held (its session
