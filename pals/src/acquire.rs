@@ -1,13 +1,15 @@
 //! The acquire path: a caller takes this process's turn at the key (`turn`), takes the
 //! lock its last holder handed over if there is one (`release`), and otherwise goes to the
 //! database: at once on a shared session (one round trip when the lock is free), then, if
-//! it may wait, on a session of its own (`pool`, `session`).
+//! it may wait, on a session of its own (`pool`, `session`). A statement cut short in a way
+//! another attempt may outlast (a cancel, a session that ended) is tried again: a try once,
+//! a wait until its timeout ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::Core;
-use crate::deadline::Wait;
+use crate::deadline::{sleep_until, Wait};
 use crate::error::Error;
 use crate::key::Mode;
 use crate::pool::Want;
@@ -18,8 +20,23 @@ use crate::turn::Chain;
 /// How many times a try at once is made when the first fails in a way another session may
 /// not (its session ended, or a cancel cut it short).
 const NOW_TRIES: usize = 2;
-/// How many waits are begun when one fails that way.
-const WAIT_TRIES: usize = 3;
+/// How many attempts of a wait that failed that way are made again at once; after them,
+/// each waits a little longer first (up to [`MAX_BACKOFF`]), so that a server that cancels
+/// everything is not hammered for the whole of a long wait.
+const RETRIES_AT_ONCE: usize = 3;
+/// The longest pause before another attempt of a wait.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How attempts that failed in a way another may not are made again.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// At most this many attempts in all: a try at once.
+    Times(usize),
+    /// Until the deadline (`None`: forever): a wait, which only its timeout ends. A cancel
+    /// is not the caller's timeout (an operator's script, a pooler's or role's timeout may
+    /// cancel any statement), nor is a session that ended while time is left.
+    Until(Option<Instant>),
+}
 
 /// One acquire: which lock, for which locker.
 pub(crate) struct Request<'a> {
@@ -100,11 +117,18 @@ impl Request<'_> {
             other => (other.deadline(), other.deadline()),
         };
         // First at once, on a shared session: one round trip when the lock is free.
-        let now = retrying(NOW_TRIES, || self.now(session_deadline, open_by)).await?;
-        match now {
+        let now_retry = match wait {
+            Wait::Never => Retry::Times(NOW_TRIES),
+            other => Retry::Until(other.deadline()),
+        };
+        let now = self.retrying(now_retry, || self.now(session_deadline, open_by));
+        match now.await?.unwrap_or(Now::NoSession) {
             Now::Taken(lock) => Ok(Some(lock)),
             // Busy: wait for it on a session of its own.
-            Now::Busy if wait != Wait::Never => retrying(WAIT_TRIES, || self.wait_once(wait)).await,
+            Now::Busy if wait != Wait::Never => {
+                let waits = self.retrying(Retry::Until(wait.deadline()), || self.wait_once(wait));
+                Ok(waits.await?.flatten())
+            }
             Now::Busy | Now::NoSession => Ok(None),
         }
     }
@@ -132,7 +156,7 @@ impl Request<'_> {
         let ticket = pool
             .for_now(self.want(open_by), deadline)
             .await
-            .map_err(Failure::fatal)?;
+            .map_err(Failure::no_session)?;
         let Some(ticket) = ticket else {
             return Ok(Now::NoSession);
         };
@@ -157,7 +181,7 @@ impl Request<'_> {
             let ticket = pool
                 .for_wait(self.want(deadline), Some(pick_by))
                 .await
-                .map_err(Failure::fatal)?;
+                .map_err(Failure::no_session)?;
             if let Some(ticket) = ticket {
                 break ticket;
             }
@@ -177,7 +201,7 @@ impl Request<'_> {
         let answer_by = deadline.and_then(|d| d.checked_add(self.core.connect_timeout));
         match wait.lock_timeout_ms() {
             Some(millis) => ticket.wait_lock(millis, answer_by).await,
-            // Less than a millisecond left: one more try.
+            // No time left: one more try.
             None => ticket.try_lock().await,
         }
     }
@@ -185,24 +209,45 @@ impl Request<'_> {
     fn trace_busy(&self, started: Instant) {
         tracing::debug!(lock = %self.name, key = self.key, waited = ?started.elapsed(), "pals: lock busy");
     }
-}
 
-/// Runs `attempt` until it succeeds, fails for good, or has failed `tries` times.
-async fn retrying<T, F>(tries: usize, mut attempt: impl FnMut() -> F) -> Result<T, Error>
-where
-    F: std::future::Future<Output = Result<T, Failure>>,
-{
-    let mut failed = 0;
-    loop {
-        match attempt().await {
-            Ok(done) => return Ok(done),
-            Err(failure) => {
-                failed += 1;
-                if !failure.retryable || failed >= tries {
-                    return Err(failure.error);
+    /// Runs `attempt` until it succeeds, fails for good, or `retry` gives up: then the
+    /// last error, or `Ok(None)` if a wait's time ran out on a cancel (its timeout, not an
+    /// error). Each failed attempt has settled what its session holds before it returns.
+    async fn retrying<T, F>(
+        &self,
+        retry: Retry,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<Option<T>, Error>
+    where
+        F: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut failed = 0;
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let failure = match attempt().await {
+                Ok(done) => return Ok(Some(done)),
+                Err(failure) if !failure.retryable => return Err(failure.error),
+                Err(failure) => failure,
+            };
+            failed += 1;
+            match retry {
+                Retry::Times(tries) if failed >= tries => return Err(failure.error),
+                Retry::Times(_) => {}
+                Retry::Until(Some(deadline)) if Instant::now() >= deadline => {
+                    return match failure.error.is_cancel() {
+                        true => Ok(None),
+                        false => Err(failure.error),
+                    };
                 }
-                tracing::debug!(error = %failure.error, "pals: lock statement failed; trying again");
+                Retry::Until(deadline) if failed > RETRIES_AT_ONCE => {
+                    let soon = Instant::now() + backoff;
+                    let pause = deadline.map_or(soon, |deadline| deadline.min(soon));
+                    sleep_until(self.core.rt(), pause).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Retry::Until(_) => {}
             }
+            tracing::debug!(lock = %self.name, key = self.key, error = %failure.error, failed, "pals: lock statement failed; trying again");
         }
     }
 }

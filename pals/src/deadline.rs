@@ -57,10 +57,11 @@ impl Wait {
 }
 
 /// The `lock_timeout` for `left` of a timeout: rounded up so that the whole timeout is
-/// waited (never `0`, which would mean no limit); under a millisecond, `None` (try once).
+/// waited, a fraction of a millisecond too (never `0`, which would mean no limit: a wait
+/// that tried once instead would end before its timeout); nothing left, `None` (try once).
 pub(crate) fn millis_for(left: Duration) -> Option<u64> {
     let millis = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as u64;
-    (left >= Duration::from_millis(1)).then_some(millis)
+    (!left.is_zero()).then_some(millis)
 }
 
 /// Runs `fut` to completion, returning `None` if `deadline` passes first. The timer
@@ -114,7 +115,8 @@ mod tests {
         assert_eq!(millis_for(ms(300) - Duration::from_micros(1)), Some(300));
         assert_eq!(millis_for(ms(299) + Duration::from_nanos(1)), Some(300));
         assert_eq!(millis_for(ms(1)), Some(1));
-        assert_eq!(millis_for(ms(1) - Duration::from_nanos(1)), None);
+        assert_eq!(millis_for(ms(1) - Duration::from_nanos(1)), Some(1));
+        assert_eq!(millis_for(Duration::from_nanos(1)), Some(1));
         assert_eq!(millis_for(Duration::ZERO), None);
         assert_eq!(millis_for(ms(u64::MAX / 2)), Some(i32::MAX as u64));
     }

@@ -196,6 +196,19 @@ impl Error {
         }
     }
 
+    /// True for a statement cancelled (`pg_cancel_backend`, `statement_timeout`), a lock
+    /// statement's or a new session's set-up.
+    pub(crate) fn is_cancel(&self) -> bool {
+        match self {
+            Error::Database(error)
+            | Error::Connect {
+                source: Some(error),
+                ..
+            } => is_cancel(error),
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed: the database unreachable or its session
     /// gone, a cancel, an operator's shutdown, a resource running short (SQLSTATE classes
     /// 08, 40, 53, 55, 57). Not a misconfiguration, nor an error in what the server was

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::guard::LockGuard;
 use crate::locker::Locker;
+use crate::loud;
 use crate::runtime::block_on;
 use crate::semaphore::SemaphoreGuard;
 
@@ -178,12 +179,8 @@ impl Drop for Scope {
 fn log_release(name: String, result: Result<bool, Error>) {
     match result {
         Ok(true) => {}
-        Ok(false) => {
-            tracing::error!(lock = %name, "pals: the lock was no longer held when the function ended")
-        }
-        Err(error) => {
-            tracing::error!(lock = %name, %error, "pals: releasing the lock failed; its session was closed")
-        }
+        Ok(false) => loud::lost_at_end(&name, None),
+        Err(error) => loud::lost_at_end(&name, Some(&error)),
     }
 }
 

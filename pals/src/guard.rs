@@ -84,7 +84,9 @@ impl LockGuard {
         !*self.dead.borrow()
     }
 
-    /// Completes when the lock is known to be lost (see [`is_held`](LockGuard::is_held)).
+    /// Completes when the lock is known to be lost (see [`is_held`](LockGuard::is_held)),
+    /// once the loss has been reported (logged, or printed to stderr when no `tracing`
+    /// subscriber is installed): a program may exit as soon as it hears.
     ///
     /// Cancel-safe and cheap to poll: made for `select!` beside the guarded work. The
     /// future does not borrow the guard.

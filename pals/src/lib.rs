@@ -163,6 +163,7 @@ mod error;
 mod future;
 mod identity;
 mod key;
+mod loud;
 mod metrics;
 mod on_drop;
 mod runtime;

@@ -7,7 +7,12 @@
 //! (see `session`). What is left here is small: slots, picking, and closing idle sessions.
 //!
 //! A lock taken at once (`pg_try_advisory_lock`) goes to a shared session: one with nothing
-//! in flight, else a new one while there is room, else the least busy. A lock that must be
+//! in flight; else one with only unlocks in flight (an unlock never waits: the statement is
+//! answered right behind it), or, when the one thing in the way is an unlock of the same key
+//! in flight, that session once the unlock's answer is in; else a new one while there is
+//! room; else the least busy. Unlocks in flight are what one caller leaves behind when it
+//! drops its guards (they are released in the background): counted as load, they would grow
+//! the pool for a caller that never runs two statements at once. A lock that must be
 //! waited for waits on an idle session taken for it alone (a statement queued behind a wait
 //! would wait too); once the wait ends the session is shared again. One slot is kept for
 //! waits: instant statements open at most `size - 1` sessions, unless no open or opening
@@ -37,7 +42,7 @@ use crate::deadline::until;
 use crate::error::Error;
 use crate::key::Mode;
 use crate::metrics::Meter;
-use crate::session::{Limits, Session, Ticket};
+use crate::session::{Fit, Limits, Session, Ticket};
 
 /// More connections than any PostgreSQL server accepts from one client in practice.
 const MAX_POOL_SIZE: usize = 100_000;
@@ -152,9 +157,20 @@ impl Pool {
         let choose = |slots: &mut Slots| {
             // Nothing in flight answers soonest; a new session spreads the load; else
             // pipeline on the least busy.
-            let scan = slots.scan(|session| session.load_for(want.key));
+            let scan = slots.scan(|session| session.fit_for(want.key));
             if let Some(index) = scan.idle {
                 return Pick::Ready(index);
+            }
+            // Unlocks in flight are no reason to open a session: a statement sent behind
+            // them is answered about as soon, and far sooner than a new session opens. So
+            // one caller that lets its locks go in the background keeps to one session.
+            if let Some(index) = scan.behind_unlocks {
+                return Pick::Ready(index);
+            }
+            // Nor is this key's unlock in flight, while there is time to wait for its
+            // answer (a try with no time left opens instead, bounded by the connect timeout).
+            if scan.after_unlock && deadline.map_or(true, |d| Instant::now() < d) {
+                return Pick::Later;
             }
             // The last slot is for waits, unless no session could take this statement at
             // all (none is open, or every one waits or has an entry for the key) and none
@@ -179,7 +195,7 @@ impl Pool {
     ) -> Result<Option<Ticket>, Error> {
         let size = self.shared.config.size;
         let choose = |slots: &mut Slots| {
-            let scan = slots.scan(|session| session.is_idle().then_some(0));
+            let scan = slots.scan(Session::fit_for_wait);
             if let Some(index) = scan.idle {
                 return Pick::Ready(index);
             }
@@ -362,30 +378,36 @@ impl Shared {
 }
 
 impl Slots {
-    /// Reads each session's load once (`None`: it may not take the statement), oldest
-    /// first: the first with nothing in flight, and the least busy (the oldest of those).
-    /// Oldest first, so that light load keeps to the first sessions and the others fall
-    /// idle and close.
-    fn scan(&self, load: impl Fn(&Session) -> Option<usize>) -> Scan {
-        let mut least_busy: Option<(usize, usize)> = None;
+    /// Reads each session's fit once, oldest first: the first with nothing in flight, the
+    /// first with only unlocks in flight, the least busy (the oldest of those), and whether
+    /// one may take the statement once its unlock of the key ends. Oldest first, so that
+    /// light load keeps to the first sessions and the others fall idle and close.
+    fn scan(&self, fit: impl Fn(&Session) -> Fit) -> Scan {
+        let mut scan = Scan::default();
+        let mut least: Option<usize> = None;
         for (index, session) in self.sessions.iter().enumerate() {
-            let Some(load) = load(session) else {
-                continue;
+            let (in_flight, unlocks) = match fit(session) {
+                Fit::Now { in_flight, unlocks } => (in_flight, unlocks),
+                Fit::AfterUnlock => {
+                    scan.after_unlock = true;
+                    continue;
+                }
+                Fit::No => continue,
             };
-            if load == 0 {
-                return Scan {
-                    idle: Some(index),
-                    least_busy: Some(index),
-                };
+            if in_flight == 0 {
+                scan.idle = Some(index);
+                scan.least_busy = Some(index);
+                return scan;
             }
-            if least_busy.map_or(true, |(least, _)| load < least) {
-                least_busy = Some((load, index));
+            if in_flight == unlocks && scan.behind_unlocks.is_none() {
+                scan.behind_unlocks = Some(index);
+            }
+            if least.map_or(true, |least| in_flight < least) {
+                least = Some(in_flight);
+                scan.least_busy = Some(index);
             }
         }
-        Scan {
-            idle: None,
-            least_busy: least_busy.map(|(_, index)| index),
-        }
+        scan
     }
 
     /// Takes out of the pool the sessions beyond the first that have been idle for
@@ -433,9 +455,14 @@ impl Slots {
 }
 
 /// What [`Slots::scan`] found, by index.
+#[derive(Default)]
 struct Scan {
     /// A session with nothing in flight.
     idle: Option<usize>,
+    /// A session with only unlocks in flight.
+    behind_unlocks: Option<usize>,
     /// The session with the fewest statements in flight.
     least_busy: Option<usize>,
+    /// A session may take the statement once its unlock of the key in flight ends.
+    after_unlock: bool,
 }

@@ -49,6 +49,7 @@ use crate::deadline::within;
 use crate::error::Error;
 use crate::future::poll_once;
 use crate::key::Mode;
+use crate::loud;
 use crate::metrics::Meter;
 
 mod reconcile;
@@ -70,6 +71,8 @@ pub(crate) struct Session {
     token_within_ms: u64,
     /// Counts the locks lost when the session ends.
     meter: Meter,
+    /// `true` once the session is over and the locks it held have been reported lost.
+    losses_told: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -77,6 +80,9 @@ struct Books {
     entries: HashMap<i64, Entry>,
     /// Statements sent and not yet answered (or abandoned).
     in_flight: usize,
+    /// Of those, unlocks (their entries are `Releasing`): an unlock never waits, so a
+    /// statement sent behind it is answered about as soon as on an idle session.
+    unlocks: usize,
     /// Taken for a lock wait: nothing else may be sent until the wait ends.
     dedicated: bool,
     /// A reconcile task is running.
@@ -120,6 +126,18 @@ enum State {
     Unknown,
 }
 
+/// Whether a session may take a statement (see [`Session::fit_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fit {
+    /// Now, sent behind `in_flight` statements, `unlocks` of them unlocks.
+    Now { in_flight: usize, unlocks: usize },
+    /// Once the unlock of the key in flight on it has ended (one session holds a key at
+    /// most once, so not before): an answer away.
+    AfterUnlock,
+    /// Not now: it waits for a lock, or has the key taken, held or unknown.
+    No,
+}
+
 /// A failed statement: the error, and whether trying again (elsewhere) may succeed.
 pub(crate) struct Failure {
     pub(crate) error: Error,
@@ -131,6 +149,15 @@ impl Failure {
         Failure {
             error,
             retryable: false,
+        }
+    }
+
+    /// A session could not be had: opening one failed. A set-up cut short by cancels may
+    /// pass on another try; anything else is the answer.
+    pub(crate) fn no_session(error: Error) -> Failure {
+        Failure {
+            retryable: error.is_cancel(),
+            error,
         }
     }
 }
@@ -166,6 +193,7 @@ impl Session {
             answer_within: limits.answer_within,
             token_within_ms: limits.token_within_ms,
             meter,
+            losses_told: watch::Sender::new(false),
         });
         let weak = Arc::downgrade(&session);
         tokio::spawn(watch_death(weak.clone(), session.conn.watch().subscribe()));
@@ -189,6 +217,13 @@ impl Session {
         self.conn.watch().subscribe()
     }
 
+    /// Reads `true` once the session is over and the locks it held have been reported
+    /// lost: what a guard hears, so that a program that ends when it hears of a loss does
+    /// not end before the report (which may go to stderr: see `loud`).
+    pub(crate) fn losses_told(&self) -> watch::Receiver<bool> {
+        self.losses_told.subscribe()
+    }
+
     /// Closes the session: the server frees what it holds; its guards see their locks lost.
     pub(crate) fn close(&self, why: &str) {
         tracing::debug!(pid = self.conn.pid, why, "pals: closing a session");
@@ -202,11 +237,31 @@ impl Session {
             .any(|e| e.state == State::Held)
     }
 
-    /// For an instant statement on `key`: statements in flight, or `None` if this session
-    /// must not take `key` now (it has an entry for it, or waits for a lock).
-    pub(crate) fn load_for(&self, key: i64) -> Option<usize> {
+    /// Whether this session may take an instant statement on `key`, and how loaded it is.
+    pub(crate) fn fit_for(&self, key: i64) -> Fit {
         let books = self.books();
-        (!books.dedicated && !books.entries.contains_key(&key)).then_some(books.in_flight)
+        if books.dedicated {
+            return Fit::No;
+        }
+        match books.entries.get(&key).map(|entry| entry.state) {
+            None => Fit::Now {
+                in_flight: books.in_flight,
+                unlocks: books.unlocks,
+            },
+            Some(State::Releasing) => Fit::AfterUnlock,
+            Some(_) => Fit::No,
+        }
+    }
+
+    /// For a lock wait: fit only when idle (see [`is_idle`](Session::is_idle)).
+    pub(crate) fn fit_for_wait(&self) -> Fit {
+        match self.is_idle() {
+            true => Fit::Now {
+                in_flight: 0,
+                unlocks: 0,
+            },
+            false => Fit::No,
+        }
     }
 
     /// Free for a lock wait: no locks, nothing in flight, nothing to settle.
@@ -347,7 +402,8 @@ impl Books {
     }
 }
 
-/// Logs the locks a session held when it ended, and settles what waits on it.
+/// Reports the locks a session held when it ended, then tells their guards, and settles
+/// what waits on it.
 async fn watch_death(session: Weak<Session>, mut dead: watch::Receiver<bool>) {
     let _ = dead.wait_for(|dead| *dead).await;
     let Some(session) = session.upgrade() else {
@@ -356,17 +412,12 @@ async fn watch_death(session: Weak<Session>, mut dead: watch::Receiver<bool>) {
     let entries = std::mem::take(&mut session.books().entries);
     for (key, lost) in entries {
         if lost.state == State::Held {
-            tracing::error!(
-                lock = %lost.name,
-                key,
-                held = ?lost.since.elapsed(),
-                pid = session.conn.pid,
-                why = session.conn.watch().why(),
-                "pals: lock lost: its database session ended while the lock was held"
-            );
+            let (held, why) = (lost.since.elapsed(), session.conn.watch().why());
+            loud::lock_lost(&lost.name, key, held, session.conn.pid, why);
             session.meter.lost(&lost.name);
         }
     }
+    session.losses_told.send_replace(true);
     session.changed.notify_waiters();
 }
 

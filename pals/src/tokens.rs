@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 use crate::error::Error;
 use crate::key::Mode;
+use crate::loud;
 
 /// How many locks a locker remembers tokens of: the most recently seen.
 pub(crate) const REMEMBERED: usize = 10_000;
@@ -121,19 +122,15 @@ impl Memory {
     }
 }
 
-/// Says, at error level, that the fence sequence went backwards: a grant's token (or a
-/// leaders row's) was below one seen before. The one place that says it, so that it can be
-/// routed elsewhere (stderr when nothing subscribes to `tracing`).
+/// Says, at error level (and on stderr when nothing subscribes: see `loud`), that the fence
+/// sequence went backwards: a grant's token (or a leaders row's) was below one seen before.
 pub(crate) fn report_backwards(lock: &str, what: &str, backwards: &Backwards) {
-    tracing::error!(
-        lock,
-        token = backwards.token,
-        highest = backwards.highest,
-        "pals: the fence sequence went backwards: was it reset? {what} has token {} after {} \
-         was seen for this lock",
-        backwards.token,
-        backwards.highest
+    let message = format!(
+        "the fence sequence went backwards: was it reset? {what} of lock \"{lock}\" has \
+         token {} after {} was seen for this lock",
+        backwards.token, backwards.highest
     );
+    loud::error(&format!("fence {lock}"), &message);
 }
 
 /// The error for a grant of `lock` whose token went backwards, on the sequence `sequence`.

@@ -338,3 +338,58 @@ impl Drop for TestSchema {
         let _ = probe_query(&format!("DROP SCHEMA \"{}\" CASCADE", self.0));
     }
 }
+
+/// Another connection that cancels every statement of an app's sessions
+/// (`pg_cancel_backend`), over and over, as fast as the server answers, until stopped. On a
+/// connection and thread of its own.
+pub struct CancelStorm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+    started: Instant,
+}
+
+impl CancelStorm {
+    /// Starts cancelling the statements of the sessions of `app`, from a session that is
+    /// not one of them.
+    pub fn start(app: &str) -> CancelStorm {
+        let sql = format!(
+            "SELECT count(pg_cancel_backend(pid))::text FROM pg_stat_activity \
+             WHERE application_name = '{}' AND pid <> pg_backend_pid()",
+            application_name(app)
+        );
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (client, connection) =
+                    tokio_postgres::connect(&db_url(), tokio_postgres::NoTls)
+                        .await
+                        .expect("the canceller connects");
+                tokio::spawn(connection);
+                let mut sent = 0;
+                while !stopped.load(Ordering::Relaxed) {
+                    let row = client.query_one(sql.as_str(), &[]).await.unwrap();
+                    sent += row.get::<_, String>(0).parse::<u64>().unwrap();
+                }
+                sent
+            })
+        });
+        CancelStorm {
+            stop,
+            thread,
+            started: Instant::now(),
+        }
+    }
+
+    /// Stops the storm: how many cancels it sent (one per session signalled, busy or
+    /// not), and for how long.
+    pub fn stop(self) -> (u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.thread.join().expect("the canceller's thread");
+        (sent, self.started.elapsed())
+    }
+}

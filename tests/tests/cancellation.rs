@@ -220,3 +220,165 @@ async fn no_transaction_stays_open_while_a_lock_is_held() {
     assert!(waited.release().await.unwrap());
     assert!(tried.release().await.unwrap());
 }
+
+/// How a wait ended.
+enum Ended {
+    Granted(Box<pals::LockGuard>),
+    TimedOut,
+    Wrong,
+}
+
+/// What the waits under a cancel storm came to.
+#[derive(Default)]
+struct WaitFigures {
+    calls: std::sync::atomic::AtomicU64,
+    granted: std::sync::atomic::AtomicU64,
+    timed_out: std::sync::atomic::AtomicU64,
+    /// Calls that ended otherwise: an error, or a timeout that came early.
+    wrong: std::sync::Mutex<Vec<String>>,
+}
+
+impl WaitFigures {
+    /// Books a wait of `timeout` that took `took`: granted, timed out (no sooner than its
+    /// timeout), or wrong (booked here).
+    fn book(
+        &self,
+        what: &str,
+        timeout: Duration,
+        took: Duration,
+        got: Result<Option<pals::LockGuard>, pals::Error>,
+    ) -> Ended {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.calls.fetch_add(1, Relaxed);
+        match got {
+            Ok(Some(guard)) => {
+                self.granted.fetch_add(1, Relaxed);
+                return Ended::Granted(Box::new(guard));
+            }
+            Ok(None) if took >= timeout => {
+                self.timed_out.fetch_add(1, Relaxed);
+                return Ended::TimedOut;
+            }
+            Ok(None) => self.wrong_call(format!("{what}: timed out after {took:?} of {timeout:?}")),
+            Err(error) => self.wrong_call(format!("{what}: {error}")),
+        }
+        Ended::Wrong
+    }
+
+    fn wrong_call(&self, what: String) {
+        self.wrong.lock().unwrap().push(what);
+    }
+}
+
+/// Waits under a storm of cancels (another connection cancels the statements of the
+/// locker's sessions non-stop): a cancel is not the caller's timeout. Waits for a lock held
+/// by another process for a while are granted once it lets go, waits for one it keeps end
+/// by their timeout and no sooner, waits for free locks are granted; none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_outlast_a_cancel_storm() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    let app = unique_app("wait-storm");
+    let mine = locker_with(&app, |b| b.pool_size(4));
+    let other = locker(&unique_app("wait-storm-other"));
+    let kept = other
+        .lock_key(pals::key(&app, "kept"))
+        .acquire()
+        .await
+        .unwrap();
+    let storm = pals_tests::CancelStorm::start(&app);
+    let figures = Arc::new(WaitFigures::default());
+    let run_for = Duration::from_secs(4);
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..6u64 {
+        let (mine, other, figures) = (mine.clone(), other.clone(), Arc::clone(&figures));
+        workers.push(tokio::spawn(async move {
+            let mut round = 0;
+            while started.elapsed() < run_for {
+                round += 1;
+                let name = format!("w{worker}-{round}");
+                let call = std::time::Instant::now();
+                match worker % 3 {
+                    // A lock another process holds for a while (the behaviour is the hold's
+                    // length: the waits must outlast the cancels until it ends).
+                    0 => {
+                        let held = other.lock_key(pals::key(&app_of(&mine), &name));
+                        let held = held.acquire().await.unwrap();
+                        let release = tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            assert!(held.release().await.unwrap());
+                        });
+                        let timeout = Duration::from_secs(10);
+                        let got = mine.lock(&name).acquire_timeout(timeout).await;
+                        let what = format!("wait for {name} held 300 ms");
+                        match figures.book(&what, timeout, call.elapsed(), got) {
+                            Ended::Granted(guard) => assert!(guard.release().await.unwrap()),
+                            Ended::TimedOut => figures.wrong_call(format!("{what}: not granted")),
+                            Ended::Wrong => {}
+                        }
+                        release.await.unwrap();
+                    }
+                    // A lock another process keeps: the wait ends by its timeout.
+                    1 => {
+                        let timeout = Duration::from_millis(200);
+                        let got = mine.lock("kept").acquire_timeout(timeout).await;
+                        let ended = figures.book("wait for kept", timeout, call.elapsed(), got);
+                        if let Ended::Granted(_) = ended {
+                            figures.wrong_call("wait for kept: granted".into());
+                        }
+                    }
+                    // Free locks, with the locker's default timeout.
+                    _ => {
+                        let timeout = mine.default_timeout();
+                        let got = match mine.lock(&name).acquire().await.map(Some) {
+                            Err(pals::Error::Timeout { .. }) => Ok(None),
+                            other => other,
+                        };
+                        let what = "acquire of a free lock";
+                        match figures.book(what, timeout, call.elapsed(), got) {
+                            Ended::Granted(guard) => assert!(guard.release().await.unwrap()),
+                            Ended::TimedOut => figures.wrong_call(format!("{what}: not granted")),
+                            Ended::Wrong => {}
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let (cancels, stormed) = storm.stop();
+    let f = &figures;
+    println!(
+        "wait storm: {} calls ({} granted, {} timed out) under {cancels} cancels in {stormed:?} \
+         ({:.0} cancels/s)",
+        f.calls.load(Relaxed),
+        f.granted.load(Relaxed),
+        f.timed_out.load(Relaxed),
+        cancels as f64 / stormed.as_secs_f64(),
+    );
+    let wrong = f.wrong.lock().unwrap().clone();
+    assert!(
+        wrong.is_empty(),
+        "{} calls went wrong: {wrong:#?}",
+        wrong.len()
+    );
+    assert!(f.timed_out.load(Relaxed) > 0 && f.granted.load(Relaxed) > 0);
+    assert!(cancels > 100, "the storm sent {cancels} cancels");
+    // Nothing is held for nobody.
+    let held = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE a.application_name = '{}' AND l.locktype = 'advisory'",
+        application_name(&app)
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        probe_query(&held).unwrap() == [Some("0".to_string())]
+    }));
+    assert!(kept.release().await.unwrap());
+}
+
+fn app_of(locker: &pals::Locker) -> String {
+    locker.app().to_string()
+}

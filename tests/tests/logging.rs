@@ -118,3 +118,45 @@ fn locker_for_same_lock(app: &str) -> Locker {
     );
     pals_tests::locker_with(app, |b| b.url(&url))
 }
+
+/// When a guard hears that its lock is lost, the loss has been reported already: a program
+/// that ends as soon as it hears does not end before the report. Many sessions end at once
+/// (their connections' ends queue on pals' runtime thread beside the reports), and each
+/// guard looks for its report the moment it hears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_is_reported_before_its_guard_hears_of_it() {
+    recorder();
+    let app = unique_app("told-first");
+    let mut guards = Vec::new();
+    for n in 0..30 {
+        let holder = pals_tests::locker_with(&app, |b| b.heartbeat(None));
+        guards.push(holder.lock(&format!("lock-{n}")).acquire().await.unwrap());
+    }
+    let heard: Vec<_> = guards
+        .into_iter()
+        .map(|guard| {
+            tokio::spawn(async move {
+                let lost = tokio::time::timeout(Duration::from_secs(10), guard.lost()).await;
+                lost.expect("the loss was not noticed");
+                let lines = errors_about(&format!("lock={} ", guard.name()));
+                lines.iter().any(|l| l.contains("lock lost"))
+            })
+        })
+        .collect();
+    let ended = probe_i64(&format!(
+        "SELECT count(pg_terminate_backend(pid))::int FROM pg_stat_activity \
+         WHERE application_name = '{}'",
+        application_name(&app)
+    ));
+    assert_eq!(ended, 30);
+    let mut unreported = 0;
+    for heard in heard {
+        if !heard.await.unwrap() {
+            unreported += 1;
+        }
+    }
+    assert_eq!(
+        unreported, 0,
+        "guards heard of their loss before it was reported"
+    );
+}

@@ -222,3 +222,129 @@ async fn a_session_in_steady_use_is_not_closed() {
         assert!(guard.release().await.unwrap());
     }
 }
+
+/// How many lock sessions `app` has open: those whose last statement was a lock statement
+/// (the coordination session, which makes the fence sequence, and the listening session
+/// of semaphores are not lock sessions).
+fn lock_sessions_of(app: &str) -> i64 {
+    pals_tests::probe_i64(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+         AND query LIKE '%advisory%'",
+        application_name(app)
+    ))
+}
+
+/// How many rounds each sequential loop runs.
+const ROUNDS: usize = 300;
+
+/// What a sequential caller does in one round: each call awaited before the next.
+#[derive(Clone, Copy, Debug)]
+enum Round {
+    /// A try, its guard dropped (released in the background), on one name.
+    TryDrop,
+    /// A try, its guard dropped, on a different name each round.
+    TryDropNames,
+    TryRelease,
+    AcquireRelease,
+    /// A fenced try, its guard dropped; then one released.
+    Fenced,
+    /// A semaphore permit (the next free one each time), dropped; then one released.
+    Permits,
+    /// A shared try, its guard dropped; then one released.
+    Shared,
+    /// A shared try, its guard dropped, and at once the same lock again, released.
+    SharedAgain,
+}
+
+impl Round {
+    /// Runs round `n` on `mine`; the backend pids of the guards it took.
+    async fn run(self, mine: &pals::Locker, n: usize) -> Vec<i32> {
+        let try_ =
+            |lock: pals::Lock| async move { lock.try_acquire().await.unwrap().expect("free") };
+        let mut pids = Vec::new();
+        match self {
+            Round::TryDrop => pids.push(try_(mine.lock("one")).await.backend_pid().unwrap()),
+            Round::TryDropNames => {
+                let guard = try_(mine.lock(&format!("name-{n}"))).await;
+                pids.push(guard.backend_pid().unwrap());
+            }
+            Round::TryRelease | Round::AcquireRelease => {
+                let lock = mine.lock("one");
+                let guard = match self {
+                    Round::TryRelease => try_(lock).await,
+                    _ => lock.acquire().await.unwrap(),
+                };
+                pids.push(guard.backend_pid().unwrap());
+                assert!(guard.release().await.unwrap());
+            }
+            Round::Fenced | Round::Shared => {
+                let lock = |name: &str| match self {
+                    Round::Fenced => mine.lock(name).fenced(),
+                    _ => mine.lock(name).shared(),
+                };
+                let dropped = try_(lock("one")).await;
+                pids.push(dropped.backend_pid().unwrap());
+                drop(dropped);
+                let released = try_(lock(&format!("name-{}", n % 5))).await;
+                pids.push(released.backend_pid().unwrap());
+                assert!(released.release().await.unwrap());
+            }
+            Round::SharedAgain => {
+                let dropped = try_(mine.lock("one").shared()).await;
+                pids.push(dropped.backend_pid().unwrap());
+                drop(dropped);
+                let again = try_(mine.lock("one").shared()).await;
+                pids.push(again.backend_pid().unwrap());
+                assert!(again.release().await.unwrap());
+            }
+            Round::Permits => {
+                let semaphore = mine.semaphore("pool", 4);
+                for release in [false, true] {
+                    let permit = semaphore.try_acquire().await.unwrap().expect("a permit");
+                    pids.push(permit.lock_guard().backend_pid().unwrap());
+                    if release {
+                        assert!(permit.release().await.unwrap());
+                    }
+                }
+            }
+        }
+        pids
+    }
+}
+
+/// One sequential caller uses one lock session, whatever it does between its calls: the
+/// background unlock of a dropped guard, still in flight when the next call comes, does
+/// not send that call to a new session. (The pool may open 16; the idle timeout is long,
+/// so a session opened on the way would still be there to count.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sequential_caller_uses_one_lock_session() {
+    let rounds = [
+        Round::TryDrop,
+        Round::TryDropNames,
+        Round::TryRelease,
+        Round::AcquireRelease,
+        Round::Fenced,
+        Round::Permits,
+        Round::Shared,
+        Round::SharedAgain,
+    ];
+    let mut grew = Vec::new();
+    for round in rounds {
+        let app = unique_app("economy-sequential");
+        let mine = locker_with(&app, |b| {
+            b.pool_size(16).idle_timeout(Duration::from_secs(3600))
+        });
+        let mut pids = BTreeSet::new();
+        for n in 0..ROUNDS {
+            pids.extend(round.run(&mine, n).await);
+        }
+        let sessions = lock_sessions_of(&app);
+        if pids.len() != 1 || sessions != 1 {
+            grew.push(format!(
+                "{round:?}: {sessions} lock sessions, guards on {}",
+                pids.len()
+            ));
+        }
+    }
+    assert!(grew.is_empty(), "the pool grew: {grew:#?}");
+}

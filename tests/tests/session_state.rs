@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use pals_tests::proxy::{db_host_port, url_via, Proxy};
 use pals_tests::{
     application_name, db_url, db_url_with, eventually, holders_of, locker, locker_with, probe_i64,
-    probe_query, unique_app,
+    probe_query, unique_app, CancelStorm,
 };
 
 /// No call of the storm may take longer than this (the locker's connect timeout is 3 s).
@@ -29,34 +29,6 @@ fn keys_held_by(app: &str) -> BTreeSet<i64> {
     .into_iter()
     .map(|key| key.unwrap().parse().unwrap())
     .collect()
-}
-
-/// Cancels every statement of `app`'s sessions, over and over, on a connection of its own,
-/// until `stop`; returns how many cancels it sent.
-fn spam_cancels(app: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    let sql = format!(
-        "SELECT count(pg_cancel_backend(pid))::text FROM pg_stat_activity \
-         WHERE application_name = '{}'",
-        application_name(app)
-    );
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let (client, connection) = tokio_postgres::connect(&db_url(), tokio_postgres::NoTls)
-                .await
-                .expect("the spammer connects");
-            tokio::spawn(connection);
-            let mut sent = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let row = client.query_one(sql.as_str(), &[]).await.unwrap();
-                sent += row.get::<_, String>(0).parse::<u64>().unwrap();
-            }
-            sent
-        })
-    })
 }
 
 #[derive(Default)]
@@ -104,8 +76,7 @@ async fn storm(label: &str, url: &str, pool: usize, spam: bool) {
         Ok(Some(leader)) => leader,
         other => panic!("[{label}] the leader lock was not taken: {other:?}"),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let spammer = spam.then(|| spam_cancels(&app, Arc::clone(&stop)));
+    let spammer = spam.then(|| CancelStorm::start(&app));
     let figures = Arc::new(Figures::default());
     let run_for = Duration::from_secs(4);
     let keys = ["a", "b", "c"];
@@ -154,8 +125,7 @@ async fn storm(label: &str, url: &str, pool: usize, spam: bool) {
     for worker in workers {
         worker.await.unwrap();
     }
-    stop.store(true, Ordering::Relaxed);
-    let cancels = spammer.map_or(0, |spammer| spammer.join().unwrap());
+    let cancels = spammer.map_or(0, |spammer| spammer.stop().0);
 
     // Settled: the server holds the leader's lock if its guard still holds it, and nothing
     // else (dropped guards release in the background: allow them a moment).

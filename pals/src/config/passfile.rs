@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Environment;
+use crate::loud;
 
 /// `~/.pgpass` (`%APPDATA%\postgresql\pgpass.conf` on Windows).
 pub(super) fn default_passfile(env: &Environment<'_>) -> Option<PathBuf> {
@@ -30,10 +31,7 @@ pub(super) fn password_from_file(
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(file).ok()?.permissions().mode();
         if mode & 0o077 != 0 {
-            tracing::warn!(
-                file = %file.display(),
-                "pals: the password file can be read by others (chmod 0600 it); it is ignored, as libpq does"
-            );
+            loud::passfile_ignored(file);
             return None;
         }
     }

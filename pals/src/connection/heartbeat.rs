@@ -9,7 +9,8 @@ use tokio::task::AbortHandle;
 use tokio_postgres::Client;
 
 use super::{ConnWatch, LockConn, PgConn};
-use crate::error::{ends_session, why_closed};
+use crate::error::ends_session;
+use crate::loud::session_failed;
 use crate::sql;
 
 impl LockConn {
@@ -65,7 +66,7 @@ async fn heartbeat(
         let why = match answered {
             Ok(Ok(_)) => continue,
             Ok(Err(error)) if !ends_session(&error) => continue,
-            Ok(Err(error)) => why_closed("the heartbeat failed", &error),
+            Ok(Err(error)) => session_failed("the heartbeat failed", &error),
             Err(_) => {
                 tracing::warn!(
                     ?interval,

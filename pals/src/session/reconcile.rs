@@ -8,8 +8,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::{Books, Entry, Session, State};
-use crate::error::{is_cancel, why_closed};
+use crate::error::is_cancel;
 use crate::key::Mode;
+use crate::loud::session_failed;
 
 /// The longest pause between tries of a reconcile cut short by cancels.
 const RECONCILE_BACKOFF: Duration = Duration::from_millis(100);
@@ -55,7 +56,7 @@ impl Session {
             Some(Ok(Some(held))) => held,
             Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => return Pass::Again,
             Some(Err(error)) => {
-                return Pass::Close(why_closed("its locks could not be read", &error))
+                return Pass::Close(session_failed("its locks could not be read", &error))
             }
             Some(Ok(None)) | None => return Pass::Close("its locks could not be read".into()),
         };
@@ -95,7 +96,7 @@ impl Session {
             Some(Err(error)) if is_cancel(&error) && cancels.outlast().await => {
                 return Some(Pass::Again)
             }
-            Some(Err(error)) => why_closed("its unowned locks could not be unlocked", &error),
+            Some(Err(error)) => session_failed("its unowned locks could not be unlocked", &error),
             // The question showed them held, and nothing was sent for them since. Seen
             // after a cancelled unlock: PostgreSQL's own books for the lock disagree, and
             // only the session's end frees it for sure.

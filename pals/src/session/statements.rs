@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use super::{Entry, Failure, Session, State};
 use crate::connection::WaitFailed;
 use crate::deadline::until;
-use crate::error::{ends_session, is_cancel, is_lock_timeout, is_not_ours, why_closed};
+use crate::error::{ends_session, is_cancel, is_lock_timeout, is_not_ours};
 use crate::error::{Error, PgError};
 use crate::key::Mode;
+use crate::loud::session_failed;
 use crate::sql::Mint;
 
 /// A reserved lock statement on one session. Dropped before it is sent, it gives its entry
@@ -192,7 +193,7 @@ impl Ticket {
         };
         if ends_session(&error) {
             self.end_statement(&mut session.books());
-            session.close(&why_closed("the lock statement failed", &error));
+            session.close(&session_failed("the lock statement failed", &error));
             if is_not_ours(&error) {
                 return Err(Failure::fatal(Error::not_ours()));
             }
@@ -322,6 +323,7 @@ impl Drop for SessionLock {
         let mut books = session.books();
         let state = books.entries.get(&self.key).map(|entry| entry.state);
         if state == Some(State::Releasing) {
+            books.unlocks -= 1;
             session.end_flight(&mut books); // the unlock's answer will never be read
         }
         if matches!(state, Some(State::Held | State::Releasing)) {
@@ -353,9 +355,9 @@ impl SessionLock {
         self.session.conn.pid
     }
 
-    /// Reads `true` once the lock is lost with its session.
+    /// Reads `true` once the lock is lost with its session, and reported lost.
     pub(crate) fn dead(&self) -> watch::Receiver<bool> {
-        self.session.dead()
+        self.session.losses_told()
     }
 
     /// Unlocks. `Ok(true)`: released; `Ok(false)`: it was no longer held (its session
@@ -378,6 +380,7 @@ impl SessionLock {
         };
         let settled = {
             let mut books = session.books();
+            books.unlocks -= 1;
             if answer.is_ok() {
                 session.end_flight_and_forget(&mut books, key);
             } else {
@@ -392,7 +395,7 @@ impl SessionLock {
                 }
                 Err(error) if ends_session(&error) => {
                     drop(books);
-                    session.close(&why_closed("the unlock failed", &error));
+                    session.close(&session_failed("the unlock failed", &error));
                     // Found shared, the lock may be held on a server session pals cannot
                     // reach: not released as far as anyone can tell.
                     if is_not_ours(&error) {
@@ -425,6 +428,7 @@ impl SessionLock {
         }
         entry.state = State::Releasing;
         books.in_flight += 1;
+        books.unlocks += 1;
         Some(Session::send(&mut books, Some(self.key), statement).1)
     }
 }
