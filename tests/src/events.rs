@@ -12,6 +12,18 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// The process's recorder, installed as the global default subscriber on first use (a
+    /// scoped one races with tracing's per-callsite cache when another test thread logs
+    /// from the same line).
+    pub fn global() -> &'static Recorder {
+        static RECORDER: std::sync::OnceLock<Recorder> = std::sync::OnceLock::new();
+        RECORDER.get_or_init(|| {
+            let recorder = Recorder::default();
+            tracing::subscriber::set_global_default(recorder.clone()).expect("no other subscriber");
+            recorder
+        })
+    }
+
     /// A recorder that also prints each event to stdout (for a child process whose output
     /// a test reads).
     pub fn printing() -> Recorder {

@@ -53,6 +53,15 @@ pub fn db_url_with(
     format!("postgresql://{user}@{host}:{port}/{dbname}{query}")
 }
 
+/// The time of day in microseconds since the epoch: one clock for the processes of a
+/// machine, to order events that several processes record.
+pub fn micros_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_micros() as i64
+}
+
 /// A TCP port of 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -31,10 +31,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pals::{Error, LockGuard, Locker};
-use pals_tests::{db_url, eventually, locker, locker_with, unique_app, TempDir, TestSchema};
+use pals_tests::{
+    db_url, eventually, locker, locker_with, micros_now, unique_app, TempDir, TestSchema,
+};
 
 /// The locks the workers take; [`FENCED`] is taken fenced.
 const NAMES: [&str; 4] = ["a", "b", "c", "f"];
@@ -58,13 +60,6 @@ const IDLE: &str = "chaos-worker-idle";
 /// Bound on the server freeing what nobody holds any more: a killed worker's waiting
 /// backend stays queued until its lock timeout (2 s); the rest is slack for a loaded host.
 const FREED_WITHIN: Duration = Duration::from_secs(10);
-
-fn micros_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
 
 // ---------------------------------------------------------------------------------------
 // The workers' side.

@@ -9,16 +9,9 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use pals_tests::{db_url, locker, probe_i64, probe_query, unique_app};
-
-fn micros_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64
-}
+use pals_tests::{db_url, locker, micros_now, probe_i64, probe_query, unique_app};
 
 /// The child processes' side: a candidate, an observer, or one `leader()` question.
 #[test]

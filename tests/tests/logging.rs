@@ -6,21 +6,15 @@
 //! is logged on pals' own runtime thread, which a thread-local subscriber would not see, and
 //! tracing caches per process whether each call site is enabled.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pals::Locker;
 use pals_tests::events::Recorder;
 use pals_tests::{application_name, locker, probe_i64, unique_app};
 
-/// The process's recorder, installed as the global default on first use.
+/// The process's recorder (the global subscriber).
 fn recorder() -> &'static Recorder {
-    static RECORDER: OnceLock<Recorder> = OnceLock::new();
-    RECORDER.get_or_init(|| {
-        let recorder = Recorder::default();
-        tracing::subscriber::set_global_default(recorder.clone()).expect("no other subscriber");
-        recorder
-    })
+    Recorder::global()
 }
 
 /// The error-level events recorded so far that mention `text`.

@@ -3,7 +3,6 @@
 //! edited to an older term is not believed, and system, temporary and unlogged homes for
 //! the sequence are refused as misconfigurations.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use pals_tests::events::Recorder;
@@ -11,15 +10,9 @@ use pals_tests::{
     db_url, eventually, holders_of, locker_with, probe_query, unique_app, TestSchema,
 };
 
-/// What every test of this binary logs (a global subscriber: a scoped one races with
-/// tracing's per-callsite cache when another test thread logs from the same line).
+/// The process's recorder (the global subscriber).
 fn recorder() -> &'static Recorder {
-    static RECORDER: OnceLock<Recorder> = OnceLock::new();
-    RECORDER.get_or_init(|| {
-        let recorder = Recorder::default();
-        tracing::subscriber::set_global_default(recorder.clone()).expect("no other subscriber");
-        recorder
-    })
+    Recorder::global()
 }
 
 /// A locker of `app` whose objects live in `schema`.
