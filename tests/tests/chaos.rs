@@ -5,7 +5,7 @@
 //! of a lock overlapped outside the window where the earlier one had lost it on the server
 //! but had not been told yet, and no lock was left held for nobody.
 //!
-//! The workers are this test binary run again with `PALS_CHAOS_WORKER` set (see [`worker`]).
+//! The workers are `pals_chaos_worker` processes (their side: `pals_tests::chaos`).
 //! Every instant is `SystemTime` in microseconds: one clock for the processes of a machine.
 //!
 //! # When a hold ends
@@ -26,213 +26,26 @@
 //! bound above is on the safe side of the server's own instant.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pals::{Error, LockGuard, Locker};
-use pals_tests::{
-    db_url, eventually, locker, locker_with, micros_now, unique_app, TempDir, TestSchema,
-};
+use pals_tests::chaos::{FENCED, IDLE, NAMES};
+use pals_tests::{db_url, eventually, locker, micros_now, unique_app, TempDir, TestSchema};
 
-/// The locks the workers take; [`FENCED`] is taken fenced.
-const NAMES: [&str; 4] = ["a", "b", "c", "f"];
-const FENCED: &str = "f";
 const WORKERS: usize = 3;
-/// Tasks per worker, each taking one lock at a time.
-const TASKS: u64 = 4;
 /// How long the workers take locks and the faults go on.
 const CHAOS: Duration = Duration::from_secs(25);
-const HEARTBEAT: Duration = Duration::from_millis(250);
 /// How often one holder's backend is terminated, and a storm of cancels sent.
 const TERMINATE_EVERY: Duration = Duration::from_millis(600);
 const STORM_EVERY: Duration = Duration::from_millis(250);
 /// Cancel rounds per storm (each cancels every backend of the app).
 const STORM_ROUNDS: usize = 10;
-/// The longest a hold lasts, and how often a holder looks at `is_held()` meanwhile.
-const HOLD_MAX_MS: u64 = 20;
-const LOOK_EVERY: Duration = Duration::from_millis(2);
-/// What a worker prints once its tasks are done and it holds nothing.
-const IDLE: &str = "chaos-worker-idle";
 /// Bound on the server freeing what nobody holds any more: a killed worker's waiting
 /// backend stays queued until its lock timeout (2 s); the rest is slack for a loaded host.
 const FREED_WITHIN: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------
-// The workers' side.
-
-/// A worker process: `TASKS` tasks take turns on the locks until `PALS_CHAOS_UNTIL`, then it
-/// prints [`IDLE`] and waits; it exits when its stdin closes (the test is done with it, or
-/// gone).
-#[test]
-#[ignore = "a worker process of the chaos test, which runs it with PALS_CHAOS_WORKER set"]
-fn worker() {
-    let Ok(index) = std::env::var("PALS_CHAOS_WORKER") else {
-        return; // run by hand (`--ignored`) without the chaos test: nothing to do
-    };
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
-    let (app, schema) = (var("PALS_CHAOS_APP"), var("PALS_CHAOS_SCHEMA"));
-    let until: i64 = var("PALS_CHAOS_UNTIL").parse().unwrap();
-    let journal = Arc::new(Journal::create(
-        &Path::new(&var("PALS_CHAOS_DIR")).join(format!("w{index}")),
-    ));
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let locker = locker_with(&app, |b| {
-        b.heartbeat(Some(HEARTBEAT))
-            .default_timeout(Duration::from_secs(2))
-            .schema(&schema)
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let seed = u64::from(std::process::id()) << 8;
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let turns = take_turns(locker.clone(), Arc::clone(&journal), until, seed | task);
-                tokio::spawn(turns)
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("a worker task panicked");
-        }
-    });
-    println!("\n{IDLE}");
-    loop {
-        std::thread::park(); // until the stdin thread ends the process
-    }
-}
-
-/// A worker's record, one line per event, written straight to its file (no buffer: what a
-/// SIGKILLed worker wrote is there).
-///
-/// - `S id name backend_pid start fence` when a lock is granted;
-/// - `E id end held|told confirmed` before it is let go: `held` if `is_held()` was true at
-///   `end`; `told` if the holder was told of a loss, `confirmed` being the last instant it
-///   saw `is_held()` true;
-/// - `O id outcome` once let go; `X what` for an acquire that got no lock.
-struct Journal {
-    file: Mutex<std::fs::File>,
-    holds: AtomicU64,
-}
-
-impl Journal {
-    fn create(path: &Path) -> Journal {
-        let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("create {path:?}: {e}"));
-        Journal {
-            file: Mutex::new(file),
-            holds: AtomicU64::new(0),
-        }
-    }
-
-    fn line(&self, line: String) {
-        let mut file = self.file.lock().unwrap();
-        file.write_all(format!("{line}\n").as_bytes())
-            .expect("the journal is written");
-    }
-}
-
-/// xorshift64: which lock, which call, how long; no crate for that.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// One task: a random lock by a random call, held a random while, let go at random, until
-/// `until`.
-async fn take_turns(locker: Locker, journal: Arc<Journal>, until: i64, seed: u64) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    while micros_now() < until {
-        let name = NAMES[rng.below(NAMES.len() as u64) as usize];
-        let mut lock = locker.lock(name);
-        if name == FENCED {
-            lock = lock.fenced();
-        }
-        let got = match rng.below(3) {
-            0 => lock.try_acquire().await,
-            1 => {
-                let timeout = Duration::from_millis(10 + rng.below(300));
-                lock.acquire_timeout(timeout).await
-            }
-            _ => lock.acquire().await.map(Some),
-        };
-        match got {
-            Ok(Some(guard)) => hold(guard, name, &journal, &mut rng).await,
-            Ok(None) => journal.line("X busy".into()),
-            Err(error) => journal.line(format!("X {}", what_failed(&error))),
-        }
-    }
-}
-
-/// Holds `guard` a while, looking at `is_held()` and `lost()`, then lets it go; journals it
-/// all (see [`Journal`]).
-async fn hold(guard: LockGuard, name: &str, journal: &Journal, rng: &mut Rng) {
-    let id = journal.holds.fetch_add(1, Ordering::Relaxed);
-    let start = micros_now();
-    let pid = guard.backend_pid().unwrap_or(0);
-    let fence = guard.fence().map_or("-".to_string(), |f| f.to_string());
-    journal.line(format!("S {id} {name} {pid} {start} {fence}"));
-    let hold_until = Instant::now() + Duration::from_millis(rng.below(HOLD_MAX_MS + 1));
-    let lost = guard.lost();
-    tokio::pin!(lost);
-    let mut confirmed = start;
-    let (end, told) = loop {
-        let now = micros_now(); // before the look: held then, if held at the look
-        if !guard.is_held() {
-            break (now, true);
-        }
-        confirmed = now;
-        if Instant::now() >= hold_until {
-            break (now, false);
-        }
-        tokio::select! {
-            () = &mut lost => break (micros_now(), true),
-            () = tokio::time::sleep(LOOK_EVERY) => {}
-        }
-    };
-    let how = if told { "told" } else { "held" };
-    journal.line(format!("E {id} {end} {how} {confirmed}"));
-    let outcome = if rng.below(2) == 0 {
-        drop(guard);
-        "dropped".to_string()
-    } else {
-        match guard.release().await {
-            Ok(held) => format!("released-{held}"),
-            Err(error) => format!("release-failed {}", what_failed(&error)),
-        }
-    };
-    journal.line(format!("O {id} {outcome}"));
-}
-
-/// A short word for an error, for the tally.
-fn what_failed(error: &Error) -> String {
-    if error.is_misconfiguration() {
-        return format!("MISCONFIGURATION {error}");
-    }
-    match error {
-        Error::Timeout { .. } => "busy".into(),
-        Error::LockLost { .. } => "lost".into(),
-        Error::Connect { .. } => "connect".into(),
-        Error::Database(e) => e.code().map_or("connection".into(), |code| {
-            format!("sqlstate {}", code.code())
-        }),
-        other => format!("other {other}"),
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The test's side: the workers, the faults, the checks.
@@ -361,15 +174,7 @@ impl Workers {
     fn start_one(&mut self, run: &Run) {
         let index = self.started;
         self.started += 1;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "worker",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pals_chaos_worker"))
             .env("PALS_CHAOS_WORKER", index.to_string())
             .env("PALS_CHAOS_APP", &run.app)
             .env("PALS_CHAOS_SCHEMA", run.schema.name())
