@@ -233,11 +233,12 @@ impl Request<'_> {
             match retry {
                 Retry::Times(tries) if failed >= tries => return Err(failure.error),
                 Retry::Times(_) => {}
+                // Out of time: a cancel is the timeout's answer; anything else the error's.
                 Retry::Until(Some(deadline)) if Instant::now() >= deadline => {
-                    return match failure.error.is_cancel() {
-                        true => Ok(None),
-                        false => Err(failure.error),
-                    };
+                    if failure.error.is_cancel() {
+                        return Ok(None);
+                    }
+                    return Err(failure.error);
                 }
                 Retry::Until(deadline) if failed > RETRIES_AT_ONCE => {
                     let soon = Instant::now() + backoff;

@@ -352,9 +352,10 @@ impl Drop for TestSchema {
 /// Another connection that cancels every statement of an app's sessions
 /// (`pg_cancel_backend`), over and over, as fast as the server answers, until stopped. On a
 /// connection and thread of its own.
+/// Dropped without [`stop`](CancelStorm::stop) (a test that panicked), it stops too.
 pub struct CancelStorm {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
+    thread: Option<std::thread::JoinHandle<u64>>,
     started: Instant,
 }
 
@@ -390,16 +391,26 @@ impl CancelStorm {
         });
         CancelStorm {
             stop,
-            thread,
+            thread: Some(thread),
             started: Instant::now(),
         }
     }
 
     /// Stops the storm: how many cancels it sent (one per session signalled, busy or
     /// not), and for how long.
-    pub fn stop(self) -> (u64, Duration) {
+    pub fn stop(mut self) -> (u64, Duration) {
         self.stop.store(true, Ordering::Relaxed);
-        let sent = self.thread.join().expect("the canceller's thread");
+        let thread = self.thread.take().expect("stopped once");
+        let sent = thread.join().expect("the canceller's thread");
         (sent, self.started.elapsed())
+    }
+}
+
+impl Drop for CancelStorm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::{db_config, eventually, TempDir};
 pub struct Pgbouncer {
     child: Child,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Pgbouncer {
@@ -22,13 +22,9 @@ impl Pgbouncer {
     pub fn start(pool_mode: &str, pool_size: u32) -> Pgbouncer {
         let binary = binary();
         let dir = TempDir::new("pgbouncer");
-        let config = db_config();
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-            _ => "127.0.0.1".to_string(),
-        };
-        let server_port = config.get_ports().first().copied().unwrap_or(5432);
-        let user = config.get_user().unwrap_or("postgres");
+        let upstream = crate::proxy::db_host_port();
+        let (host, server_port) = upstream.rsplit_once(':').expect("host:port");
+        let user = db_config().get_user().unwrap_or("postgres").to_string();
         let port = crate::free_port();
         let path = |file: &str| dir.path().join(file).display().to_string();
         std::fs::write(dir.path().join("users.txt"), format!("\"{user}\" \"\"\n")).unwrap();
@@ -54,26 +50,37 @@ impl Pgbouncer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let bouncer = Pgbouncer {
-            child,
-            port,
-            _dir: dir,
-        };
+        let mut bouncer = Pgbouncer { child, port, dir };
         bouncer.wait_until_listening();
         bouncer
     }
 
     /// The URL of the test database through this pgbouncer.
     pub fn url(&self) -> String {
-        crate::db_url_with(Some("127.0.0.1"), Some(self.port), None, "")
+        crate::proxy::url_via(self.port)
     }
 
-    fn wait_until_listening(&self) {
+    /// Returns once pgbouncer accepts connections; panics with its log if it exits first
+    /// or does not listen within 10 s.
+    fn wait_until_listening(&mut self) {
         let address = ("127.0.0.1", self.port);
+        let mut exited = None;
         let listening = eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(address).is_ok()
+            exited = self.child.try_wait().ok().flatten();
+            exited.is_some() || std::net::TcpStream::connect(address).is_ok()
         });
-        assert!(listening, "pgbouncer did not listen on port {}", self.port);
+        if listening && exited.is_none() {
+            return;
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("pgbouncer.log"));
+        panic!(
+            "pgbouncer did not listen on port {} ({}); its log:\n{}",
+            self.port,
+            exited.map_or("still running after 10 s".to_string(), |s| format!(
+                "exited: {s}"
+            )),
+            log.unwrap_or_default()
+        );
     }
 }
 

@@ -449,7 +449,8 @@ fn effective_end(hold: &Hold, faults: &Faults) -> i64 {
     };
     let mut end = if hold.told { hold.confirmed } else { recorded };
     let terminated = faults.terminated.get(&hold.pid).into_iter().flatten();
-    if let Some(at) = terminated.filter(|at| **at < recorded).min() {
+    // The latest before the end: an earlier one was of a backend whose pid was reused.
+    if let Some(at) = terminated.filter(|at| **at < recorded).max() {
         end = end.min(*at);
     }
     end.max(hold.start)

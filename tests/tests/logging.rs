@@ -12,14 +12,9 @@ use pals::Locker;
 use pals_tests::events::Recorder;
 use pals_tests::{application_name, locker, probe_i64, unique_app};
 
-/// The process's recorder (the global subscriber).
-fn recorder() -> &'static Recorder {
-    Recorder::global()
-}
-
 /// The error-level events recorded so far that mention `text`.
 fn errors_about(text: &str) -> Vec<String> {
-    recorder().lines("ERROR", text)
+    Recorder::global().lines("ERROR", text)
 }
 
 /// Ends the server session of `app`'s only session, and returns once it is gone.
@@ -41,7 +36,7 @@ fn skip_mode_option_on_failure(locker: &Locker) -> Option<u32> {
 
 #[test]
 fn a_failure_that_the_return_type_cannot_carry_is_logged() {
-    recorder();
+    Recorder::global();
     let app = unique_app("down");
     let down = pals::Locker::new(&app, &pals_tests::unreachable_url()).unwrap();
     assert_eq!(skip_mode_option_on_failure(&down), None);
@@ -56,7 +51,7 @@ fn a_failure_that_the_return_type_cannot_carry_is_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lock_is_logged_at_error_level_as_it_is_found() {
-    recorder();
+    Recorder::global();
     let app = unique_app("lost-log");
     let holder = pals_tests::locker_with(&app, |b| b.heartbeat(None));
     let guard = holder.lock("leader").acquire().await.unwrap();
@@ -86,7 +81,7 @@ fn job_that_loses_its_lock(locker: &Locker, other: &Locker) -> Result<&'static s
 
 #[test]
 fn on_lost_continue_runs_the_body_on_and_logs_the_loss_at_error_level() {
-    recorder();
+    Recorder::global();
     let app = unique_app("continue");
     let (mine, other) = (locker(&app), locker_for_same_lock(&app));
     assert_eq!(job_that_loses_its_lock(&mine, &other).unwrap(), "finished");
@@ -119,7 +114,7 @@ fn locker_for_same_lock(app: &str) -> Locker {
 /// guard looks for its report the moment it hears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lock_is_reported_before_its_guard_hears_of_it() {
-    recorder();
+    Recorder::global();
     let app = unique_app("told-first");
     let mut guards = Vec::new();
     for n in 0..30 {

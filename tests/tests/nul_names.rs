@@ -20,7 +20,8 @@ async fn an_election_named_with_a_nul_fails_at_once() {
     assert_eq!(sessions_of(&app), 0, "nothing went to the database");
     // Its identity, too.
     let election = locker.election("fine").identity("replica\0a");
-    let err = election.run(|_term| async {}).await.unwrap_err();
+    let ran = tokio::time::timeout(Duration::from_secs(10), election.run(|_term| async {}));
+    let err = ran.await.expect("no campaign loop").unwrap_err();
     assert!(err.is_misconfiguration() && err.to_string().contains("NUL"));
 }
 

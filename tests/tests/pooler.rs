@@ -5,16 +5,12 @@
 use std::time::Duration;
 
 use pals_tests::pgbouncer::Pgbouncer;
-use pals_tests::{eventually, holders_of, probe_query, unique_app};
+use pals_tests::{eventually, holders_of, locker_with, probe_query, unique_app};
 
 fn locker_at(url: &str, app: &str) -> pals::Locker {
-    pals_tests::ensure_server();
-    pals::Locker::builder(app)
-        .url(url)
-        .default_timeout(Duration::from_secs(5))
-        .heartbeat(Some(Duration::from_millis(100)))
-        .build()
-        .expect("locker builds")
+    locker_with(app, |b| {
+        b.url(url).heartbeat(Some(Duration::from_millis(100)))
+    })
 }
 
 fn assert_says_pooler(error: &pals::Error) {
@@ -97,10 +93,10 @@ async fn a_holder_behind_a_transaction_pooler_learns_its_server_session_is_gone(
         terminated.elapsed()
     );
     assert!(!guard.is_held());
-    match guard.release().await {
-        Ok(released) => assert!(!released, "a lost lock is not released"),
-        Err(error) => assert_says_pooler(&error),
-    }
+    assert!(
+        !guard.release().await.unwrap(),
+        "a lost lock is not released"
+    );
 }
 
 /// A server session where another client prepared statements by the names tokio-postgres
@@ -109,6 +105,8 @@ async fn a_holder_behind_a_transaction_pooler_learns_its_server_session_is_gone(
 #[tokio::test]
 async fn a_set_up_on_another_clients_server_session_is_refused() {
     let bouncer = Pgbouncer::start("transaction", 1);
+    // tokio-postgres names its statements from one counter per process: the set-up's
+    // names are below 1000 while this binary's tests have prepared fewer than that.
     let prepares: String = (0..1000)
         .map(|n| format!("PREPARE s{n} AS SELECT {n}; "))
         .collect();

@@ -7,13 +7,8 @@ use std::time::Duration;
 
 use pals_tests::events::Recorder;
 use pals_tests::{
-    db_url, eventually, holders_of, locker_with, probe_query, unique_app, TestSchema,
+    db_url, db_url_with, eventually, holders_of, locker_with, probe_query, unique_app, TestSchema,
 };
-
-/// The process's recorder (the global subscriber).
-fn recorder() -> &'static Recorder {
-    Recorder::global()
-}
 
 /// A locker of `app` whose objects live in `schema`.
 fn locker_in(app: &str, schema: &TestSchema) -> pals::Locker {
@@ -22,7 +17,7 @@ fn locker_in(app: &str, schema: &TestSchema) -> pals::Locker {
 
 #[tokio::test]
 async fn a_fence_sequence_set_back_by_hand_is_refused_and_logged() {
-    let recorder = recorder();
+    let recorder = Recorder::global();
     let (app, schema) = (unique_app("fence-back"), TestSchema::new("fence_back"));
     let locker = locker_in(&app, &schema);
     let lock = locker.lock("ledger").fenced();
@@ -51,8 +46,10 @@ async fn a_fence_sequence_set_back_by_hand_is_refused_and_logged() {
     let logged: Vec<_> = logged.iter().filter(|l| l.contains(&app)).collect();
     assert_eq!(logged.len(), 1, "{logged:?}");
     // A shared grant below the highest exclusive token is refused too; a try as well.
-    assert!(lock.clone().shared().acquire().await.is_err());
-    assert!(lock.try_acquire().await.is_err());
+    let shared = lock.clone().shared().acquire().await.unwrap_err();
+    assert!(shared.to_string().contains("went backwards"), "{shared}");
+    let tried = lock.try_acquire().await.unwrap_err();
+    assert!(tried.to_string().contains("went backwards"), "{tried}");
 
     // Mended (the sequence moved past every token handed out): grants go on.
     probe_query(&format!(
@@ -190,7 +187,7 @@ async fn the_documented_grants_keep_other_roles_from_tampering() {
         format!("\"{schema}\".pals_leaders"),
     );
     let as_admin = |sql: &str| {
-        let url = db_url().replacen("postgres@", &format!("{admin}@"), 1);
+        let url = db_url_with(None, None, Some(&admin), "");
         pals_tests::probe_query_at(&url, sql).unwrap();
     };
     probe_query(&format!("CREATE SCHEMA {s} AUTHORIZATION \"{admin}\"")).unwrap();
@@ -205,7 +202,7 @@ async fn the_documented_grants_keep_other_roles_from_tampering() {
          GRANT USAGE ON SEQUENCE {seq} TO \"{app_role}\"; \
          GRANT SELECT, INSERT, UPDATE ON {table} TO \"{app_role}\""
     ));
-    let url_of = |role: &str| db_url().replacen("postgres@", &format!("{role}@"), 1);
+    let url_of = |role: &str| db_url_with(None, None, Some(role), "");
     let app = unique_app("grants");
     let locker = locker_with(&app, |b| b.url(&url_of(&app_role)).schema(&schema));
     let guard = locker.lock("ledger").fenced().acquire().await.unwrap();
