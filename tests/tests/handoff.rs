@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pals_tests::proxy::{db_host_port, plain_url_via, Proxy};
-use pals_tests::{eventually, locker, poll_once, probe_query, unique_app};
+use pals_tests::{eventually, holders_of, locker, poll_once, probe_query, unique_app};
 
 /// A locker of `app` whose sessions go through `proxy`.
 fn locker_via(app: &str, proxy: &Proxy) -> pals::Locker {
@@ -96,6 +96,25 @@ async fn a_waiter_in_another_process_is_served_while_sixty_four_tasks_hammer() {
     let app = unique_app("handoff-remote");
     let hot = locker(&app);
     let remote = locker(&app);
+    // The remote locker's sessions are open before its waits are timed: a shared one for
+    // its first try, one of its own for the wait (opening them is a connect, which a
+    // loaded machine can take hundreds of milliseconds for, and is not what is measured).
+    let held = hot.lock("warm-up").acquire().await.unwrap();
+    let waiter = remote.lock("warm-up");
+    let waiting = tokio::spawn(async move { waiter.acquire().await });
+    let (app_name, key) = (app.clone(), held.key());
+    let queued = tokio::task::spawn_blocking(move || {
+        eventually(Duration::from_secs(10), || {
+            holders_of(&app_name, key, false) == 1
+        })
+    });
+    assert!(
+        queued.await.unwrap(),
+        "the remote locker waits for the lock"
+    );
+    assert!(held.release().await.unwrap());
+    let warmed = waiting.await.unwrap().unwrap();
+    assert!(warmed.release().await.unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let (inside, holds) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut tasks = Vec::new();
