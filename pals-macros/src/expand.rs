@@ -43,6 +43,8 @@ struct Locals {
     spec: Ident,
     error: Ident,
     lock: Ident,
+    panic: Ident,
+    ended: Ident,
 }
 
 impl Locals {
@@ -56,6 +58,8 @@ impl Locals {
             spec: local("__pals_spec"),
             error: local("__pals_error"),
             lock: local("__pals_lock"),
+            panic: local("__pals_panic"),
+            ended: local("__pals_ended"),
         }
     }
 }
@@ -143,6 +147,13 @@ impl<'a> Expansion<'a> {
         let (shared, fenced, permits) = (plan.shared, plan.fenced, plan.permits);
         let function_path = self.function_path();
         let skip_when_busy = plan.on_busy == OnBusy::Skip;
+        let once_per = match plan.once_per {
+            Some((period, offset)) => quote!(::core::option::Option::Some((
+                ::core::time::Duration::from_millis(#period),
+                ::core::time::Duration::from_millis(#offset),
+            ))),
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #krate::__private::LockSpec {
                 timeout: #timeout,
@@ -152,6 +163,7 @@ impl<'a> Expansion<'a> {
                 min_hold: #min_hold,
                 function: #function_path,
                 skip_when_busy: #skip_when_busy,
+                once_per: #once_per,
             }
         }
     }
@@ -169,23 +181,49 @@ impl<'a> Expansion<'a> {
         let krate = &self.krate;
         let (locker_expr, name_expr, lock_spec) =
             (self.locker(), self.lock_name(), self.lock_spec());
+        // A once_per function claims its tick: one more way not to run, the tick ran.
+        let (acquire, outcome, ran) = match self.plan.once_per.is_some() {
+            true => ("claim", quote!(Claimed), Some(self.ran_arm())),
+            false => ("acquire", quote!(Acquired), None),
+        };
         let acquire = match self.plan.is_async() {
-            true => quote!(#krate::__private::acquire(#locker, #name, #spec).await),
-            false => quote!(#krate::__private::blocking_acquire(#locker, #name, #spec)),
+            true => {
+                let acquire = Ident::new(acquire, Span::call_site());
+                quote!(#krate::__private::#acquire(#locker, #name, #spec).await)
+            }
+            false => {
+                let acquire = Ident::new(&format!("blocking_{acquire}"), Span::call_site());
+                quote!(#krate::__private::#acquire(#locker, #name, #spec))
+            }
         };
         let (busy, failed) = match self.plan.on_busy {
-            OnBusy::Error => self.error_arms(),
-            OnBusy::Skip => self.skip_arms(),
+            OnBusy::Error => self.error_arms(&outcome),
+            OnBusy::Skip => self.skip_arms(&outcome),
         };
         quote! {
             let #locker = #locker_expr;
             let #name: &str = #name_expr;
             let #spec = #lock_spec;
             let #scope = match #acquire {
-                #krate::__private::Acquired::Entered(#scope) => #scope,
+                #krate::__private::#outcome::Entered(#scope) => #scope,
                 #busy
+                #ran
                 #failed
             };
+        }
+    }
+
+    /// The match arm for a once_per call whose tick ran already: logged and skipped.
+    fn ran_arm(&self) -> TokenStream {
+        let krate = &self.krate_at_return;
+        let spec = &self.locals.spec;
+        let span = self.plan.output.span;
+        let skipped = quote_spanned!(span=> #krate::__private::skipped_return());
+        quote! {
+            #krate::__private::Claimed::Ran => {
+                #krate::__private::log_tick_ran(&#spec);
+                return #skipped;
+            }
         }
     }
 
@@ -203,18 +241,18 @@ impl<'a> Expansion<'a> {
 
     /// The match arms for a busy lock and a failed acquire with on_busy = "error": both
     /// return the error.
-    fn error_arms(&self) -> (TokenStream, TokenStream) {
+    fn error_arms(&self, outcome: &TokenStream) -> (TokenStream, TokenStream) {
         let (krate, error) = (&self.krate, &self.locals.error);
         let give_up = self.give_up();
         (
-            quote!(#krate::__private::Acquired::Busy(#error) => return #give_up,),
-            quote!(#krate::__private::Acquired::Failed(#error, _) => return #give_up,),
+            quote!(#krate::__private::#outcome::Busy(#error) => return #give_up,),
+            quote!(#krate::__private::#outcome::Failed(#error, _) => return #give_up,),
         )
     }
 
     /// The match arms for a busy lock and a failed acquire with on_busy = "skip": a busy
     /// lock is logged and skipped, a failure resolved by the return type.
-    fn skip_arms(&self) -> (TokenStream, TokenStream) {
+    fn skip_arms(&self, outcome: &TokenStream) -> (TokenStream, TokenStream) {
         let Locals {
             error, spec, lock, ..
         } = &self.locals;
@@ -223,12 +261,12 @@ impl<'a> Expansion<'a> {
         let resolved = self.resolved_failure();
         (
             quote! {
-                #krate::__private::Acquired::Busy(#error) => {
+                #krate::__private::#outcome::Busy(#error) => {
                     #krate::__private::log_busy_skip(&#error, &#spec);
                     return #skipped;
                 }
             },
-            quote!(#krate::__private::Acquired::Failed(#error, #lock) => return #resolved,),
+            quote!(#krate::__private::#outcome::Failed(#error, #lock) => return #resolved,),
         )
     }
 
@@ -260,6 +298,9 @@ impl<'a> Expansion<'a> {
         let Locals { scope, output, .. } = &self.locals;
         let take_lock = self.take_lock();
         let run_body = self.run_async_body();
+        if self.plan.once_per.is_some() {
+            return self.async_run(&take_lock, &run_body);
+        }
         quote! {
             #take_lock
             let #output = #run_body;
@@ -270,14 +311,11 @@ impl<'a> Expansion<'a> {
         }
     }
 
-    /// The async function's body as a future: in an inner async block, so that its result
-    /// can be kept while the release is awaited.
-    fn body_future(&self) -> TokenStream {
-        let (krate, scope) = (&self.krate, &self.locals.scope);
-        // The block's `return`s and `?`s need its output type: a never-taken `return` of
-        // the declared type tells the compiler (as tracing does). An `impl Trait` cannot
-        // be named there, and gets none.
-        let type_hint = (!self.plan.output.opaque).then(|| {
+    /// A never-taken `return` of the declared type, for a block (async, or a closure) whose
+    /// `return`s and `?`s need its output type (as tracing does). An `impl Trait` cannot be
+    /// named there, and gets none.
+    fn type_hint(&self) -> Option<TokenStream> {
+        (!self.plan.output.opaque).then(|| {
             let hint = local("__pals_return_type_hint");
             let return_type = &self.plan.output.ty;
             quote! {
@@ -287,12 +325,24 @@ impl<'a> Expansion<'a> {
                     return #hint;
                 }
             }
-        });
+        })
+    }
+
+    /// The async function's body as a future: in an inner async block, so that its result
+    /// can be kept while the release is awaited. A once_per body's future ends with its
+    /// panic, if it panics, to be written down.
+    fn body_future(&self) -> TokenStream {
+        let (krate, scope) = (&self.krate, &self.locals.scope);
+        let type_hint = self.type_hint();
         let stmts = &self.plan.block.stmts;
         let body = quote!(async move { #type_hint #(#stmts)* });
         // A fenced body reads its token with pals::current_fence().
-        match self.plan.fenced {
+        let body = match self.plan.fenced {
             true => quote!(#krate::__private::with_fence(&#scope, #body)),
+            false => body,
+        };
+        match self.plan.once_per.is_some() {
+            true => quote!(#krate::__private::caught(#body)),
             false => body,
         }
     }
@@ -324,6 +374,69 @@ impl<'a> Expansion<'a> {
         }
     }
 
+    /// The body of an async once_per function: claim the tick, run the body, write down how
+    /// it ended (its value, or its panic, which then goes on) and release the lock.
+    fn async_run(&self, take_lock: &TokenStream, run_body: &TokenStream) -> TokenStream {
+        let Locals {
+            scope,
+            output,
+            panic,
+            ended,
+            ..
+        } = &self.locals;
+        let ended_by = self.ended_by();
+        quote! {
+            #take_lock
+            let #output = match #run_body {
+                ::core::result::Result::Ok(#output) => #output,
+                ::core::result::Result::Err(#panic) => match #scope.resume_panic(#panic).await {},
+            };
+            let #ended = #ended_by;
+            #scope.finish_returning(#ended, #output).await
+        }
+    }
+
+    /// The body of a sync once_per function: claim the tick, run the body in a closure (so
+    /// that its `return`s and `?`s give its value too), write down how it ended and release
+    /// the lock.
+    fn sync_run(&self, take_lock: &TokenStream, fence_scope: Option<TokenStream>) -> TokenStream {
+        let Locals {
+            scope,
+            output,
+            panic,
+            ended,
+            ..
+        } = &self.locals;
+        let krate = &self.krate;
+        let type_hint = self.type_hint();
+        let stmts = &self.plan.block.stmts;
+        let ended_by = self.ended_by();
+        quote! {
+            #take_lock
+            #fence_scope
+            let #output = match #krate::__private::caught_sync(move || { #type_hint #(#stmts)* }) {
+                ::core::result::Result::Ok(#output) => #output,
+                ::core::result::Result::Err(#panic) => match #scope.blocking_resume_panic(#panic) {},
+            };
+            let #ended = #ended_by;
+            #scope.blocking_finish_returning(#ended, #output)
+        }
+    }
+
+    /// How the body's value says its run ended: an `Err` failed, anything else succeeded
+    /// (chosen by the value's type at this call site).
+    fn ended_by(&self) -> TokenStream {
+        let (krate, output, ended) = (&self.krate, &self.locals.output, &self.locals.ended);
+        // The borrows choose the impl (autoref specialisation): none is needless.
+        quote! {{
+            #[allow(unused_imports)]
+            use #krate::__private::{EndedAny as _, EndedDebug as _, EndedDisplay as _, EndedErr as _};
+            #[allow(clippy::needless_borrow)]
+            let #ended = (&&&&#krate::__private::Classify(&#output)).ended();
+            #ended
+        }}
+    }
+
     /// The body of a sync function: take the lock, run the body in place, release the lock.
     fn sync_body(&self) -> TokenStream {
         // A sync body runs in place. Its value is taken before the lock is released, so
@@ -339,6 +452,9 @@ impl<'a> Expansion<'a> {
             let fence = local("__pals_fence");
             quote!(let #fence = #krate::__private::SyncFence::enter(&#scope);)
         });
+        if self.plan.once_per.is_some() {
+            return self.sync_run(&take_lock, fence_scope);
+        }
         let block = &self.plan.block;
         quote! {
             #take_lock

@@ -23,6 +23,8 @@ mod kw {
     syn::custom_keyword!(permits);
     syn::custom_keyword!(locker);
     syn::custom_keyword!(min_hold);
+    syn::custom_keyword!(once_per);
+    syn::custom_keyword!(offset);
 }
 
 /// An argument of the attribute, named by its keyword.
@@ -37,12 +39,14 @@ enum Keyword {
     Permits,
     Locker,
     MinHold,
+    OncePer,
+    Offset,
     Crate,
 }
 
 impl Keyword {
     /// Every argument, in the order the docs list them.
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 12] = [
         Self::Name,
         Self::Timeout,
         Self::OnBusy,
@@ -52,6 +56,8 @@ impl Keyword {
         Self::Permits,
         Self::Locker,
         Self::MinHold,
+        Self::OncePer,
+        Self::Offset,
         Self::Crate,
     ];
 
@@ -67,6 +73,8 @@ impl Keyword {
             Self::Permits => "permits",
             Self::Locker => "locker",
             Self::MinHold => "min_hold",
+            Self::OncePer => "once_per",
+            Self::Offset => "offset",
             Self::Crate => "crate",
         }
     }
@@ -91,6 +99,10 @@ impl Keyword {
             Self::Locker
         } else if input.peek(kw::min_hold) {
             Self::MinHold
+        } else if input.peek(kw::once_per) {
+            Self::OncePer
+        } else if input.peek(kw::offset) {
+            Self::Offset
         } else if input.peek(Token![crate]) {
             Self::Crate
         } else {
@@ -182,6 +194,8 @@ pub(crate) struct Args {
     pub(crate) permits: Option<Permits>,
     pub(crate) locker: Option<Expr>,
     pub(crate) min_hold: Option<MinHold>,
+    pub(crate) once_per: Option<Period>,
+    pub(crate) offset: Option<Offset>,
     /// `crate = path`: the path of the pals crate in the generated code (default `::pals`).
     pub(crate) krate: Option<Path>,
 }
@@ -226,6 +240,8 @@ impl Args {
             Keyword::Permits => self.permits.is_some(),
             Keyword::Locker => self.locker.is_some(),
             Keyword::MinHold => self.min_hold.is_some(),
+            Keyword::OncePer => self.once_per.is_some(),
+            Keyword::Offset => self.offset.is_some(),
             Keyword::Crate => self.krate.is_some(),
         }
     }
@@ -242,6 +258,8 @@ impl Args {
             Keyword::Permits => self.permits = Some(value.parse()?),
             Keyword::Locker => self.locker = Some(value.parse()?),
             Keyword::MinHold => self.min_hold = Some(value.parse()?),
+            Keyword::OncePer => self.once_per = Some(value.parse()?),
+            Keyword::Offset => self.offset = Some(value.parse()?),
             Keyword::Crate => self.krate = Some(value.call(crate_path)?),
         }
         Ok(())
@@ -370,6 +388,60 @@ impl ToTokens for MinHold {
     /// Writes the `Duration` expression.
     fn to_tokens(&self, tokens: &mut TokenStream) {
         DurationArg::Millis(self.millis).to_tokens(tokens);
+    }
+}
+
+/// `once_per = "..."`: the period of a job's ticks, in milliseconds (more than zero, not
+/// `"forever"`), with the span of its value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Period {
+    pub(crate) millis: u64,
+    pub(crate) span: Span,
+}
+
+impl Parse for Period {
+    /// Reads a duration literal that is neither `"0"` nor `"forever"`.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let lit: LitStr = input.parse()?;
+        let refuse = |why: &str| Err(syn::Error::new(lit.span(), why));
+        match DurationArg::from_lit(&lit)? {
+            DurationArg::Millis(0) => refuse(
+                "once_per = \"0\" has no ticks: give the job's period, such as \"1m\" or \"24h\"",
+            ),
+            DurationArg::Forever => refuse(
+                "once_per cannot be \"forever\": give the job's period, such as \"1m\" or \"24h\"",
+            ),
+            DurationArg::Millis(millis) => Ok(Period {
+                millis,
+                span: lit.span(),
+            }),
+        }
+    }
+}
+
+/// `offset = "..."`: how far a `once_per` job's ticks are from the multiples of its
+/// period, in milliseconds, with the span of its value.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Offset {
+    pub(crate) millis: u64,
+    pub(crate) span: Span,
+}
+
+impl Parse for Offset {
+    /// Reads a duration literal that is not `"forever"`.
+    fn parse(input: ParseStream) -> Result<Self> {
+        let lit: LitStr = input.parse()?;
+        match DurationArg::from_lit(&lit)? {
+            DurationArg::Millis(millis) => Ok(Offset {
+                millis,
+                span: lit.span(),
+            }),
+            DurationArg::Forever => Err(syn::Error::new(
+                lit.span(),
+                "offset cannot be \"forever\": give where the ticks fall within the period, \
+                 such as \"12h\" for a daily job at noon UTC",
+            )),
+        }
     }
 }
 
@@ -625,7 +697,7 @@ mod tests {
         let args: Args = syn::parse_str(
             r#"name = "job-{id}", timeout = "5s", on_busy = "skip", on_lost = "cancel",
                shared = true, fenced = false, permits = 3, locker = &LOCKER,
-               min_hold = "1m", crate = "pals_renamed","#,
+               min_hold = "1m", once_per = "24h", offset = "2h", crate = "pals_renamed","#,
         )
         .unwrap();
         assert_eq!(args.name.unwrap().lit().value(), "job-{id}");
@@ -636,6 +708,8 @@ mod tests {
         assert_eq!(args.permits.map(|p| p.count), Some(3));
         assert!(args.locker.is_some());
         assert_eq!(args.min_hold, Some(MinHold { millis: 60_000 }));
+        assert_eq!(args.once_per.map(|p| p.millis), Some(86_400_000));
+        assert_eq!(args.offset.map(|o| o.millis), Some(7_200_000));
         let krate = args.krate.unwrap();
         assert_eq!(krate.to_token_stream().to_string(), "pals_renamed");
         assert!(syn::parse_str::<Args>("").unwrap().name.is_none());
@@ -651,7 +725,7 @@ mod tests {
     fn argument_errors() {
         let unknown = "unknown argument of #[pals::exclusive]; valid arguments are: \
                        name, timeout, on_busy, on_lost, shared, fenced, permits, locker, \
-                       min_hold, crate";
+                       min_hold, once_per, offset, crate";
         for args in [
             "timeot = \"5s\"",
             "name::x = \"a\"",
@@ -688,6 +762,10 @@ mod tests {
             error("min_hold = \"forever\""),
             "min_hold cannot be \"forever\": the lock would never be released"
         );
+        assert!(error("once_per = \"0\"").starts_with("once_per = \"0\" has no ticks"));
+        assert!(error("once_per = \"forever\"").starts_with("once_per cannot be \"forever\""));
+        assert!(error("once_per = \"1 day\"").starts_with("invalid duration \"1 day\""));
+        assert!(error("offset = \"forever\"").starts_with("offset cannot be \"forever\""));
         assert!(error("on_busy = \"wait\"").starts_with("invalid on_busy value \"wait\""));
         assert!(error("on_lost = \"abort\"").starts_with("invalid on_lost value \"abort\""));
         assert!(error("permits = 0").starts_with("permits = 0 would never"));
@@ -756,7 +834,7 @@ mod fuzz {
         fn any_argument_list_is_parsed_or_explained(
             pieces in prop::collection::vec(prop::sample::select(vec![
                 "name", "timeout", "on_busy", "on_lost", "shared", "fenced", "permits",
-                "locker", "min_hold", "crate", "other", "::", "=", ",", "\"5s\"", "\"skip\"",
+                "locker", "min_hold", "once_per", "offset", "crate", "other", "::", "=", ",", "\"5s\"", "\"skip\"",
                 "\"cancel\"", "\"{a}\"", "\"\"", "0", "3", "true", "&LOCKER", "(1)",
             ]), 0..12),
         ) {

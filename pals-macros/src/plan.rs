@@ -9,7 +9,7 @@ use syn::{
     Signature, Type, Visibility,
 };
 
-use crate::parse::{Args, DurationArg, MinHold, NameTemplate, OnBusy, OnBusyArg, OnLost};
+use crate::parse::{Args, DurationArg, MinHold, NameTemplate, OnBusy, OnBusyArg, OnLost, Period};
 
 /// Everything the expansion needs, checked: the function's parts, the lock to take, and
 /// what the function returns when it does not run its body.
@@ -35,6 +35,9 @@ pub(crate) struct Plan {
     /// The semaphore's permits, or 0 for a lock.
     pub(crate) permits: u32,
     pub(crate) min_hold: Option<MinHold>,
+    /// `once_per = "..."` (and `offset`): the period and the offset of the job's ticks, in
+    /// milliseconds.
+    pub(crate) once_per: Option<(u64, u64)>,
     /// `crate = path`: the path of the pals crate in the generated code (default `::pals`).
     pub(crate) krate: Option<Path>,
 }
@@ -49,7 +52,8 @@ impl Plan {
             ));
         }
         let output = Output::of(&function.sig);
-        let on_busy = on_busy(args.on_busy.as_ref(), &output)?;
+        let once_per = once_per(&args, &output)?;
+        let on_busy = on_busy(args.on_busy.as_ref(), &output, once_per.is_some())?;
         let cancel_on_lost = cancel_on_lost(&args, &function.sig)?;
         check_permits(&args)?;
         let name = LockName::new(args.name.as_ref(), &function.sig)?;
@@ -73,11 +77,17 @@ impl Plan {
             cancel_on_lost,
             name,
             locker: args.locker,
-            timeout: args.timeout,
+            // A skip is what the caller wants at once: waiting first would run the body
+            // again after the holder. An explicit timeout still waits.
+            timeout: match (args.timeout, on_busy) {
+                (None, OnBusy::Skip) => Some(DurationArg::Millis(0)),
+                (timeout, _) => timeout,
+            },
             shared: args.shared.unwrap_or(false),
             fenced: args.fenced.unwrap_or(false),
             permits: args.permits.map_or(0, |permits| permits.count),
             min_hold: args.min_hold,
+            once_per,
             krate: args.krate,
         })
     }
@@ -137,9 +147,53 @@ fn contains_impl_trait(ty: &Type) -> bool {
     finder.0
 }
 
+/// The period and offset of a `once_per` job, checked against the other arguments and the
+/// return type; `None` without `once_per`.
+fn once_per(args: &Args, output: &Output) -> syn::Result<Option<(u64, u64)>> {
+    let Some(Period { millis, span }) = args.once_per else {
+        return match &args.offset {
+            Some(offset) => Err(syn::Error::new(
+                offset.span,
+                "offset moves the ticks of a once_per job: add once_per = \"...\", or drop offset",
+            )),
+            None => Ok(None),
+        };
+    };
+    let clash = if args.permits.is_some() {
+        Some("once_per runs one body per tick; permits = N lets N run at once: choose one")
+    } else if args.shared == Some(true) {
+        Some("once_per needs the exclusive lock: drop `shared = true`")
+    } else if args.min_hold.is_some() {
+        Some(
+            "once_per needs no min_hold: every replica skips a tick that ran, however late it \
+             fires; drop min_hold",
+        )
+    } else if output.opaque {
+        Some(
+            "once_per needs a return type with a skipped value (what a call whose tick ran \
+             already returns), and an `impl Trait` return type has none; name the type",
+        )
+    } else {
+        None
+    };
+    if let Some(clash) = clash {
+        return Err(syn::Error::new(span, clash));
+    }
+    let offset = args.offset.map_or(0, |offset| offset.millis);
+    if let Some(offset) = args.offset.filter(|offset| offset.millis >= millis) {
+        return Err(syn::Error::new(
+            offset.span,
+            "offset must be less than the period of once_per: it says where the ticks fall \
+             within the period",
+        ));
+    }
+    Ok(Some((millis, offset)))
+}
+
 /// What the function does when the lock is busy: as written, or by default `skip` for a
-/// function that returns nothing (it cannot report a busy lock) and `error` for others.
-fn on_busy(written: Option<&OnBusyArg>, output: &Output) -> syn::Result<OnBusy> {
+/// function that returns nothing (it cannot report a busy lock) or runs `once_per` (a busy
+/// lock is another replica running the job), and `error` for others.
+fn on_busy(written: Option<&OnBusyArg>, output: &Output, once_per: bool) -> syn::Result<OnBusy> {
     let on_busy = match written {
         Some(OnBusyArg {
             value: OnBusy::Error,
@@ -153,7 +207,7 @@ fn on_busy(written: Option<&OnBusyArg>, output: &Output) -> syn::Result<OnBusy> 
             ));
         }
         Some(written) => written.value,
-        None if output.unit => OnBusy::Skip,
+        None if output.unit || once_per => OnBusy::Skip,
         None => OnBusy::Error,
     };
     if output.opaque && on_busy == OnBusy::Skip {
@@ -306,6 +360,51 @@ mod tests {
         assert_eq!(on_busy("fn f() -> impl Sized { 1 }"), OnBusy::Error);
         let written = plan("on_busy = \"skip\"", "fn f() -> Option<u8> { None }").unwrap();
         assert_eq!(written.on_busy, OnBusy::Skip);
+    }
+
+    /// A skip without a timeout does not wait; a timeout given waits, skip or not.
+    #[test]
+    fn timeout_defaults() {
+        let timeout = |args: &str, function: &str| plan(args, function).unwrap().timeout;
+        let result = "fn f() -> Result<(), E> { Ok(()) }";
+        assert_eq!(timeout("", "fn f() {}"), Some(DurationArg::Millis(0)));
+        assert_eq!(
+            timeout("on_busy = \"skip\"", result),
+            Some(DurationArg::Millis(0))
+        );
+        assert_eq!(timeout("", result), None);
+        assert_eq!(
+            timeout("timeout = \"5s\"", "fn f() {}"),
+            Some(DurationArg::Millis(5000))
+        );
+        assert_eq!(
+            timeout("once_per = \"1m\"", result),
+            Some(DurationArg::Millis(0))
+        );
+        let waits = "once_per = \"1m\", on_busy = \"error\"";
+        assert_eq!(timeout(waits, result), None);
+    }
+
+    /// once_per: its defaults, and what it refuses beside it.
+    #[test]
+    fn once_per_checks() {
+        let result = "fn f() -> Result<(), E> { Ok(()) }";
+        let job = plan("once_per = \"24h\", offset = \"12h\"", result).unwrap();
+        assert_eq!(job.once_per, Some((86_400_000, 43_200_000)));
+        assert_eq!(job.on_busy, OnBusy::Skip);
+        assert!(plan("once_per = \"1m\"", "fn f() {}")
+            .unwrap()
+            .once_per
+            .is_some());
+        assert!(error("offset = \"1h\"", result).starts_with("offset moves the ticks"));
+        assert!(
+            error("once_per = \"1h\", offset = \"1h\"", result).starts_with("offset must be less")
+        );
+        assert!(error("once_per = \"1h\", permits = 2", result).contains("choose one"));
+        assert!(error("once_per = \"1h\", shared = true", result).contains("exclusive lock"));
+        assert!(error("once_per = \"1h\", min_hold = \"1s\"", result).contains("needs no min_hold"));
+        let opaque = "fn f() -> Result<impl Sized, E> { Ok(1) }";
+        assert!(error("once_per = \"1h\"", opaque).contains("skipped value"));
     }
 
     /// The checks against the function, each with its message.

@@ -38,6 +38,10 @@ pub const DEFAULT_HANDOFF_WINDOW: Duration = Duration::from_millis(20);
 /// default: one minute (see [`LockerBuilder::idle_timeout`]).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many runs of each `once_per` job the run history keeps, by default (see
+/// [`LockerBuilder::runs_kept`]).
+pub const DEFAULT_RUNS_KEPT: u32 = 100;
+
 /// The longest a fenced lock's `nextval` may wait for its sequence on a lock session.
 const TOKEN_WITHIN: Duration = Duration::from_millis(500);
 
@@ -92,6 +96,7 @@ impl Locker {
             tls_backend: None,
             schema: "public".into(),
             metric_lock_names: false,
+            runs_kept: DEFAULT_RUNS_KEPT,
             handoff: HandoffLimit {
                 in_a_row: DEFAULT_HANDOFFS_IN_A_ROW,
                 within: DEFAULT_HANDOFF_WINDOW,
@@ -115,6 +120,7 @@ pub struct LockerBuilder {
     heartbeat: Option<Duration>,
     schema: String,
     metric_lock_names: bool,
+    runs_kept: u32,
     handoff: HandoffLimit,
 }
 
@@ -310,6 +316,26 @@ impl LockerBuilder {
         self
     }
 
+    /// How many runs of each [`once_per`](crate::Lock::once_per) job the run history keeps
+    /// (default 100, at least 1): each claim of a tick deletes the job's runs beyond this
+    /// many, oldest first, in the claim's own statement. The history is a table in the
+    /// locker's [`schema`](Self::schema), `pals_runs`; a job's runs are kept until its next
+    /// claims push them out (the runs of a job that stopped running stay).
+    ///
+    /// ```
+    /// let locker = pals::Locker::builder("my-app-name")
+    ///     .url("postgresql://localhost/db")
+    ///     .runs_kept(1000)
+    ///     .build()?;
+    /// let none = pals::Locker::builder("my-app-name").url("postgresql://localhost/db").runs_kept(0).build();
+    /// assert!(none.unwrap_err().is_misconfiguration());
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn runs_kept(mut self, runs: u32) -> Self {
+        self.runs_kept = runs;
+        self
+    }
+
     /// How far an exclusive lock is handed over within this process before it goes back
     /// to the database (default: 64 handoffs, within 20 ms of the database's grant).
     ///
@@ -415,6 +441,11 @@ impl LockerBuilder {
         if connect_timeout.is_zero() {
             return refuse("connect_timeout must be more than zero");
         }
+        if self.runs_kept == 0 {
+            return refuse(
+                "runs_kept must be at least 1: a once_per job's claim is a run kept in the history",
+            );
+        }
         if self.heartbeat.is_some_and(|interval| interval.is_zero()) {
             return refuse("heartbeat must be more than zero (or None for no heartbeat)");
         }
@@ -429,6 +460,7 @@ impl LockerBuilder {
             &self.schema,
             connection.clone(),
             self.idle_timeout,
+            self.runs_kept,
             rt.clone(),
         )?;
         let connect_timeout = connection.connect_timeout;

@@ -1,4 +1,4 @@
-//! [`Coordination`]: what semaphores, elections and fenced locks need beside the locks
+//! [`Coordination`]: what semaphores, elections, fenced locks and `once_per` jobs need beside the locks
 //! themselves: the schema objects pals keeps (`objects`), a session for the statements that
 //! read and write them (`session`), and a session that listens for what other processes
 //! announce (`listen`). None of it runs on a session that holds locks: a DBA's `LOCK TABLE`
@@ -32,16 +32,19 @@ pub(crate) struct Coordination {
     rt: Handle,
     /// Signalled when a semaphore permit of this locker is given back.
     permits_freed: Notify,
+    /// How many runs of each `once_per` job the runs table keeps.
+    runs_kept: u32,
 }
 
 impl Coordination {
     /// The coordination part of a locker whose objects are in `schema`, connecting with
     /// `settings` on `rt` (the library's runtime); a session idle for `idle_timeout` is
-    /// closed.
+    /// closed; the runs table keeps `runs_kept` runs of each job.
     pub(crate) fn new(
         schema: &str,
         settings: ConnectionSettings,
         idle_timeout: std::time::Duration,
+        runs_kept: u32,
         rt: Handle,
     ) -> Result<Coordination, Error> {
         Ok(Coordination {
@@ -51,6 +54,7 @@ impl Coordination {
             settings,
             rt,
             permits_freed: Notify::new(),
+            runs_kept,
         })
     }
 
@@ -73,6 +77,22 @@ impl Coordination {
     /// may `write` it (candidates), or read it (observers).
     pub(crate) async fn leaders_table(&self, write: bool) -> Result<&Arc<str>, Error> {
         self.objects.leaders(&self.session, write).await
+    }
+
+    /// The runs table's name, once it is known to exist (made if missing) and the role may
+    /// claim ticks in it.
+    pub(crate) async fn runs_table(&self) -> Result<&Arc<str>, Error> {
+        self.objects.runs(&self.session).await
+    }
+
+    /// How many runs of each `once_per` job the runs table keeps.
+    pub(crate) fn runs_kept(&self) -> u32 {
+        self.runs_kept
+    }
+
+    /// The runs table's name, for reading the history: unchecked, nothing is made.
+    pub(crate) fn runs_table_name(&self) -> String {
+        self.objects.runs_name()
     }
 
     /// Events of the locker's listening session (started on first use).

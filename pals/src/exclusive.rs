@@ -1,6 +1,8 @@
 //! Run-time support for the `#[pals::exclusive]` attribute: what a busy lock or a failed
-//! acquire turns into, and the scope that releases the lock however the body ends.
+//! acquire turns into, and the scope that releases the lock however the body ends (and,
+//! for `once_per`, writes down how the run ended first).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,18 +11,22 @@ use crate::error::Error;
 use crate::guard::LockGuard;
 use crate::locker::Locker;
 use crate::loud;
+use crate::once::{Claim, Ended, RunGuard};
+use crate::panics::Caught;
 use crate::runtime::block_on;
 use crate::semaphore::SemaphoreGuard;
 
+mod ended;
 mod fence;
 mod report;
 mod returns;
 
+pub use ended::{Classify, EndedAny, EndedDebug, EndedDisplay, EndedErr};
 pub use fence::{current_fence, with_fence, SyncFence};
-pub use report::log_busy_skip;
+pub use report::{log_busy_skip, log_tick_ran};
 pub use returns::{
-    error_return, skipped_return, LockErrorReturn, OnFailure, Outcome, Resolved, ReturnFailure,
-    SkipFailure, Skippable,
+    error_return, skipped_return, LockErrorReturn, OnFailure, Resolved, ReturnFailure, SkipFailure,
+    Skippable,
 };
 
 /// How the attribute takes its lock.
@@ -38,6 +44,8 @@ pub struct LockSpec {
     pub function: &'static str,
     /// `on_busy = "skip"`: a busy lock skips the body (and is counted so).
     pub skip_when_busy: bool,
+    /// `once_per = "..."`: the period, and the offset of its ticks.
+    pub once_per: Option<(Duration, Duration)>,
 }
 
 /// The outcome of the attribute's acquire.
@@ -81,16 +89,19 @@ pub async fn acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSpec)
         )
     };
     match taken {
-        Ok(Some(guard)) => Acquired::Entered(Scope::new(guard, spec.min_hold, false)),
-        Ok(None) => {
-            if spec.skip_when_busy {
-                locker.count_skip(&full_name);
-            }
-            Acquired::Busy(Error::Timeout {
-                name: full_name.to_string(),
-            })
-        }
+        Ok(Some(guard)) => Acquired::Entered(Scope::new(Held::Lock(guard), spec.min_hold, false)),
+        Ok(None) => Acquired::Busy(busy(locker, &full_name, &spec)),
         Err(error) => Acquired::Failed(error, full_name.to_string()),
+    }
+}
+
+/// A busy lock, counted as a skip under `on_busy = "skip"`: its `Timeout` error.
+fn busy(locker: &Locker, full_name: &Arc<str>, spec: &LockSpec) -> Error {
+    if spec.skip_when_busy {
+        locker.count_skip(full_name);
+    }
+    Error::Timeout {
+        name: full_name.to_string(),
     }
 }
 
@@ -105,36 +116,94 @@ pub fn blocking_acquire(locker: Result<&Locker, Error>, name: &str, spec: LockSp
     }
 }
 
+/// What the scope holds: the lock, or a `once_per` run (its lock and its row).
+enum Held {
+    Lock(LockGuard),
+    Run(RunGuard),
+}
+
+/// The outcome of a `once_per` function's claim of its tick.
+#[doc(hidden)]
+#[allow(clippy::large_enum_variant)] // see `Acquired`
+pub enum Claimed {
+    Entered(Scope),
+    /// Not acquired within the timeout: the error is [`Error::Timeout`].
+    Busy(Error),
+    /// The tick of the call ran already (or is running).
+    Ran,
+    /// As [`Acquired::Failed`].
+    Failed(Error, String),
+}
+
+/// Claims the tick of the call of a `once_per` function (`spec.once_per` is set).
+#[doc(hidden)]
+pub async fn claim(locker: Result<&Locker, Error>, name: &str, spec: LockSpec) -> Claimed {
+    let began = Instant::now();
+    let locker = match locker {
+        Ok(locker) => locker,
+        Err(error) => return Claimed::Failed(error, name.to_string()),
+    };
+    let (period, offset) = spec.once_per.unwrap_or_default();
+    let timeout = spec.timeout.unwrap_or(locker.default_timeout());
+    let lock = locker.lock(name).timeout(timeout);
+    let lock = if spec.fenced { lock.fenced() } else { lock };
+    let job = lock.once_per(period).offset(offset);
+    match job.claim_from(began).await {
+        Ok(Claim::Run(run)) => Claimed::Entered(Scope::new(Held::Run(run), None, false)),
+        Ok(Claim::Ran) => Claimed::Ran,
+        Ok(Claim::Busy) => Claimed::Busy(busy(locker, job.lock().shared_name(), &spec)),
+        Err(error) => Claimed::Failed(error, job.lock().name().to_string()),
+    }
+}
+
+#[doc(hidden)]
+pub fn blocking_claim(locker: Result<&Locker, Error>, name: &str, spec: LockSpec) -> Claimed {
+    match block_on(claim(locker, name, spec)) {
+        Claimed::Entered(mut scope) => {
+            scope.blocking_drop = true;
+            Claimed::Entered(scope)
+        }
+        other => other,
+    }
+}
+
 /// The scope of an annotated function's body: the lock while the body runs, released
 /// however the body ends.
 #[doc(hidden)]
 pub struct Scope {
-    guard: Option<LockGuard>,
+    held: Option<Held>,
     keep_until: Option<Instant>,
     /// A sync function's scope: release and wait for it on a normal exit.
     blocking_drop: bool,
 }
 
 impl Scope {
-    fn new(guard: LockGuard, min_hold: Option<Duration>, blocking_drop: bool) -> Scope {
+    fn new(held: Held, min_hold: Option<Duration>, blocking_drop: bool) -> Scope {
         Scope {
-            guard: Some(guard),
+            held: Some(held),
             keep_until: min_hold.and_then(|hold| Instant::now().checked_add(hold)),
             blocking_drop,
         }
     }
 
+    /// The lock held.
+    fn guard(&self) -> Option<&LockGuard> {
+        match self.held.as_ref()? {
+            Held::Lock(guard) => Some(guard),
+            Held::Run(run) => run.guard(),
+        }
+    }
+
     /// The fencing token of a fenced lock.
     fn fence(&self) -> Option<u64> {
-        self.guard.as_ref().and_then(LockGuard::fence)
+        self.guard().and_then(LockGuard::fence)
     }
 
     /// The `LockLost` error for this lock.
     fn lost_error(&self) -> Error {
         Error::LockLost {
             name: self
-                .guard
-                .as_ref()
+                .guard()
                 .map_or_else(String::new, |g| g.name().to_string()),
         }
     }
@@ -149,20 +218,57 @@ impl Scope {
     /// The async function's normal exit: release and wait for the database to confirm it,
     /// or, with `min_hold`, leave the release to the background when the time is up.
     pub async fn release(mut self) {
-        let Some(guard) = self.guard.take() else {
-            return;
-        };
-        match self.keep_until {
-            Some(until) if until > Instant::now() => guard.release_at(until),
-            _ => log_release(guard.name().to_string(), guard.release().await),
+        match self.held.take() {
+            None => {}
+            Some(Held::Run(run)) => run.end_logged(Ended::Succeeded).await,
+            Some(Held::Lock(guard)) => match self.keep_until {
+                Some(until) if until > Instant::now() => guard.release_at(until),
+                _ => log_release(guard.name().to_string(), guard.release().await),
+            },
         }
+    }
+
+    /// A `once_per` body's normal exit: write down how it `ended`, release, then `output`.
+    pub async fn finish_returning<T>(mut self, ended: Ended, output: T) -> T {
+        if let Some(Held::Run(run)) = self.held.take() {
+            run.end_logged(ended).await;
+        }
+        output
+    }
+
+    /// [`finish_returning`](Scope::finish_returning) for a sync function.
+    pub fn blocking_finish_returning<T>(mut self, ended: Ended, output: T) -> T {
+        if let Some(Held::Run(run)) = self.held.take() {
+            block_on(run.end_logged(ended));
+        }
+        output
+    }
+
+    /// A `once_per` body's panic: write down that it panicked, release, and go on with
+    /// the panic.
+    pub async fn resume_panic(mut self, panic: Caught) -> Infallible {
+        if let Some(Held::Run(run)) = self.held.take() {
+            run.end_logged(Ended::Panicked(panic.message())).await;
+        }
+        panic.resume()
+    }
+
+    /// [`resume_panic`](Scope::resume_panic) for a sync function.
+    pub fn blocking_resume_panic(mut self, panic: Caught) -> Infallible {
+        if let Some(Held::Run(run)) = self.held.take() {
+            block_on(run.end_logged(Ended::Panicked(panic.message())));
+        }
+        panic.resume()
     }
 }
 
 impl Drop for Scope {
     fn drop(&mut self) {
-        let Some(guard) = self.guard.take() else {
-            return;
+        let guard = match self.held.take() {
+            None => return,
+            // Written down as cancelled (or lost), in the background.
+            Some(Held::Run(run)) => return drop(run),
+            Some(Held::Lock(guard)) => guard,
         };
         match self.keep_until {
             Some(until) if until > Instant::now() => guard.release_at(until),
@@ -188,7 +294,7 @@ fn log_release(name: String, result: Result<bool, Error>) {
 /// the result is the `LockLost` error. (`on_lost = "cancel"`.)
 #[doc(hidden)]
 pub async fn unless_lost<F: Future>(scope: &Scope, body: F) -> Result<F::Output, Error> {
-    let Some(guard) = &scope.guard else {
+    let Some(guard) = scope.guard() else {
         return Ok(body.await);
     };
     guard.unless_lost(body).await.ok_or_else(|| {

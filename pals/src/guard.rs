@@ -211,6 +211,11 @@ impl LockGuard {
         result
     }
 
+    /// The shared parts of the guard's locker.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     /// Tells the meter that this guard's hold ended.
     fn count_released(&self) {
         let name = self.metric_name.as_deref().unwrap_or(&self.name);

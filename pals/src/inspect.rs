@@ -1,4 +1,5 @@
-//! Who holds which advisory lock: the answer an operator needs at 3 a.m.
+//! Who holds which advisory lock, and how the runs of a `once_per` job went: the answers
+//! an operator needs at 3 a.m.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +9,11 @@ use tokio_postgres::{SimpleQueryMessage, SimpleQueryRow};
 
 use crate::key::Mode;
 use crate::sql;
+
+mod runs;
+
+pub(crate) use runs::runs;
+pub use runs::{runs_table, RunOutcome, RunRecord};
 
 /// One advisory lock held or awaited in the database, as
 /// [`Locker::holders`](crate::Locker::holders) reports it.

@@ -166,6 +166,8 @@ mod key;
 mod loud;
 mod metrics;
 mod on_drop;
+mod outcome;
+mod panics;
 mod runtime;
 mod sql;
 mod tls;
@@ -186,6 +188,7 @@ mod election;
 mod guard;
 pub mod inspect;
 mod lock;
+mod once;
 mod semaphore;
 pub mod xact;
 // the façade: the locker, its builder, the global one, the attribute's run-time side
@@ -196,19 +199,21 @@ mod locker;
 
 pub use builder::{
     LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDOFFS_IN_A_ROW, DEFAULT_HANDOFF_WINDOW,
-    DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT,
+    DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_RUNS_KEPT, DEFAULT_TIMEOUT,
 };
 pub use election::{
     Election, Leader, Observer, Term, DEFAULT_CAMPAIGN_BACKOFF, DEFAULT_OBSERVE_RECHECK,
 };
 pub use error::Error;
-pub use exclusive::{current_fence, LockErrorReturn, Outcome, Skippable};
+pub use exclusive::{current_fence, LockErrorReturn, Skippable};
 pub use global::{global, init, init_from_env, APP_NAME_ENV, DATABASE_URL_ENV};
 pub use guard::LockGuard;
 pub use identity::application_name;
 pub use key::{key, Mode};
 pub use lock::Lock;
 pub use locker::Locker;
+pub use once::{OncePer, RunGuard};
+pub use outcome::Outcome;
 /// Makes a sync or async function fleet-exclusive: it takes a lock before its body runs and
 /// releases it however the body ends (return, `?`, panic, or, for async functions, the
 /// future being dropped).
@@ -271,11 +276,14 @@ pub use tokio_postgres;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::exclusive::{
-        acquire, blocking_acquire, error_return, log_busy_skip, skipped_return, unless_lost,
-        with_fence, Acquired, LockSpec, OnFailure, Resolved, ReturnFailure, Scope, SkipFailure,
-        SyncFence,
+        acquire, blocking_acquire, blocking_claim, claim, error_return, log_busy_skip,
+        log_tick_ran, skipped_return, unless_lost, with_fence, Acquired, Claimed, Classify,
+        EndedAny, EndedDebug, EndedDisplay, EndedErr, LockSpec, OnFailure, Resolved, ReturnFailure,
+        Scope, SkipFailure, SyncFence,
     };
     pub use crate::global::global;
+    pub use crate::once::Ended;
+    pub use crate::panics::{caught, caught_sync, Caught};
     pub use std::format;
 }
 

@@ -178,6 +178,16 @@ impl Lock {
         &self.name
     }
 
+    /// The lock's own timeout, if it was given one (see [`timeout`](Lock::timeout)).
+    pub(crate) fn own_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The coordination part of the lock's locker.
+    pub(crate) fn coordination(&self) -> &Arc<Coordination> {
+        &self.coordination
+    }
+
     /// The name as the lock shares it (with its guards, without a copy).
     pub(crate) fn shared_name(&self) -> &Arc<str> {
         &self.name

@@ -8,11 +8,13 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio_postgres::error::SqlState;
+
 use crate::coordination::Coordination;
 use crate::core::Core;
 use crate::election::Election;
 use crate::error::Error;
-use crate::inspect::{self, Holder};
+use crate::inspect::{self, Holder, RunRecord};
 use crate::key::{full_name, key_of_full_name};
 use crate::lock::Lock;
 use crate::semaphore::{permit_name, Semaphore};
@@ -250,6 +252,44 @@ impl Locker {
         let answer = coordination.query(&sql::holders(), "holders()").await?;
         let names = &self.inner.names;
         Ok(names.with(|names| inspect::holders(&answer, names)))
+    }
+
+    /// The last `limit` runs of the [`once_per`](crate::Lock::once_per) job `name` of this
+    /// locker's app, newest first, from any replica: which tick each was for, when it
+    /// started and ended, which replica ran it, and how it ended. Empty if the job never
+    /// ran (or the runs table was never made). [`inspect::runs_table`] prints them.
+    ///
+    /// A run still written down as running reads [`Running`](inspect::RunOutcome::Running)
+    /// while its replica's session holds the job's lock and it is the newest run; else
+    /// [`Vanished`](inspect::RunOutcome::Vanished): its replica died (or its session was
+    /// cut) before it could write the end.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
+    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let app = format!("doc-runs-{}", std::process::id());
+    /// let locker = pals::Locker::new(&app, &url)?;
+    /// let job = locker.lock("cleanup").once_per(Duration::from_secs(60));
+    /// job.run(async { Err::<(), _>("disk full") }).await?;
+    ///
+    /// let runs = locker.runs("cleanup", 5).await?;
+    /// assert_eq!(runs[0].outcome, pals::inspect::RunOutcome::Failed);
+    /// assert_eq!(runs[0].detail.as_deref(), Some("disk full"));
+    /// print!("{}", pals::inspect::runs_table(&runs));
+    /// # Ok(()) }
+    /// ```
+    pub async fn runs(&self, name: &str, limit: u32) -> Result<Vec<RunRecord>, Error> {
+        let coordination = &self.inner.coordination;
+        let key = key_of_full_name(&full_name(&self.inner.core.app, name));
+        let statement = sql::runs(&coordination.runs_table_name(), key, limit);
+        match coordination.query(&statement, "runs()").await {
+            Ok(answer) => Ok(inspect::runs(&answer)),
+            Err(Error::Database(error)) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                Ok(Vec::new())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The lock with a raw advisory-lock key, for interoperating with SQL that calls

@@ -1,5 +1,6 @@
 //! Every SQL text pals sends, in one place: on its lock sessions, on its coordination
-//! session (schema objects, elections, `holders()`), and on a caller's transaction (`xact`).
+//! session (schema objects, elections, `holders()`, the run history of `once_per`), and on a
+//! caller's transaction (`xact`).
 //!
 //! **Names.** Every function and relation of the system catalog is written
 //! `pg_catalog.`-qualified: a role whose `search_path` lists a writable schema before
@@ -373,12 +374,14 @@ pub(crate) fn first_value(messages: &[SimpleQueryMessage]) -> Option<&str> {
 }
 
 mod coordination;
+mod runs;
 mod xact;
 
 pub(crate) use coordination::{
     announce, create_leaders_table, create_sequence, ensure_check, grant, leader, listen,
     sequence_usable, table_usable, Announcement,
 };
+pub(crate) use runs::{claim, create_runs_table, record_end, runs, Claim, RUNNING};
 pub(crate) use xact::{try_xact_lock, wait_xact_lock};
 
 #[cfg(test)]

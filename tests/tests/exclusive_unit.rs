@@ -117,6 +117,19 @@ mod pedantic {
         Ok(held && ANSWER == 42)
     }
 
+    #[pals::exclusive(name = "once-sync", once_per = "24h", locker = locker)]
+    pub fn once_sync(locker: &Locker, fail: bool) -> Result<Option<bool>, String> {
+        if fail {
+            return Err("failed".into());
+        }
+        Ok(Some(held("once-sync")))
+    }
+
+    #[pals::exclusive(name = "once-async", once_per = "24h", offset = "1h", fenced = true, locker = locker)]
+    pub async fn once_async(locker: &Locker) -> Option<bool> {
+        Some(held("once-async") && pals::current_fence().is_some())
+    }
+
     pub struct Service {
         pub locker: Locker,
         pub runs: u32,
@@ -258,6 +271,12 @@ fn every_form_of_the_pedantic_module_runs_under_its_lock() {
         "true"
     );
     assert!(pedantic::inner_attribute(&LOCKER).unwrap());
+    // A tick that straddles a day's edge at 12:00 UTC (or 13:00) runs twice: allow it.
+    let once = pedantic::once_sync(&LOCKER, false);
+    assert!(matches!(once, Ok(Some(true))), "{once:?}");
+    let again = pedantic::once_sync(&LOCKER, true);
+    assert!(matches!(again, Ok(None) | Err(_)), "{again:?}");
+    assert_eq!(rt.block_on(pedantic::once_async(&LOCKER)), Some(true));
     let mut service = pedantic::Service {
         locker: LOCKER.clone(),
         runs: 0,

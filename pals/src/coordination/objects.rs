@@ -3,7 +3,9 @@
 //!
 //! - the sequence `pals_fence`, which mints fencing tokens ([`Lock::fenced`](crate::Lock::fenced));
 //! - the table `pals_leaders`, where an elected leader says who it is
-//!   ([`Election`](crate::Election)).
+//!   ([`Election`](crate::Election));
+//! - the table `pals_runs`, where each run of a `once_per` job claims its tick and says how
+//!   it ended ([`OncePer`](crate::OncePer)).
 //!
 //! Plain advisory locks need neither. Each is looked up the first time a locker needs it,
 //! and created then if it is missing (logged at info level). A role that may not create
@@ -27,6 +29,7 @@ pub(super) struct Objects {
     /// observers do (read it).
     leaders: OnceCell<Arc<str>>,
     leaders_read: OnceCell<Arc<str>>,
+    runs: OnceCell<Arc<str>>,
 }
 
 /// One object: what it is for, and how it is made and checked.
@@ -74,6 +77,7 @@ impl Objects {
             fence: OnceCell::new(),
             leaders: OnceCell::new(),
             leaders_read: OnceCell::new(),
+            runs: OnceCell::new(),
         })
     }
 
@@ -124,6 +128,28 @@ impl Objects {
             logged: false,
         })
         .await
+    }
+
+    /// The runs table's name, once it is known to exist (made if missing) and the role may
+    /// claim ticks in it, write their ends and prune it.
+    pub(super) async fn runs(&self, session: &CoordinationSession) -> Result<&Arc<str>, Error> {
+        let privileges = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+        self.ensured(&self.runs, "pals_runs", session, |name| Object {
+            name,
+            what: "table",
+            purpose: "once_per jobs",
+            create: sql::create_runs_table(name),
+            usable: sql::table_usable(name, &privileges),
+            privileges: privileges.join(", "),
+            grant_on: "",
+            logged: true,
+        })
+        .await
+    }
+
+    /// The runs table's qualified name, unchecked: reading the history makes nothing.
+    pub(super) fn runs_name(&self) -> String {
+        self.qualified("pals_runs")
     }
 
     /// The qualified name of the object `name`, from `cell` once `describe`'s object (given
@@ -289,8 +315,11 @@ impl Object<'_> {
         let (what, name, purpose) = (self.what, self.name, self.purpose);
         let (is, mend) = match persistence {
             "u" => (
-                "unlogged: after a server crash it starts over, and tokens would go backwards",
-                format!("ask an admin to run: ALTER SEQUENCE {name} SET LOGGED"),
+                "unlogged: after a server crash it starts over, and what it keeps is lost",
+                format!(
+                    "ask an admin to run: ALTER {} {name} SET LOGGED",
+                    what.to_uppercase()
+                ),
             ),
             _ => (
                 "temporary: each session has its own, gone with the session",

@@ -16,6 +16,15 @@ pub fn log_busy_skip(error: &Error, spec: &LockSpec) {
     );
 }
 
+/// A `once_per` call whose tick ran already (or is running): skipped, which is routine.
+#[doc(hidden)]
+pub fn log_tick_ran(spec: &LockSpec) {
+    tracing::debug!(
+        function = spec.function,
+        "pals: once_per: this tick ran already; skipping the function"
+    );
+}
+
 /// A failed acquire that the return type cannot carry. A misconfiguration is a panic: a
 /// skip would hide it for ever. Anything else (the database down or unreachable) may pass:
 /// it is logged at error level (see `loud`) and the call skipped.

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use super::report::skip_failure;
 use super::LockSpec;
 use crate::error::Error;
+use crate::outcome::Outcome;
 
 /// Return types that can carry a [`pals::Error`](crate::Error) out of a function annotated
 /// with `#[pals::exclusive]` (`on_busy = "error"`, the default).
@@ -36,9 +37,9 @@ impl<T, E: From<Error>> LockErrorReturn for Result<T, E> {
 }
 
 /// Return types with a "skipped" value: what a function annotated with
-/// `#[pals::exclusive(on_busy = "skip")]` returns when its body did not run: the lock was
-/// busy, or lost under `on_lost = "cancel"`, or could not be taken for a failure that is
-/// not a misconfiguration (logged).
+/// `#[pals::exclusive(on_busy = "skip")]` (or `once_per`) returns when its body did not
+/// run: the lock was busy, or lost under `on_lost = "cancel"`, or could not be taken for a
+/// failure that is not a misconfiguration (logged), or a `once_per` tick ran already.
 ///
 /// `()` for `()`, `None` for `Option<T>`, [`Outcome::Skipped`] for [`Outcome<T>`],
 /// `Ok(T::skipped())` for `Result<T, E>`. Implement it for your own types:
@@ -52,10 +53,11 @@ impl<T, E: From<Error>> LockErrorReturn for Result<T, E> {
 /// assert_eq!(<Result<Run, pals::Error> as pals::Skippable>::skipped().unwrap(), Run::Skipped);
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "`#[pals::exclusive(on_busy = \"skip\")]` has no skipped value for `{Self}`",
+    message = "`#[pals::exclusive]` has no skipped value for `{Self}`",
     label = "no skipped value for this return type",
+    note = "with on_busy = \"skip\" or once_per, a call that does not run its body returns the skipped value",
     note = "skipped values exist for `()`, `Option<T>`, `pals::Outcome<T>` and `Result<T, E>` whose `T` has one",
-    note = "implement `pals::Skippable` for your type, or use on_busy = \"error\""
+    note = "implement `pals::Skippable` for your type, or (without once_per) use on_busy = \"error\""
 )]
 pub trait Skippable {
     /// The value returned in place of running the body.
@@ -75,54 +77,6 @@ impl<T> Skippable for Option<T> {
 impl<T: Skippable, E> Skippable for Result<T, E> {
     fn skipped() -> Self {
         Ok(T::skipped())
-    }
-}
-
-/// What a function annotated with `#[pals::exclusive(on_busy = "skip")]` returns when a skip
-/// must be told apart from a value of the body: [`Ran`](Outcome::Ran) with the body's
-/// value, or [`Skipped`](Outcome::Skipped) when the body did not run (another holder had the
-/// lock; or see [`Skippable`] for the other cases).
-///
-/// With `Option<T>` as the return type, a skip and the body's own `None` look the same;
-/// with `Outcome<Option<T>>` they do not. Inside a `Result`, a skip is `Ok(Outcome::Skipped)`.
-///
-/// ```
-/// use pals::Outcome;
-/// # use std::sync::LazyLock;
-/// # static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| pals::Locker::new("doc-outcome",
-/// #     &std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into())).unwrap());
-///
-/// #[pals::exclusive(name = "next-invoice", timeout = "0", on_busy = "skip", locker = &LOCKER)]
-/// fn next_invoice() -> Outcome<Option<u32>> {
-///     Outcome::Ran(None) // ran, and found nothing to do
-/// }
-///
-/// let outcome = next_invoice();
-/// assert_eq!(outcome, Outcome::Ran(None)); // not Outcome::Skipped: nobody else held the lock
-/// assert!(!outcome.is_skipped());
-/// assert_eq!(outcome.ran(), Some(None));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[must_use]
-pub enum Outcome<T> {
-    /// The lock was taken and the body ran; this is its value.
-    Ran(T),
-    /// The body did not run: the lock was busy (or see [`Skippable`]).
-    Skipped,
-}
-
-impl<T> Outcome<T> {
-    /// The body's value, `None` if the call was skipped.
-    pub fn ran(self) -> Option<T> {
-        match self {
-            Outcome::Ran(value) => Some(value),
-            Outcome::Skipped => None,
-        }
-    }
-
-    /// True if the body did not run.
-    pub const fn is_skipped(&self) -> bool {
-        matches!(self, Outcome::Skipped)
     }
 }
 
