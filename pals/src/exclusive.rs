@@ -150,7 +150,10 @@ pub async fn claim(locker: Result<&Locker, Error>, name: &str, spec: LockSpec) -
     let job = lock.once_per(period).offset(offset);
     match job.claim_from(began).await {
         Ok(Claim::Run(run)) => Claimed::Entered(Scope::new(Held::Run(run), None, false)),
-        Ok(Claim::Ran) => Claimed::Ran,
+        Ok(Claim::Ran) => {
+            locker.count_skip(job.lock().shared_name());
+            Claimed::Ran
+        }
         Ok(Claim::Busy) => Claimed::Busy(busy(locker, job.lock().shared_name(), &spec)),
         Err(error) => Claimed::Failed(error, job.lock().name().to_string()),
     }

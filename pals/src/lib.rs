@@ -7,26 +7,50 @@
 //!
 //! ```sh
 //! cargo add pals
+//! cargo add tokio --features macros,rt-multi-thread
 //! ```
 //!
-//! # A function that runs on one replica at a time
+//! # A scheduled job that runs once per tick across the fleet
 //!
-//! [`#[pals::exclusive]`](macro@exclusive) takes a lock before the body runs and releases
-//! it however the body ends (return, `?`, panic, cancellation). Without `locker =`, it uses
+//! Every replica runs the same schedule; each tick of the job runs on one of them, once.
+//! [`#[pals::exclusive]`](macro@exclusive) with `once_per` claims the tick (the database
+//! server's clock, rounded to the nearest multiple of the period) under a lock, and writes
+//! down how the run ended ([`Locker::runs`] reads the history). Without `locker =`, it uses
 //! the process-wide [`global()`] locker, configured by [`init`] or by the environment:
 //! `PALS_APP_NAME` (required) and `PALS_DB_URL`.
 //!
-//! ```
-//! # std::env::set_var("PALS_APP_NAME", "doc-crate");
-//! # if std::env::var("PALS_DB_URL").is_err() { std::env::set_var("PALS_DB_URL", "postgresql://postgres@127.0.0.1:54321/postgres"); }
-//! #[pals::exclusive(name = "nightly-report", timeout = "0", on_busy = "skip")]
+//! ```no_run
+//! #[pals::exclusive(name = "nightly-report", once_per = "24h")]
 //! async fn nightly_report() -> Option<u32> {
-//!     Some(42) // None on the replicas that found the job taken
+//!     Some(42) // None where this tick ran already (or runs now) on another replica
 //! }
 //!
+//! #[tokio::main]
+//! async fn main() -> Result<(), pals::Error> {
+//!     pals::init_from_env()?; // PALS_APP_NAME=my-app PALS_DB_URL=postgresql://...
+//!     // ... from the scheduler, on every replica, each night:
+//!     if let Some(rows) = nightly_report().await {
+//!         println!("report built: {rows} rows");
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A tick that fails is not run again (at most once per tick); a job that must not run
+//! twice *at once* but may run many times (a migration, a queue drain) leaves `once_per`
+//! out. [`Lock::once_per`] explains ticks, offsets and the history.
+//!
+//! ```
+//! # std::env::set_var("PALS_APP_NAME", format!("doc-crate-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()));
+//! # if std::env::var("PALS_DB_URL").is_err() { std::env::set_var("PALS_DB_URL", "postgresql://postgres@127.0.0.1:54321/postgres"); }
+//! # #[pals::exclusive(name = "nightly-report", once_per = "24h")]
+//! # async fn nightly_report() -> Option<u32> { Some(42) }
 //! # #[tokio::main] async fn main() -> Result<(), pals::Error> {
 //! pals::init_from_env()?; // at startup: a configuration mistake shows here, not later
-//! assert_eq!(nightly_report().await, Some(42));
+//! assert_eq!(nightly_report().await, Some(42)); // this replica ran the tick
+//! assert_eq!(nightly_report().await, None); // the tick ran: skipped
+//! let runs = pals::global()?.runs("nightly-report", 10).await?;
+//! assert_eq!(runs[0].outcome, pals::inspect::RunOutcome::Succeeded);
 //! # Ok(()) }
 //! ```
 //!
@@ -216,15 +240,18 @@ pub use once::{OncePer, RunGuard};
 pub use outcome::Outcome;
 /// Makes a sync or async function fleet-exclusive: it takes a lock before its body runs and
 /// releases it however the body ends (return, `?`, panic, or, for async functions, the
-/// future being dropped).
+/// future being dropped). With `once_per`, it also runs the body at most once per tick of a
+/// schedule across the fleet.
 ///
 /// ```
 /// # use std::sync::LazyLock;
-/// # static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| pals::Locker::new("doc-exclusive",
+/// # static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| pals::Locker::new(
+/// #     format!("doc-exclusive-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()),
 /// #     &std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into())).unwrap());
-/// #[pals::exclusive(name = "nightly-report", timeout = "300ms", on_busy = "skip", locker = &LOCKER)]
+/// // A scheduled job: every replica's scheduler fires it; each tick runs once, on one.
+/// #[pals::exclusive(name = "nightly-report", once_per = "24h", locker = &LOCKER)]
 /// async fn nightly_report() -> Option<u32> {
-///     Some(42) // runs on one replica at a time; None when another replica holds the lock
+///     Some(42) // None where the tick ran already, or runs now, on another replica
 /// }
 ///
 /// #[derive(Debug)]
@@ -233,28 +260,47 @@ pub use outcome::Outcome;
 ///     fn from(e: pals::Error) -> Self { MigrationError::Lock(e) }
 /// }
 ///
+/// // A migration: never twice at once; the others wait, then find nothing to do.
 /// #[pals::exclusive(timeout = "forever", locker = &LOCKER)] // name: module_path::migrate
 /// fn migrate() -> Result<(), MigrationError> {
-///     Ok(()) // never runs twice at once
+///     Ok(())
 /// }
-/// # #[tokio::main] async fn main() {
-/// assert_eq!(nightly_report().await, Some(42));
-/// migrate().unwrap();
-/// # }
+///
+/// #[tokio::main]
+/// async fn main() {
+///     assert_eq!(nightly_report().await, Some(42));
+///     assert_eq!(nightly_report().await, None); // this tick ran
+///     migrate().unwrap();
+/// }
 /// ```
 ///
 /// | argument | meaning |
 /// |---|---|
 /// | `name = "..."` | lock name; default `concat!(module_path!(), "::", fn_name)`. `{ident}` placeholders format the function's arguments in (`name = "tenant-{tenant_id}"`); `{{` and `}}` are literal braces. |
-/// | `timeout = "..."` | how long to wait: `"0"` tries once, `"300ms"`, `"5s"`, `"2m"`, `"1h"`, `"forever"`; default: the locker's default timeout. |
-/// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (the default for functions that return a value) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` (the default, and the only choice, for functions that return nothing) does not run the body and returns the type's [`Skippable`] value: `()`, `None`, [`Outcome::Skipped`], `Ok(skipped)`; the skip is logged at debug level (and counted, with the `metrics` feature). |
+/// | `timeout = "..."` | how long to wait: `"0"` tries once, `"300ms"`, `"5s"`, `"2m"`, `"1h"`, `"forever"`; default: see the table below. |
+/// | `on_busy = "error"` or `"skip"` | when the lock is not acquired within the timeout: `"error"` (the default for functions that return a value) returns `Err(pals::Error::Timeout)` converted with `From` (the return type must implement [`LockErrorReturn`]); `"skip"` (the default for functions that return nothing, and with `once_per`) does not run the body and returns the type's [`Skippable`] value: `()`, `None`, [`Outcome::Skipped`], `Ok(skipped)`; the skip is logged at debug level (and counted, with the `metrics` feature). |
+/// | `once_per = "24h"` | run the body at most once per tick across the fleet: the tick is the database server's clock at the call, rounded to the nearest multiple of the period; a call whose tick ran already (or runs now) returns the skipped value. Each run is written down (see [`Lock::once_per`], [`Locker::runs`]). A failed run is not retried in its tick. Not with `shared`, `permits` or `min_hold`. |
+/// | `offset = "12h"` | with `once_per`: the ticks fall this far after the multiples of the period (a daily job at noon UTC: `once_per = "24h", offset = "12h"`). Less than the period. |
 /// | `shared = true` | take the shared (reader) lock. |
 /// | `fenced = true` | take a [fenced](Lock::fenced) lock; the body reads its token with [`current_fence()`]. |
 /// | `permits = N` | take one of `N` permits of the [semaphore](Locker::semaphore) `name` instead of the lock: at most `N` bodies run at once, fleet-wide (not with `shared` or `fenced`). |
 /// | `on_lost = "cancel"` | async functions only: if the lock is lost while the body runs, the body is dropped and the function returns `Err(pals::Error::LockLost)` converted with `From` (or the skipped value with `on_busy = "skip"`). Default `"continue"`. |
 /// | `locker = EXPR` | use this `&Locker` (a static, an argument, a call) instead of [`global()`]. |
-/// | `min_hold = "30s"` | keep the lock at least this long after it was acquired; the function returns at once and the lock is released in the background when the time is up. |
+/// | `min_hold = "30s"` | keep the lock at least this long after it was acquired; the function returns at once and the lock is released in the background when the time is up (for a job that must not run again soon after; a scheduled job wants `once_per`). |
 /// | `crate = path` | the path of the pals crate in the generated code, for a crate that has pals under another name or through a re-export (`crate = pals_renamed`, or `crate = "pals_renamed"`); default `::pals`. |
+///
+/// What a busy lock does, by the arguments given:
+///
+/// | arguments | a busy lock | waits |
+/// |---|---|---|
+/// | none, on a function that returns nothing | skips | no: tries once |
+/// | none, on a function that returns a value | returns `Err(Timeout)` | the locker's default timeout (30 s) |
+/// | `on_busy = "skip"` | skips | no: tries once |
+/// | `once_per = "..."` | skips (and a tick that ran skips) | no: tries once |
+/// | any of these with `timeout = "..."` | as above | that long |
+///
+/// A skip does not wait unless told to: for a scheduled job, "busy" means another replica is
+/// doing it, and running after it would run the job twice.
 ///
 /// When the acquire fails (not because the lock is busy), `on_busy = "error"` returns the
 /// error; `on_busy = "skip"` returns it where the return type is a `Result` whose error
@@ -265,7 +311,9 @@ pub use outcome::Outcome;
 /// error level, with the lock and the function; printed to stderr at most once a minute per
 /// lock when no subscriber is installed) and the call skipped. Sync functions use the
 /// blocking API and release before they return; async functions take the lock when first
-/// polled and await the release.
+/// polled and await the release. A `once_per` run is written down (succeeded; failed for
+/// an `Err`, with its text; panicked, with the message, before the panic goes on;
+/// cancelled; lost) before its lock is released.
 pub use pals_macros::exclusive;
 pub use semaphore::{Semaphore, SemaphoreGuard, PERMIT_RECHECK};
 pub use tls::TlsBackend;

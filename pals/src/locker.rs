@@ -268,7 +268,7 @@ impl Locker {
     /// # use std::time::Duration;
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
     /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
-    /// # let app = format!("doc-runs-{}", std::process::id());
+    /// # let app = format!("doc-runs-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
     /// let locker = pals::Locker::new(&app, &url)?;
     /// let job = locker.lock("cleanup").once_per(Duration::from_secs(60));
     /// job.run(async { Err::<(), _>("disk full") }).await?;
@@ -388,7 +388,7 @@ impl Locker {
 /// What the attribute's run-time side counts.
 impl Locker {
     /// A call of `#[pals::exclusive(on_busy = "skip")]` did not run its body: the lock
-    /// `full_name` was busy.
+    /// `full_name` was busy (or, with `once_per`, its tick ran already).
     pub(crate) fn count_skip(&self, full_name: &str) {
         self.inner.core.meter.skipped(full_name);
     }

@@ -280,3 +280,53 @@ async fn mistakes_are_configuration_errors() {
     let error = missing.lock("job").once_per(DAY).claim().await.unwrap_err();
     assert!(error.to_string().contains("does not exist"), "{error}");
 }
+
+#[tokio::test]
+async fn a_role_without_create_is_given_the_sql_and_an_unlogged_table_is_refused() {
+    let schema = pals_tests::TestSchema::new("once-role");
+    let role = format!("{}_r", schema.name());
+    probe_query(&format!(
+        "CREATE ROLE \"{role}\" LOGIN; GRANT USAGE ON SCHEMA \"{}\" TO \"{role}\"",
+        schema.name()
+    ))
+    .unwrap();
+    let url = pals_tests::db_url().replacen("postgres@", &format!("{role}@"), 1);
+    let app = unique_app("once-role");
+    let locker = pals_tests::locker_with(&app, |b| b.url(&url).schema(schema.name()));
+    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let error = job.claim().await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        error.is_misconfiguration() && message.contains("once_per jobs"),
+        "{message}"
+    );
+    let sql = message
+        .split_once("ask an admin to run once: ")
+        .map(|(_, sql)| sql)
+        .expect("the SQL to run");
+    // The lock is free: nothing is left held for nobody.
+    assert!(locker.lock("job").try_acquire().await.unwrap().is_some());
+    // An admin makes the table unlogged (its runs would vanish in a crash): refused, with
+    // the statement that mends it. (Each locker checks its objects once: a new one checks.)
+    let unlogged = sql.replacen("CREATE TABLE", "CREATE UNLOGGED TABLE", 1);
+    probe_query(&unlogged).unwrap();
+    let locker = pals_tests::locker_with(&app, |b| b.url(&url).schema(schema.name()));
+    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let message = job.claim().await.unwrap_err().to_string();
+    let mend = message
+        .split_once("ask an admin to run: ")
+        .map(|(_, sql)| sql)
+        .expect("the statement that mends it");
+    assert!(mend.starts_with("ALTER TABLE"), "{message}");
+    probe_query(mend).unwrap();
+    let locker = pals_tests::locker_with(&app, |b| b.url(&url).schema(schema.name()));
+    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let run = job
+        .claim()
+        .await
+        .unwrap()
+        .expect("claimed once the admin ran the SQL");
+    assert_eq!(run.succeeded().await.unwrap(), RunOutcome::Succeeded);
+    drop(locker);
+    let _ = probe_query(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""));
+}

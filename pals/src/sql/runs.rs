@@ -6,6 +6,13 @@
 use super::{literal, pg_locks_key, pg_locks_mode};
 use crate::key::Mode;
 
+/// `text` as an SQL string literal, a NUL byte (which PostgreSQL's text cannot hold, and a
+/// simple query would end at) written as U+FFFD: lock names may hold one, and so may an
+/// error's text.
+fn text_literal(text: &str) -> String {
+    literal(&text.replace('\0', "\u{fffd}"))
+}
+
 /// The outcome a row has while its run is under way.
 pub(crate) const RUNNING: &str = "running";
 
@@ -59,7 +66,7 @@ pub(crate) fn claim(c: &Claim<'_>) -> String {
            EXISTS (SELECT 1 FROM claimed), r.replica, r.outcome \
          FROM t LEFT JOIN {table} r ON r.key = {key} AND r.tick = t.tick",
         elapsed = c.elapsed_ms,
-        name = literal(c.name),
+        name = text_literal(c.name),
         pid = c.pid,
         // The runs kept besides the one claimed now.
         older = c.keep.saturating_sub(1),
@@ -74,7 +81,7 @@ pub(crate) fn record_end(
     outcome: &str,
     detail: Option<&str>,
 ) -> String {
-    let detail = detail.map_or_else(|| "NULL".to_string(), literal);
+    let detail = detail.map_or_else(|| "NULL".to_string(), text_literal);
     format!(
         "UPDATE {table} SET ended = pg_catalog.clock_timestamp(), outcome = {outcome}, \
            detail = {detail} \
@@ -127,5 +134,7 @@ mod tests {
         let sql = record_end("t", 1, 2, "failed", Some("no 'quote'"));
         assert!(sql.contains("'no ''quote'''"));
         assert!(record_end("t", 1, 2, "succeeded", None).contains("detail = NULL"));
+        let nul = record_end("t", 1, 2, "failed", Some("a\0b"));
+        assert!(nul.contains("'a\u{fffd}b'") && !nul.contains('\0'));
     }
 }
