@@ -330,3 +330,24 @@ async fn a_role_without_create_is_given_the_sql_and_an_unlogged_table_is_refused
     drop(locker);
     let _ = probe_query(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""));
 }
+
+#[tokio::test]
+async fn a_run_cancelled_by_a_lost_lock_is_written_down_as_lost() {
+    let app = unique_app("once-lost-cancel");
+    let locker = locker(&app);
+    #[pals::exclusive(name = "long", once_per = "24h", on_lost = "cancel", locker = &locker)]
+    async fn long(locker: Locker, started: tokio::sync::oneshot::Sender<()>) -> Option<()> {
+        let _ = started.send(());
+        std::future::pending().await
+    }
+    let (started, has_started) = tokio::sync::oneshot::channel();
+    let call = tokio::spawn(long(locker.clone(), started));
+    has_started.await.unwrap();
+    terminate_holder(locker.lock("long").key());
+    assert_eq!(call.await.unwrap(), None, "cancelled: the skipped value");
+    locker.wait_for_releases().await;
+    let history = runs(&locker, "long").await;
+    assert_eq!(history[0].outcome, RunOutcome::Lost, "{history:?}");
+    let detail = history[0].detail.as_deref().unwrap();
+    assert!(detail.ends_with("the body then cancelled"), "{detail}");
+}
