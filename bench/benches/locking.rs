@@ -98,6 +98,18 @@ impl Figure {
     }
 }
 
+/// A time per operation as operations per second (its spread turned round).
+fn per_second(figure: Figure) -> Figure {
+    match figure {
+        Figure::Micros { median, low, high } => Figure::Rate {
+            median: 1e6 / median,
+            low: 1e6 / high,
+            high: 1e6 / low,
+        },
+        other => other,
+    }
+}
+
 fn spread(rounds: &mut [f64]) -> (f64, f64, f64) {
     rounds.sort_by(f64::total_cmp);
     let median = rounds[rounds.len() / 2];
@@ -463,6 +475,32 @@ async fn run(settings: &Settings) -> Vec<Row> {
     for &n in &settings.scale {
         rows.extend(scale(settings, &app, n).await);
     }
+
+    // 7. A once_per run: the lock, the tick's row claimed, the end written into it, the
+    // release: two statements on the coordination session beside the lock's own. A 1 ms
+    // period, so that each run is a tick of its own (a claim that finds its tick run, a
+    // run less than half a millisecond after the last, is tried again and counted in; a
+    // run takes longer than that: counted, none was). The claim is a durable commit.
+    let job = locker.lock("once").once_per(Duration::from_millis(1));
+    let once_per_run = || async {
+        loop {
+            if let Some(run) = job.claim().await.unwrap() {
+                run.succeeded().await.unwrap();
+                return;
+            }
+        }
+    };
+    let (figure, plain_figure) = paired(settings, once_per_run, pals_try).await;
+    rows.push(Row {
+        scenario: "7  once_per run: claim, end, release (vs try)".into(),
+        pals: figure,
+        baseline: plain_figure,
+    });
+    rows.push(Row {
+        scenario: "7  once_per runs (rows) per second, one job".into(),
+        pals: per_second(figure),
+        baseline: per_second(plain_figure),
+    });
     rows
 }
 

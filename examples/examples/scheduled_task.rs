@@ -1,41 +1,47 @@
-//! A scheduled job that must run on one replica at a time, on tokio-cron-scheduler (the
-//! Rust counterpart of Spring's `@Scheduled`, where ShedLock users come from):
-//! `cargo run --example scheduled_task [TICKS]`.
+//! A scheduled job that every replica runs, and that runs once per tick across the fleet,
+//! on tokio-cron-scheduler (the Rust counterpart of Spring's `@Scheduled`, where ShedLock
+//! users come from): `cargo run --example scheduled_task [TICKS]`.
 //!
-//! Every replica runs the same schedule: a cron job every 4 seconds. Whichever replica
-//! takes the lock runs the report; the others skip that tick. `min_hold` keeps the lock for
-//! 1.5 s after a fast run, so a replica whose scheduler fires a moment later (clock skew, a
-//! busy machine) does not run the same tick again; it must stay shorter than the period
-//! less the scheduler's lateness (a few hundred milliseconds, and up to a second and a half
-//! for the tick it fires at start). Start it twice: each tick runs once.
+//! Every replica runs the same schedule, a cron job every 4 seconds, and each tick of the
+//! report must run once, not once per replica. A lock alone does not do that: a report that
+//! takes a few milliseconds is over when another replica's scheduler fires a moment later,
+//! and that replica would run the tick again. `once_per = "4s"` claims the tick itself (the
+//! database server's clock, rounded to the nearest 4 seconds) under the lock: the first
+//! replica to fire runs it; the others, and any replica that fires for it later, skip it.
+//! Nothing to tune against the scheduler's lateness (a few hundred milliseconds, and up to a
+//! second and a half for the tick it fires at start) or against clock skew: up to half the
+//! period either way counts for the tick.
+//!
+//! Start it twice with the same `PALS_APP_NAME`: each tick runs once. At exit, it prints the
+//! job's last runs, from any replica.
 //!
 //! Settings: `PALS_DB_URL`, `PALS_APP_NAME` (default `scheduler-demo`); TICKS (default 3):
-//! how many ticks this replica sees before it exits.
+//! how many firings this replica sees before it exits.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-/// Seconds between ticks (the cron expression below).
-const PERIOD: u64 = 4;
-
-#[pals::exclusive(
-    name = "nightly-report",
-    timeout = "0",
-    on_busy = "skip",
-    min_hold = "1500ms"
-)]
-async fn nightly_report(tick: i64) -> Option<String> {
-    // Build the report: fast, which is why min_hold matters.
-    Some(format!("report for tick {tick}"))
+#[pals::exclusive(name = "nightly-report", once_per = "4s")]
+async fn nightly_report() -> Option<String> {
+    Some(format!("report built by process {}", std::process::id()))
 }
 
-/// The tick a firing is for: the last scheduled second. The scheduler fires a few hundred
-/// milliseconds late, and once at start for a tick it just missed.
-fn current_tick() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    now - now % PERIOD as i64
+/// Now, in milliseconds since the epoch, and as `HH:MM:SS.mmm` (UTC).
+fn now() -> (u128, String) {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let of_day = ms % 86_400_000;
+    let shown = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        of_day / 3_600_000,
+        of_day / 60_000 % 60,
+        of_day / 1000 % 60,
+        of_day % 1000
+    );
+    (ms, shown)
 }
 
 #[tokio::main]
@@ -52,10 +58,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let job = Job::new_async("*/4 * * * * *", move |_id, _scheduler| {
         let fired = fired.clone();
         Box::pin(async move {
-            let tick = current_tick();
-            match nightly_report(tick).await {
-                Some(report) => println!("tick {tick}: ran: {report}"),
-                None => println!("tick {tick}: skipped: another replica has the job"),
+            let (ms, at) = now();
+            match nightly_report().await {
+                Some(report) => println!("fired {at} ({ms}): ran: {report}"),
+                None => println!("fired {at} ({ms}): skipped: this tick ran on another replica"),
             }
             let _ = fired.send(());
         })
@@ -66,8 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seen.recv().await;
     }
     scheduler.shutdown().await?;
-    // min_hold lasts as long as the process: exiting now would free the lock at once, and a
-    // replica that fires a moment later would run this tick again.
-    pals::global()?.wait_for_releases().await;
+    let runs = pals::global()?.runs("nightly-report", 5).await?;
+    print!("{}", pals::inspect::runs_table(&runs));
     Ok(())
 }

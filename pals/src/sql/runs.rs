@@ -73,7 +73,10 @@ pub(crate) fn claim(c: &Claim<'_>) -> String {
     )
 }
 
-/// Writes how the run of `key` at `tick_us` (µs since the epoch) ended.
+/// Writes how the run of `key` at `tick_us` (µs since the epoch) ended. Committed without
+/// waiting for the disk: what makes "at most once" is the claim, committed as usual; a
+/// crash of the server in the next fraction of a second may lose the end alone, and the
+/// run then reads `vanished`. It halves a run's cost (one flush instead of two).
 pub(crate) fn record_end(
     table: &str,
     key: i64,
@@ -83,7 +86,8 @@ pub(crate) fn record_end(
 ) -> String {
     let detail = detail.map_or_else(|| "NULL".to_string(), text_literal);
     format!(
-        "UPDATE {table} SET ended = pg_catalog.clock_timestamp(), outcome = {outcome}, \
+        "SET LOCAL synchronous_commit = off; \
+         UPDATE {table} SET ended = pg_catalog.clock_timestamp(), outcome = {outcome}, \
            detail = {detail} \
          WHERE key = {key} AND (extract(epoch FROM tick) * 1000000)::int8 = {tick_us}",
         outcome = literal(outcome),
