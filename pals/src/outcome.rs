@@ -30,7 +30,8 @@
 pub enum Outcome<T> {
     /// The lock was taken and the body ran; this is its value.
     Ran(T),
-    /// The body did not run: the lock was busy (or see [`Skippable`]).
+    /// The body did not run: the lock was busy (or its tick ran, with `once_per`; or see
+    /// [`Skippable`](crate::Skippable)).
     Skipped,
 }
 
