@@ -2,7 +2,7 @@
 //! `cargo run --example holders -- --help`
 
 const USAGE: &str = "\
-Usage: holders [--runs [--limit N]] [URL] [APP [NAME...]]
+Usage: holders [--runs [--limit N] [--schema S]] [URL] [APP [NAME...]]
 
 Prints every advisory lock on a bigint key (the kind pals and PALs use) held or awaited in
 the database, with the session that holds or awaits it. With --runs, prints instead the
@@ -16,6 +16,8 @@ the replica that ran it and how it ended.
   NAME       lock names (job names) of APP
   --runs     the run history of each NAME (at least one) instead of the holders
   --limit N  with --runs: the last N runs of each job (default 10)
+  --schema S with --runs: the schema of the runs table, as the jobs' LockerBuilder::schema
+             (default public)
 
 Exit codes: 0 done, 1 the database could not be asked, 2 bad arguments.
 
@@ -26,6 +28,7 @@ Examples: holders postgresql://user@db/prod my-app migrations
 struct Request {
     runs: bool,
     limit: u32,
+    schema: String,
     url: String,
     app: String,
     names: Vec<String>,
@@ -34,10 +37,14 @@ struct Request {
 /// The request of `args`, or the message for arguments that cannot be used.
 fn request(args: Vec<String>) -> Result<Request, String> {
     let (mut runs, mut limit, mut positional) = (false, 10, Vec::new());
+    let mut schema = "public".to_string();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = true,
+            "--schema" => {
+                schema = args.next().ok_or("--schema needs the name of a schema")?;
+            }
             "--limit" => {
                 let value = args.next().unwrap_or_default();
                 limit = value
@@ -58,6 +65,7 @@ fn request(args: Vec<String>) -> Result<Request, String> {
     Ok(Request {
         runs,
         limit,
+        schema,
         url,
         app,
         names,
@@ -86,6 +94,7 @@ fn main() -> Result<(), pals::Error> {
         .url(&url)
         .pool_size(1)
         .heartbeat(None)
+        .schema(&request.schema)
         .build()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -68,6 +68,15 @@ impl Coordination {
         self.session.query(sql, what).await
     }
 
+    /// Runs the statement `build` makes once the session is open (see `session`).
+    pub(crate) async fn query_built<S: AsRef<str>>(
+        &self,
+        build: impl FnOnce() -> S,
+        what: &str,
+    ) -> Result<Vec<SimpleQueryMessage>, Error> {
+        self.session.query_built(build, what).await
+    }
+
     /// The fencing sequence's name, once it is known to exist (made if missing).
     pub(crate) async fn fence_sequence(&self) -> Result<&Arc<str>, Error> {
         self.objects.fence(&self.session).await

@@ -9,6 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio_postgres::SimpleQueryMessage;
+
 use crate::coordination::Coordination;
 use crate::error::Error;
 use crate::guard::LockGuard;
@@ -40,8 +42,10 @@ impl Lock {
     /// writes the tick's row in the table `pals_runs` (in the locker's
     /// [`schema`](crate::LockerBuilder::schema); made on first use, which needs `CREATE` on
     /// the schema: without it, the error gives the SQL for an admin to run once). A tick
-    /// whose row exists ran already (or is running): the call is skipped. The row is
-    /// durable: a replica that starts later, or a restarted one, skips the tick too.
+    /// whose row exists ran already (or is running): the call is skipped, and so is a call
+    /// whose tick is older than the job's newest run (one that waited for the lock while
+    /// the next tick ran). The row is durable: a replica that starts later, or a restarted
+    /// one, skips the tick too.
     ///
     /// **At most once.** A run that fails (an `Err`, a panic, a lost lock, a killed process)
     /// is not run again in its tick: the next tick runs as usual. For retries, retry inside
@@ -230,20 +234,36 @@ impl OncePer {
             );
             return Ok(Claim::Busy);
         };
-        let claim = sql::Claim {
-            table: &table,
+        let pid = guard.backend_pid().unwrap_or(0);
+        let claiming = Claiming {
+            guard: Some(guard),
+            coordination: Arc::clone(coordination),
+            table: Arc::clone(&table),
             key: lock.key(),
-            name: lock.name(),
-            period_ms,
-            offset_ms,
-            elapsed_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
-            pid: guard.backend_pid().unwrap_or(0),
-            keep: coordination.runs_kept(),
         };
-        let tick_us = match self.claimed_tick(&claim).await {
+        // How long ago the call began is read when the statement goes out: after the
+        // session has opened, or its turn has come.
+        let statement = || {
+            sql::claim(&sql::Claim {
+                table: &table,
+                key: lock.key(),
+                name: lock.name(),
+                period_ms,
+                offset_ms,
+                elapsed_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+                pid,
+                keep: coordination.runs_kept(),
+            })
+        };
+        let what = "the claim of a once_per tick";
+        let answer = coordination.query_built(statement, what).await;
+        let guard = claiming.settled();
+        let tick_us = match self.claimed_tick(answer) {
             Ok(Some(tick_us)) => tick_us,
             claimed => {
-                let _ = guard.release().await;
+                if let Some(guard) = guard {
+                    let _ = guard.release().await;
+                }
                 return claimed.map(|_| Claim::Ran);
             }
         };
@@ -255,30 +275,30 @@ impl OncePer {
             tick_us,
         };
         Ok(Claim::Run(RunGuard {
-            guard: Some(guard),
+            guard,
             ticket,
+            ending: None,
         }))
     }
 
-    /// Writes `claim`: the tick claimed (µs since the epoch), or `None` if it ran already.
-    async fn claimed_tick(&self, claim: &sql::Claim<'_>) -> Result<Option<i64>, Error> {
-        let what = "the claim of a once_per tick";
-        let answer = self
-            .lock
-            .coordination()
-            .query(&sql::claim(claim), what)
-            .await?;
+    /// The tick the claim's `answer` claimed (µs since the epoch), or `None` if it ran
+    /// already (or a later one did).
+    fn claimed_tick(
+        &self,
+        answer: Result<Vec<SimpleQueryMessage>, Error>,
+    ) -> Result<Option<i64>, Error> {
+        let answer = answer?;
         let row = sql::rows(&answer).next();
         let column = |i| row.and_then(|row| row.get(i));
         let tick_us: i64 = column(0).and_then(|tick| tick.parse().ok()).unwrap_or(0);
-        let lock = claim.name;
+        let lock = self.lock.name();
         if column(1) != Some("t") {
             tracing::debug!(
                 lock,
                 tick = tick_us,
                 replica = column(2),
                 outcome = column(3),
-                "pals: once_per: this tick ran already; skipping"
+                "pals: once_per: this tick ran already (or a later one did); skipping"
             );
             return Ok(None);
         }
@@ -404,6 +424,42 @@ impl Ticket {
     }
 }
 
+/// The lock of a claim whose answer has not come. Dropped so (the caller's future was
+/// dropped mid-claim), the claim, if it was made, is written down as cancelled, and then
+/// the lock released, in the background: the tick is not run, and its row must not read
+/// as a replica that died.
+struct Claiming {
+    guard: Option<LockGuard>,
+    coordination: Arc<Coordination>,
+    table: Arc<str>,
+    key: i64,
+}
+
+impl Claiming {
+    /// The claim's answer came: the lock, for the caller to keep or release.
+    fn settled(mut self) -> Option<LockGuard> {
+        self.guard.take()
+    }
+}
+
+impl Drop for Claiming {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let statement = sql::cancel_claim(&self.table, self.key, guard.backend_pid().unwrap_or(0));
+        let coordination = Arc::clone(&self.coordination);
+        let background = Arc::clone(&guard.core().background);
+        background.spawn(async move {
+            let what = "the end of a cancelled once_per claim";
+            if let Err(error) = coordination.query(&statement, what).await {
+                tracing::warn!(%error, "pals: once_per: a claim cancelled midway could not be written down");
+            }
+            drop(guard);
+        });
+    }
+}
+
 /// One claimed run of a [`OncePer`] job: the job's lock, held until the run ends, and its
 /// row in the run history. Say how it ended with [`succeeded`](RunGuard::succeeded) or
 /// [`failed`](RunGuard::failed), which write it down and then release the lock. Dropped
@@ -412,6 +468,8 @@ impl Ticket {
 pub struct RunGuard {
     guard: Option<LockGuard>,
     ticket: Ticket,
+    /// The end being written: what a drop meanwhile writes.
+    ending: Option<Ended>,
 }
 
 impl RunGuard {
@@ -476,17 +534,24 @@ impl RunGuard {
     }
 
     /// Writes down `ended` while the lock is held, then releases it. A lock found lost at
-    /// the release is written down as lost after all.
+    /// the release is written down as lost after all. Dropped while it writes, the guard
+    /// writes `ended` in the background before the lock goes.
     pub(crate) async fn end(mut self, ended: Ended) -> Result<RunOutcome, Error> {
+        self.ending = Some(ended.clone());
+        let written = self.ticket.write(&ended, self.is_held()).await;
         let Some(guard) = self.guard.take() else {
-            return Ok(RunOutcome::Vanished); // never: a run guard holds its lock until it ends
+            return written; // never: a run guard holds its lock until it ends
         };
-        let written = self.ticket.write(&ended, guard.is_held()).await;
         let released = guard.release().await;
         let outcome = written?;
-        match released? {
-            false if outcome != RunOutcome::Lost => self.ticket.write(&ended, false).await,
-            _ => Ok(outcome),
+        match released {
+            Ok(false) if outcome != RunOutcome::Lost => self.ticket.write(&ended, false).await,
+            Ok(_) => Ok(outcome),
+            Err(error) => {
+                // Its session was closed, which frees the lock: the run ended as written.
+                tracing::warn!(lock = %self.ticket.name, %error, "pals: once_per: the release after the run failed; its session was closed");
+                Ok(outcome)
+            }
         }
     }
 
@@ -505,9 +570,10 @@ impl Drop for RunGuard {
         let Some(guard) = self.guard.take() else {
             return;
         };
-        let ended = match std::thread::panicking() {
-            true => Ended::Panicked("(the panic's message was not caught)".into()),
-            false => Ended::Cancelled,
+        let ended = match (self.ending.take(), std::thread::panicking()) {
+            (Some(ending), _) => ending,
+            (None, true) => Ended::Panicked("(the panic's message was not caught)".into()),
+            (None, false) => Ended::Cancelled,
         };
         let ticket = Ticket {
             coordination: Arc::clone(&self.ticket.coordination),

@@ -381,7 +381,7 @@ pub(crate) use coordination::{
     announce, create_leaders_table, create_sequence, ensure_check, grant, leader, listen,
     sequence_usable, table_usable, Announcement,
 };
-pub(crate) use runs::{claim, create_runs_table, record_end, runs, Claim, RUNNING};
+pub(crate) use runs::{cancel_claim, claim, create_runs_table, record_end, runs, Claim, RUNNING};
 pub(crate) use xact::{try_xact_lock, wait_xact_lock};
 
 #[cfg(test)]

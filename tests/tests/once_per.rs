@@ -48,13 +48,16 @@ async fn a_tick_runs_once_and_a_replica_that_starts_later_skips_it() {
     assert_eq!(tick % DAY.as_millis(), offset.as_millis());
 }
 
-/// The ticks of `history` are distinct, and as many as the calls that ran: each tick ran
-/// once (two calls fall into two ticks only if they straddle a tick's edge).
-fn each_tick_ran_once(history: &[RunRecord], ran: usize) {
-    let mut ticks: Vec<SystemTime> = history.iter().map(|run| run.tick).collect();
-    ticks.dedup();
-    assert_eq!(ticks.len(), history.len(), "{history:?}");
+/// Calls made one after the other within moments ran once: one run, or two if the calls
+/// straddled a tick's edge, their ticks one `period` apart; and as many runs in the
+/// history as calls that ran.
+fn each_tick_ran_once(history: &[RunRecord], ran: usize, period: Duration) {
     assert_eq!(history.len(), ran, "{history:?}");
+    match history {
+        [_] => {}
+        [newer, older] => assert_eq!(newer.tick.duration_since(older.tick).unwrap(), period),
+        _ => panic!("{ran} runs of calls made within moments: {history:?}"),
+    }
 }
 
 #[tokio::test]
@@ -68,7 +71,7 @@ async fn the_attribute_runs_each_tick_once() {
     let results = [hourly(&a).await, hourly(&b).await, hourly(&a).await];
     let ran = results.iter().filter(|r| r.is_some()).count();
     assert!(ran >= 1, "{results:?}");
-    each_tick_ran_once(&runs(&b, "hourly").await, ran);
+    each_tick_ran_once(&runs(&b, "hourly").await, ran, Duration::from_secs(3600));
 }
 
 #[test]
@@ -85,7 +88,7 @@ fn a_sync_job_writes_its_error_and_is_not_retried_in_its_tick() {
     let results = [fails(&locker, &mut calls), fails(&locker, &mut calls)];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let history = rt.block_on(runs(&locker, "sync-error"));
-    each_tick_ran_once(&history, calls as usize);
+    each_tick_ran_once(&history, calls as usize, DAY);
     assert!(results[0].is_err());
     if calls == 1 {
         assert!(results[1].is_ok(), "skipped: Ok(())");
@@ -350,4 +353,105 @@ async fn a_run_cancelled_by_a_lost_lock_is_written_down_as_lost() {
     assert_eq!(history[0].outcome, RunOutcome::Lost, "{history:?}");
     let detail = history[0].detail.as_deref().unwrap();
     assert!(detail.ends_with("the body then cancelled"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_tick_older_than_the_newest_run_is_not_claimed() {
+    let app = unique_app("once-older");
+    let locker = locker(&app);
+    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    job.claim()
+        .await
+        .unwrap()
+        .expect("made")
+        .succeeded()
+        .await
+        .unwrap();
+    // A later tick ran meanwhile (as when this call waited for the lock while it did, and
+    // its own tick's row was pruned since): the call's tick is not run late.
+    let key = job.lock().key();
+    probe_query(&format!(
+        "UPDATE pals_runs SET tick = tick + interval '1 day' WHERE key = {key}"
+    ))
+    .unwrap();
+    assert!(job.claim().await.unwrap().is_none());
+    assert_eq!(runs(&locker, "job").await.len(), 1);
+}
+
+// Multi-thread: the claim runs on a worker while this thread waits for the server to show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_while_it_claims_is_written_down_as_cancelled() {
+    let schema = pals_tests::TestSchema::new("once-dropped");
+    let app = unique_app("once-dropped");
+    let locker = pals_tests::locker_with(&app, |b| b.schema(schema.name()));
+    // The table is made (and known to this locker) by another job's run.
+    let warm = locker.lock("warm").once_per(DAY).offset(centred(DAY));
+    warm.claim()
+        .await
+        .unwrap()
+        .expect("made")
+        .succeeded()
+        .await
+        .unwrap();
+    // A DBA holds the table: the claim's insert waits.
+    let table = schema.object("pals_runs");
+    let dba = pals_tests::DbaLock::hold(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"));
+    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let claim = tokio::spawn(async move { job.claim().await.map(|run| run.is_some()) });
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+         AND wait_event_type = 'Lock' AND query LIKE '%claimed AS%'",
+        pals_tests::application_name(&app)
+    );
+    assert!(eventually(
+        Duration::from_secs(10),
+        || pals_tests::probe_i64(&waiting) == 1
+    ));
+    claim.abort(); // the caller's future is dropped mid-claim
+    assert!(claim.await.unwrap_err().is_cancelled());
+    drop(dba);
+    locker.wait_for_releases().await; // the end, then the lock
+    let history = runs(&locker, "job").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].outcome, RunOutcome::Cancelled, "{history:?}");
+    assert!(history[0]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("dropped while it claimed"));
+    assert!(locker.lock("job").try_acquire().await.unwrap().is_some());
+}
+
+// Multi-thread: the end is written on a worker while this thread waits for the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_dropped_while_it_is_written_is_written_before_the_lock_goes() {
+    let schema = pals_tests::TestSchema::new("once-end-dropped");
+    let app = unique_app("once-end-dropped");
+    let locker = pals_tests::locker_with(&app, |b| b.schema(schema.name()));
+    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let run = job.claim().await.unwrap().expect("claimed");
+    // A DBA holds the table: the end's update waits.
+    let table = schema.object("pals_runs");
+    let dba = pals_tests::DbaLock::hold(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"));
+    let end = tokio::spawn(run.failed("disk full"));
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+         AND wait_event_type = 'Lock' AND query LIKE '%UPDATE%'",
+        pals_tests::application_name(&app)
+    );
+    assert!(eventually(
+        Duration::from_secs(10),
+        || pals_tests::probe_i64(&waiting) == 1
+    ));
+    end.abort(); // the caller's future is dropped while the end is written
+    assert!(end.await.unwrap_err().is_cancelled());
+    // The lock is still held: the end has not been written yet.
+    let key = locker.lock("job").key();
+    assert_eq!(holders_of(&app, key, true), 1);
+    drop(dba);
+    locker.wait_for_releases().await; // the end, then the lock
+    let history = runs(&locker, "job").await;
+    assert_eq!(history[0].outcome, RunOutcome::Failed, "{history:?}");
+    assert_eq!(history[0].detail.as_deref(), Some("disk full"));
+    assert!(locker.lock("job").try_acquire().await.unwrap().is_some());
 }

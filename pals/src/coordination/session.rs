@@ -63,6 +63,17 @@ impl CoordinationSession {
         sql: &str,
         what: &str,
     ) -> Result<Vec<SimpleQueryMessage>, Error> {
+        self.query_built(|| sql, what).await
+    }
+
+    /// Runs the statement `build` makes once the session is open and the statement's turn
+    /// has come (for a statement that says how long ago something happened), bounded;
+    /// `what` names it in an error.
+    pub(crate) async fn query_built<S: AsRef<str>>(
+        &self,
+        build: impl FnOnce() -> S,
+        what: &str,
+    ) -> Result<Vec<SimpleQueryMessage>, Error> {
         let shared = &self.shared;
         let bound = shared.settings.connect_timeout;
         let Some(opened) = within(&shared.rt, bound, shared.connection()).await else {
@@ -75,7 +86,8 @@ impl CoordinationSession {
             shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         let limit = bound.saturating_mul(2 + ahead as u32);
-        match within(&shared.rt, limit, conn.query(sql)).await {
+        let sql = build();
+        match within(&shared.rt, limit, conn.query(sql.as_ref())).await {
             Some(answer) => answer.map_err(Error::Database),
             None => {
                 conn.close(&format!("{what} went unanswered"));

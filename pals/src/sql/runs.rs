@@ -44,8 +44,9 @@ pub(crate) struct Claim<'a> {
 }
 
 /// Claims the tick of the call (the server's clock when it began, rounded to the nearest
-/// multiple of the period, plus the offset), unless its row exists; prunes the lock's runs
-/// beyond `keep` when it claims. One row: the tick (µs since the epoch), whether it was
+/// multiple of the period, plus the offset), unless its row exists or a later tick's does
+/// (a call that waited for the lock while a later tick ran: its own tick's row may have
+/// been pruned since); prunes the lock's runs beyond `keep` when it claims. One row: the tick (µs since the epoch), whether it was
 /// claimed, and for a tick run already, by which replica and how it went.
 pub(crate) fn claim(c: &Claim<'_>) -> String {
     let (table, key, period, offset) = (c.table, c.key, c.period_ms, c.offset_ms);
@@ -57,6 +58,7 @@ pub(crate) fn claim(c: &Claim<'_>) -> String {
            INSERT INTO {table} (key, tick, name, period_ms, started, replica, pid, outcome) \
            SELECT {key}, t.tick, {name}, {period}, pg_catalog.clock_timestamp(), \
              pg_catalog.current_setting('application_name'), {pid}, '{RUNNING}' FROM t \
+           WHERE NOT EXISTS (SELECT 1 FROM {table} n WHERE n.key = {key} AND n.tick > t.tick) \
            ON CONFLICT (key, tick) DO NOTHING RETURNING tick), \
          pruned AS (\
            DELETE FROM {table} r WHERE r.key = {key} AND EXISTS (SELECT 1 FROM claimed) \
@@ -91,6 +93,20 @@ pub(crate) fn record_end(
            detail = {detail} \
          WHERE key = {key} AND (extract(epoch FROM tick) * 1000000)::int8 = {tick_us}",
         outcome = literal(outcome),
+    )
+}
+
+/// Writes down as cancelled the run that the session `pid` was claiming for `key`, if the
+/// claim was made: its newest row, still running. (The call was dropped while it claimed;
+/// statements on the coordination session run in order, so this one comes after the
+/// claim.)
+pub(crate) fn cancel_claim(table: &str, key: i64, pid: i32) -> String {
+    format!(
+        "SET LOCAL synchronous_commit = off; \
+         UPDATE {table} r SET ended = pg_catalog.clock_timestamp(), outcome = 'cancelled', \
+           detail = 'the call was dropped while it claimed its tick' \
+         WHERE r.key = {key} AND r.pid = {pid} AND r.outcome = '{RUNNING}' \
+           AND r.tick = (SELECT max(n.tick) FROM {table} n WHERE n.key = {key})"
     )
 }
 
