@@ -376,8 +376,13 @@ fn writer_is_not_starved(pool: usize) {
         runtime.block_on(reader).unwrap();
     }
     println!("pool {pool}: the writer waited {waits:?} ms among 12 readers");
+    // A starved writer waits out its 5 s timeout ("busy"): the readers' holds overlap
+    // without a gap for as long as they run. A writer that is not starved waits for the
+    // holds in place (40 ms) and for its wait's own session to open, which on a loaded
+    // machine took up to 539 ms (seen): the bound tells the two apart, not the machine's
+    // speed.
     assert!(
-        waits.iter().all(|&ms| ms < 500),
+        waits.iter().all(|&ms| ms < 2000),
         "pool {pool}: the writer waited {waits:?} ms"
     );
 }
