@@ -67,7 +67,7 @@ impl Lock {
     /// session: the claim, a durable commit (the server's write-ahead log reaches the disk
     /// before it answers), and the end, committed without waiting for the disk (a server
     /// crash a moment later may lose it: the run then reads vanished). Measured (benchmark
-    /// row 7), a run costs 10x to 20x a plain try-and-release cycle, the server's commit:
+    /// row 7), a run costs 10x to 30x a plain try-and-release cycle, the server's commit:
     /// hundreds of runs a second for one job.
     ///
     /// Python PALs has no such thing: a Python job on the same lock excludes the Rust runs
