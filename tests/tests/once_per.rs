@@ -18,6 +18,37 @@ fn centred(period: Duration) -> Duration {
     Duration::from_millis((now.as_millis() % period.as_millis()) as u64)
 }
 
+/// The job `name` of `locker` on a day's period, now in the middle of its tick.
+fn daily(locker: &Locker, name: &str) -> pals::OncePer {
+    locker.lock(name).once_per(DAY).offset(centred(DAY))
+}
+
+/// Holds the runs table of `schema` as a DBA would (`LOCK TABLE`); the function returned
+/// gives the DBA's lock back once a statement of `app` whose text contains `statement`
+/// waits for it on the server.
+fn hold_runs_table(
+    schema: &pals_tests::TestSchema,
+    app: &str,
+    statement: &str,
+) -> impl FnOnce() -> pals_tests::DbaLock {
+    let table = schema.object("pals_runs");
+    let dba = pals_tests::DbaLock::hold(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"));
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+         AND wait_event_type = 'Lock' AND query LIKE '%{statement}%'",
+        pals_tests::application_name(app)
+    );
+    let statement = statement.to_string();
+    move || {
+        let waits = || pals_tests::probe_i64(&waiting) == 1;
+        assert!(
+            eventually(Duration::from_secs(10), waits),
+            "{statement} never waited"
+        );
+        dba
+    }
+}
+
 /// The runs of `name`, newest first.
 async fn runs(locker: &Locker, name: &str) -> Vec<RunRecord> {
     locker.runs(name, 100).await.expect("runs")
@@ -152,7 +183,7 @@ fn terminate_holder(key: i64) {
 async fn a_lost_lock_is_written_down_as_lost_with_how_the_body_ended() {
     let app = unique_app("once-lost");
     let locker = locker(&app);
-    let job = locker.lock("lost").once_per(DAY).offset(centred(DAY));
+    let job = daily(&locker, "lost");
     let run = job.claim().await.unwrap().expect("claimed");
     terminate_holder(job.lock().key());
     run.lost().await;
@@ -190,7 +221,7 @@ async fn a_cancelled_run_is_written_down_once_dropped() {
 async fn a_run_whose_replica_vanished_reads_so() {
     let app = unique_app("once-vanished");
     let locker = locker(&app);
-    let job = locker.lock("vanishes").once_per(DAY).offset(centred(DAY));
+    let job = daily(&locker, "vanishes");
     let run = job.claim().await.unwrap().expect("claimed");
     assert_eq!(
         runs(&locker, "vanishes").await[0].outcome,
@@ -296,7 +327,7 @@ async fn a_role_without_create_is_given_the_sql_and_an_unlogged_table_is_refused
     let url = pals_tests::db_url().replacen("postgres@", &format!("{role}@"), 1);
     let app = unique_app("once-role");
     let locker = pals_tests::locker_with(&app, |b| b.url(&url).schema(schema.name()));
-    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let job = daily(&locker, "job");
     let error = job.claim().await.unwrap_err();
     let message = error.to_string();
     assert!(
@@ -314,7 +345,7 @@ async fn a_role_without_create_is_given_the_sql_and_an_unlogged_table_is_refused
     let unlogged = sql.replacen("CREATE TABLE", "CREATE UNLOGGED TABLE", 1);
     probe_query(&unlogged).unwrap();
     let locker = pals_tests::locker_with(&app, |b| b.url(&url).schema(schema.name()));
-    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let job = daily(&locker, "job");
     let message = job.claim().await.unwrap_err().to_string();
     let mend = message
         .split_once("ask an admin to run: ")
@@ -323,7 +354,7 @@ async fn a_role_without_create_is_given_the_sql_and_an_unlogged_table_is_refused
     assert!(mend.starts_with("ALTER TABLE"), "{message}");
     probe_query(mend).unwrap();
     let locker = pals_tests::locker_with(&app, |b| b.url(&url).schema(schema.name()));
-    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let job = daily(&locker, "job");
     let run = job
         .claim()
         .await
@@ -359,7 +390,7 @@ async fn a_run_cancelled_by_a_lost_lock_is_written_down_as_lost() {
 async fn a_tick_older_than_the_newest_run_is_not_claimed() {
     let app = unique_app("once-older");
     let locker = locker(&app);
-    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let job = daily(&locker, "job");
     job.claim()
         .await
         .unwrap()
@@ -385,7 +416,7 @@ async fn a_call_dropped_while_it_claims_is_written_down_as_cancelled() {
     let app = unique_app("once-dropped");
     let locker = pals_tests::locker_with(&app, |b| b.schema(schema.name()));
     // The table is made (and known to this locker) by another job's run.
-    let warm = locker.lock("warm").once_per(DAY).offset(centred(DAY));
+    let warm = daily(&locker, "warm");
     warm.claim()
         .await
         .unwrap()
@@ -394,19 +425,10 @@ async fn a_call_dropped_while_it_claims_is_written_down_as_cancelled() {
         .await
         .unwrap();
     // A DBA holds the table: the claim's insert waits.
-    let table = schema.object("pals_runs");
-    let dba = pals_tests::DbaLock::hold(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"));
-    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let waited_on = hold_runs_table(&schema, &app, "claimed AS");
+    let job = daily(&locker, "job");
     let claim = tokio::spawn(async move { job.claim().await.map(|run| run.is_some()) });
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
-         AND wait_event_type = 'Lock' AND query LIKE '%claimed AS%'",
-        pals_tests::application_name(&app)
-    );
-    assert!(eventually(
-        Duration::from_secs(10),
-        || pals_tests::probe_i64(&waiting) == 1
-    ));
+    let dba = waited_on();
     claim.abort(); // the caller's future is dropped mid-claim
     assert!(claim.await.unwrap_err().is_cancelled());
     drop(dba);
@@ -428,21 +450,12 @@ async fn an_end_dropped_while_it_is_written_is_written_before_the_lock_goes() {
     let schema = pals_tests::TestSchema::new("once-end-dropped");
     let app = unique_app("once-end-dropped");
     let locker = pals_tests::locker_with(&app, |b| b.schema(schema.name()));
-    let job = locker.lock("job").once_per(DAY).offset(centred(DAY));
+    let job = daily(&locker, "job");
     let run = job.claim().await.unwrap().expect("claimed");
     // A DBA holds the table: the end's update waits.
-    let table = schema.object("pals_runs");
-    let dba = pals_tests::DbaLock::hold(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"));
+    let waited_on = hold_runs_table(&schema, &app, "UPDATE");
     let end = tokio::spawn(run.failed("disk full"));
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
-         AND wait_event_type = 'Lock' AND query LIKE '%UPDATE%'",
-        pals_tests::application_name(&app)
-    );
-    assert!(eventually(
-        Duration::from_secs(10),
-        || pals_tests::probe_i64(&waiting) == 1
-    ));
+    let dba = waited_on();
     end.abort(); // the caller's future is dropped while the end is written
     assert!(end.await.unwrap_err().is_cancelled());
     // The lock is still held: the end has not been written yet.
