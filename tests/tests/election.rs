@@ -534,7 +534,11 @@ mod stopping {
         probe_query(&format!("SELECT pg_terminate_backend({pid})")).unwrap();
         assert!(candidate.await.unwrap().unwrap().is_none());
         assert!(leading.try_recv().is_err(), "no second term");
-        assert_eq!(holders_of(&app, key, true), 0);
+        // pg_terminate_backend only signals: the ended session's lock leaves pg_locks once
+        // the server has ended it (seen still there under load, right after the return).
+        assert!(eventually(Duration::from_secs(5), || holders_of(
+            &app, key, true
+        ) == 0));
     }
 }
 
