@@ -1,4 +1,4 @@
-//! Procedural macros for [pals](https://docs.rs/pals): the `#[pals::exclusive]` attribute.
+//! Procedural macros for [pals](https://docs.rs/pals-pg): the `#[pals::exclusive]` attribute.
 //!
 //! Use it through the `pals` crate (`#[pals::exclusive(...)]`); its documentation is there.
 //!

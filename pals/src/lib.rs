@@ -6,7 +6,7 @@
 //! must never run twice at once, a singleton worker (leader) in a fleet.
 //!
 //! ```sh
-//! cargo add pals
+//! cargo add pals-pg
 //! cargo add tokio --features macros,rt-multi-thread
 //! ```
 //!
