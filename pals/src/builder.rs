@@ -150,6 +150,7 @@ impl LockerBuilder {
         let settings = TlsSettings {
             mode,
             root_cert: None,
+            client: None,
         };
         self.database = Some(Database::Config(Box::new(DbConfig {
             config,
@@ -401,6 +402,7 @@ impl LockerBuilder {
             connect_timeout,
             heartbeat: self.heartbeat,
             tls,
+            tls_summary: tls_settings.summary(),
             target: target.into(),
         };
         self.assemble(connection)

@@ -16,40 +16,21 @@ use crate::identity::application_name;
 use crate::tls::TlsSettings;
 
 mod build;
+mod parameters;
 mod passfile;
+mod service;
 mod syntax;
+#[cfg(test)]
+mod testing;
+mod tls;
 
 pub(crate) use build::describe_target;
 
 use build::build;
+use parameters::{check_refused, parameter, unknown, PARAMETERS};
+use service::service_params;
 use syntax::mask_password;
 use syntax::{key_value_pairs, parse_url, strip_scheme};
-
-/// The connection parameters pals knows, with the environment variable that fills each in
-/// (as libpq).
-const PARAMETERS: &[(&str, Option<&str>)] = &[
-    ("host", Some("PGHOST")),
-    ("hostaddr", Some("PGHOSTADDR")),
-    ("port", Some("PGPORT")),
-    ("dbname", Some("PGDATABASE")),
-    ("user", Some("PGUSER")),
-    ("password", Some("PGPASSWORD")),
-    ("passfile", Some("PGPASSFILE")),
-    ("options", Some("PGOPTIONS")),
-    ("application_name", Some("PGAPPNAME")),
-    ("fallback_application_name", None),
-    ("connect_timeout", Some("PGCONNECT_TIMEOUT")),
-    ("sslmode", Some("PGSSLMODE")),
-    ("sslrootcert", Some("PGSSLROOTCERT")),
-    ("target_session_attrs", Some("PGTARGETSESSIONATTRS")),
-    ("channel_binding", Some("PGCHANNELBINDING")),
-    ("load_balance_hosts", Some("PGLOADBALANCEHOSTS")),
-    ("keepalives", None),
-    ("keepalives_idle", None),
-    ("keepalives_interval", None),
-    ("keepalives_count", None),
-    ("tcp_user_timeout", None),
-];
 
 /// Where libpq looks for the server's Unix socket when no host is given.
 const SOCKET_DIRECTORIES: &[&str] = &["/var/run/postgresql", "/tmp"];
@@ -82,6 +63,8 @@ pub(crate) struct Environment<'a> {
     pub(crate) exists: &'a dyn Fn(&Path) -> bool,
     /// The operating system's name of the user this process runs as.
     pub(crate) os_user: Option<String>,
+    /// The text of a file, if it can be read (for the service files).
+    pub(crate) read: &'a dyn Fn(&Path) -> Option<String>,
 }
 
 impl Environment<'_> {
@@ -94,6 +77,7 @@ impl Environment<'_> {
                 .map(PathBuf::from),
             exists: &|path| path.exists(),
             os_user: os_user(),
+            read: &|path| std::fs::read_to_string(path).ok(),
         }
     }
 }
@@ -123,7 +107,8 @@ fn os_user() -> Option<String> {
         })
 }
 
-/// Reads `url` (a URL, `key=value` pairs, or empty) as libpq would, in `env`.
+/// Reads `url` (a URL, `key=value` pairs, or empty) as libpq would, in `env`: the URL's
+/// parameters, then its service's (`service=` or `PGSERVICE`), then the `PG*` variables.
 pub(crate) fn read(url: &str, env: &Environment<'_>) -> Result<DbConfig, String> {
     let url = url.trim();
     let cannot = |why: String| match url {
@@ -134,10 +119,20 @@ pub(crate) fn read(url: &str, env: &Environment<'_>) -> Result<DbConfig, String>
         ),
     };
     let mut params = parse(url).map_err(cannot)?;
-    for (name, variable) in PARAMETERS {
-        if let (false, Some(variable)) = (params.contains_key(*name), variable) {
+    let service = params
+        .get("service")
+        .cloned()
+        .or_else(|| (env.var)("PGSERVICE"));
+    if let Some(service) = service {
+        for (key, value) in service_params(&service, env).map_err(cannot)? {
+            params.entry(key).or_insert(value);
+        }
+    }
+    for known in PARAMETERS {
+        if let (false, Some(variable)) = (params.contains_key(known.name), known.variable) {
             if let Some(value) = (env.var)(variable) {
-                params.insert(name.to_string(), value);
+                check_refused(known.name, &format!("from {variable}")).map_err(cannot)?;
+                params.insert(known.name.to_string(), value);
             }
         }
     }
@@ -169,13 +164,10 @@ fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
     };
     let mut params = BTreeMap::new();
     for (key, value) in pairs {
-        if !PARAMETERS.iter().any(|(name, _)| *name == key) {
-            let known: Vec<&str> = PARAMETERS.iter().map(|(name, _)| *name).collect();
-            return Err(format!(
-                "unknown parameter `{key}` (pals knows {})",
-                known.join(", ")
-            ));
+        if parameter(&key).is_none() {
+            return Err(unknown(&key));
         }
+        check_refused(&key, "in the URL")?;
         params.insert(key, value);
     }
     Ok(params)
@@ -229,6 +221,7 @@ mod tests {
                 home: None,
                 exists: &exists,
                 os_user,
+                read: &|_| None,
             },
         )
     }
@@ -272,6 +265,7 @@ mod tests {
             ("PGUSER", "svc"),
             ("PGPASSWORD", "pw"),
             ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", "/etc/ca.pem"),
             ("PGAPPNAME", "from-env"),
         ];
         let read = read_in("", &vars, &[]).unwrap();

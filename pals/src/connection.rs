@@ -32,6 +32,8 @@ pub(crate) struct ConnectionSettings {
     /// Ping a session that holds a lock this often; `None`: never.
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) tls: Connector,
+    /// The sslmode and whether a client certificate is given, for messages.
+    pub(crate) tls_summary: crate::tls::TlsSummary,
     /// Where connections go (`host:port`, or the socket's path), for messages.
     pub(crate) target: Arc<str>,
 }

@@ -252,7 +252,11 @@ impl Error {
         Error::InvalidConfig(format!("{NOT_OURS_WHY}. Next step: {NOT_OURS_STEP}"))
     }
 
-    pub(crate) fn connect_failed(source: tokio_postgres::Error, target: &str) -> Self {
+    pub(crate) fn connect_failed(
+        source: tokio_postgres::Error,
+        target: &str,
+        tls: crate::tls::TlsSummary,
+    ) -> Self {
         // A server's refusal is its own source: described once. The driver's own errors
         // may or may not spell their cause out.
         let reason = match (source.as_db_error(), std::error::Error::source(&source)) {
@@ -262,7 +266,8 @@ impl Error {
             }
             (None, _) => source.to_string(),
         };
-        let hint = next_step(&source, &reason, target);
+        let hint = crate::tls::next_step(&source, &reason, tls)
+            .unwrap_or_else(|| next_step(&source, &reason, target));
         Error::Connect {
             reason: format!("{target}: {reason}{hint}"),
             source: Some(source),

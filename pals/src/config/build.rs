@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio_postgres::config::{ChannelBinding, Host, LoadBalanceHosts, TargetSessionAttrs};
 
 use super::passfile::{default_passfile, password_from_file};
+use super::tls::tls;
 use super::{DbConfig, Environment, Keepalives, SOCKET_DIRECTORIES};
-use crate::tls::{SslMode, TlsSettings};
 
 /// The parameters by libpq name.
 pub(super) type Params = BTreeMap<String, String>;
@@ -32,7 +32,7 @@ pub(super) fn build(mut params: Params, env: &Environment<'_>) -> Result<DbConfi
     session_options(&params, &mut config)?;
     Ok(DbConfig {
         config,
-        tls: tls(&params)?,
+        tls: tls(&params, env)?,
         connect_timeout: connect_timeout(&params)?,
         keepalives: keepalives(&params)?,
     })
@@ -203,25 +203,12 @@ fn keepalives(params: &Params) -> Result<Keepalives, String> {
     })
 }
 
-/// `sslmode` and `sslrootcert`.
-fn tls(params: &Params) -> Result<TlsSettings, String> {
-    let modes = [
-        ("disable", SslMode::Disable),
-        ("allow", SslMode::Prefer),
-        ("prefer", SslMode::Prefer),
-        ("require", SslMode::Require),
-        ("verify-ca", SslMode::VerifyCa),
-        ("verify-full", SslMode::VerifyFull),
-    ];
-    let mode = one_of(params, "sslmode", &modes)?.unwrap_or(SslMode::Prefer);
-    Ok(TlsSettings {
-        mode,
-        root_cert: params.get("sslrootcert").map(PathBuf::from),
-    })
-}
-
 /// A parameter that must be one of `choices` (by name), as its value.
-fn one_of<T: Copy>(params: &Params, key: &str, choices: &[(&str, T)]) -> Result<Option<T>, String> {
+pub(super) fn one_of<T: Copy>(
+    params: &Params,
+    key: &str,
+    choices: &[(&str, T)],
+) -> Result<Option<T>, String> {
     let Some(text) = params.get(key) else {
         return Ok(None);
     };

@@ -85,12 +85,14 @@ async fn open_with(
     let opened = tokio::time::timeout(timeout, async {
         let (client, task) = connect(settings, Arc::clone(&watch), notify)
             .await
-            .map_err(|error| Error::connect_failed(error, &settings.target))?;
+            .map_err(|error| {
+                Error::connect_failed(error, &settings.target, settings.tls_summary)
+            })?;
         io_task = Some(task);
         set_up(&client, purpose)
             .await
             .map(|setup| (client, setup))
-            .map_err(|error| Error::connect_failed(error, &settings.target))
+            .map_err(|error| Error::connect_failed(error, &settings.target, settings.tls_summary))
     })
     .await;
     let (client, setup) = match opened {
