@@ -35,7 +35,45 @@ impl TempCluster {
         )
     }
 
+    /// [`start`](TempCluster::start), with TLS on (the server certificate and key of `ca`,
+    /// and `ca` as the CA of client certificates) and `hba` as the whole of pg_hba.conf.
+    pub fn start_with_tls(tag: &str, ca: &crate::certs::TestCa, hba: &str) -> TempCluster {
+        let cluster = TempCluster::create(tag, &["-A", "trust"]);
+        let data = cluster.data();
+        for (from, to) in [
+            ("server.crt", "server.crt"),
+            ("server.key", "server.key"),
+            ("ca.crt", "root.crt"),
+        ] {
+            std::fs::copy(ca.path(from), data.join(to)).unwrap();
+        }
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str(
+            "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+             ssl_ca_file = 'root.crt'\n",
+        );
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        if is_root() {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data));
+        }
+        run(Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key")));
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
     fn start_with(tag: &str, auth: &[&str]) -> TempCluster {
+        let cluster = TempCluster::create(tag, auth);
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    /// A new cluster's directory and `initdb`, not started.
+    fn create(tag: &str, auth: &[&str]) -> TempCluster {
         let bindir = bindir();
         let dir = std::env::temp_dir().join(format!("pals-cluster-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -53,7 +91,6 @@ impl TempCluster {
             .args(auth)
             .args(["-U", "postgres", "--no-sync", "-D"])
             .arg(cluster.data()));
-        cluster.pg_ctl(&["start"]);
         cluster
     }
 

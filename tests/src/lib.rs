@@ -1,6 +1,7 @@
 //! Helpers for pals' integration tests: the database URL, unique app names, lockers, and a
 //! probe that looks at the server from outside the locker under test.
 
+pub mod certs;
 pub mod chaos;
 pub mod cluster;
 pub mod events;

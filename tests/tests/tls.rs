@@ -221,15 +221,17 @@ fn verify_full_checks_the_certificate_and_the_host_name() {
 #[test]
 fn verify_full_with_the_wrong_ca_fails_clearly() {
     let cert = ServerCertificate::read();
-    // The public CAs (the default roots) did not issue the snakeoil.
-    let defaults = cert.url_for_its_host("sslmode=verify-full");
-    let err = connect(&defaults, TlsBackend::Rustls).unwrap_err();
-    let message = err.to_string();
-    assert!(
-        message.starts_with("cannot connect to the database"),
-        "{message}"
-    );
-    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    // The platform's CAs (sslrootcert=system) did not issue the snakeoil.
+    let system = cert.url_for_its_host("sslrootcert=system");
+    for backend in BACKENDS {
+        let message = connect(&system, backend).unwrap_err().to_string();
+        assert!(
+            message.starts_with("cannot connect to the database")
+                && message.contains("With sslmode=verify-full")
+                && message.contains("not signed by a CA in sslrootcert"),
+            "{backend:?}: {message}"
+        );
+    }
 
     for backend in BACKENDS {
         let wrong_ca =
