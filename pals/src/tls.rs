@@ -93,13 +93,28 @@ pub(crate) struct TlsSettings {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TlsSummary {
     pub(crate) mode: SslMode,
+    /// Whether a root certificate is given (with `require`, it makes the mode `verify-ca`).
+    pub(crate) root_cert: bool,
     pub(crate) client_cert: bool,
+}
+
+impl std::fmt::Display for TlsSummary {
+    /// The mode as messages name it: `sslmode=require (checked as verify-ca: a root
+    /// certificate is given)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sslmode={}", self.mode)?;
+        if self.mode == SslMode::Require && self.root_cert {
+            f.write_str(" (checked as verify-ca: a root certificate is given)")?;
+        }
+        Ok(())
+    }
 }
 
 impl TlsSettings {
     pub(crate) fn summary(&self) -> TlsSummary {
         TlsSummary {
             mode: self.mode,
+            root_cert: self.root_cert.is_some(),
             client_cert: self.client.is_some(),
         }
     }

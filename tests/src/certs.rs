@@ -33,7 +33,7 @@ impl TestCa {
             "-days",
             "2",
             "-subj",
-            "/CN=pals test CA",
+            &format!("/CN=pals test CA {tag}"),
         ]);
         ca.issue(
             "server",

@@ -34,7 +34,15 @@ fn an_unusable_url_fails_at_build_time_saying_which_part_and_why() {
         ),
         (
             "postgresql://h/db?sslcert=/c.pem",
-            "unknown parameter `sslcert`",
+            "sslcert /c.pem does not exist",
+        ),
+        (
+            "postgresql://h/db?colour=blue",
+            "unknown parameter `colour`: it is not a libpq connection parameter",
+        ),
+        (
+            "postgresql://h/db?sslcrl=/crl.pem",
+            "sslcrl (in the URL) is not supported",
         ),
         ("host=h port=x", "port `x` is not a port number"),
     ] {

@@ -142,7 +142,18 @@ fn certificate_mistakes_name_the_fix() {
         cluster.port(),
         stranger.path("ca.crt").display()
     );
+    // Nor is the throwaway CA among the platform's (sslrootcert=system: verify-full).
+    let system = format!(
+        "postgresql://postgres@127.0.0.1:{}/postgres?sslrootcert=system&{cert}",
+        cluster.port()
+    );
     for backend in BACKENDS {
+        let message = lock_through(&system, backend).unwrap_err().to_string();
+        assert!(
+            message.contains("With sslmode=verify-full")
+                && message.contains("not signed by a CA in sslrootcert"),
+            "{backend:?}: {message}"
+        );
         let message = lock_through(&wrong_ca, backend).unwrap_err().to_string();
         assert!(
             message.contains("With sslmode=verify-ca")

@@ -10,14 +10,13 @@ pub(crate) fn next_step(
     reason: &str,
     tls: TlsSummary,
 ) -> Option<String> {
-    let mode = tls.mode;
     if let Some(db) = error.as_db_error() {
         let message = db.message();
         if db.code().code() != "28000" {
             return None;
         }
         return refused_by_server(message, tls)
-            .map(|(what, step)| format!(". With sslmode={mode}, {what}. Next step: {step}"));
+            .map(|(what, step)| format!(". With {tls}, {what}. Next step: {step}"));
     }
     let mut text = format!("{error}: {reason}");
     let mut cause = std::error::Error::source(error);
@@ -26,7 +25,7 @@ pub(crate) fn next_step(
         cause = inner.source();
     }
     let (what, step) = handshake_failure(&text.to_lowercase(), tls)?;
-    Some(format!(". With sslmode={mode}, {what}. Next step: {step}"))
+    Some(format!(". With {tls}, {what}. Next step: {step}"))
 }
 
 /// The server's own refusals (SQLSTATE 28000) that are about TLS or certificates.
@@ -103,8 +102,9 @@ fn handshake_failure(text: &str, tls: TlsSummary) -> Option<(String, String)> {
         return Some((
             said("the server's certificate is not signed by a CA in sslrootcert"),
             "give sslrootcert=the CA certificate that issued the server's (your provider's \
-             CA bundle, or sslrootcert=system for a public CA), or sslmode=require to \
-             encrypt without checking the server"
+             CA bundle, or sslrootcert=system for a public CA); or, to encrypt without \
+             checking the server, sslmode=require with no sslrootcert (nor \
+             ~/.postgresql/root.crt)"
                 .into(),
         ));
     }
@@ -136,7 +136,11 @@ mod tests {
     use super::*;
 
     fn tls(mode: SslMode, client_cert: bool) -> TlsSummary {
-        TlsSummary { mode, client_cert }
+        TlsSummary {
+            mode,
+            root_cert: false,
+            client_cert,
+        }
     }
 
     #[test]
@@ -146,6 +150,14 @@ mod tests {
             handshake_failure("invalid peer certificate: unknownissuer", full).unwrap();
         assert!(what.contains("not signed by a CA in sslrootcert"), "{what}");
         assert!(step.contains("sslrootcert=") && step.contains("sslmode=require"));
+        let require_with_root = TlsSummary {
+            root_cert: true,
+            ..tls(SslMode::Require, false)
+        };
+        assert_eq!(
+            require_with_root.to_string(),
+            "sslmode=require (checked as verify-ca: a root certificate is given)"
+        );
         let (_, step) =
             handshake_failure("certificate verify failed: hostname mismatch", full).unwrap();
         assert!(step.contains("sslmode=verify-ca"), "{step}");
