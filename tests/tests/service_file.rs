@@ -1,6 +1,6 @@
 //! libpq's connection service file: `service=name` or `PGSERVICE`, found through
 //! `PGSERVICEFILE`, reaches the test server. A test binary of its own, with one test: it
-//! sets `PGSERVICEFILE` and `PGSERVICE`, which no other thread may read at once.
+//! sets `PGSERVICEFILE`, `PGSERVICE`, `PGHOST` and `PGPORT`, which no other thread may read at once.
 
 use pals_tests::{db_config, unique_app, TempDir};
 use tokio_postgres::config::Host;
@@ -37,12 +37,15 @@ fn a_service_file_reaches_the_server() {
     )
     .unwrap();
     std::env::set_var("PGSERVICEFILE", &file);
+    // The service wins over the PG* variables, which lead nowhere.
+    std::env::set_var("PGHOST", "127.0.0.1");
+    std::env::set_var("PGPORT", "1");
     lock_through("service=pals_test").unwrap();
     lock_through("postgresql://?service=pals_test").unwrap();
     // The URL wins over the service: the right port mends the wrong one.
     lock_through(&format!("service=wrong_port port={port} dbname={dbname}")).unwrap();
     let err = lock_through("service=wrong_port connect_timeout=5").unwrap_err();
-    assert!(err.to_string().contains(":1"), "the service's port: {err}");
+    assert!(err.to_string().contains(":1:"), "the service's port: {err}");
     // PGSERVICE names the service when the URL is empty.
     std::env::set_var("PGSERVICE", "pals_test");
     lock_through("").unwrap();
