@@ -129,11 +129,15 @@ impl LockerBuilder {
     /// form). A URL that cannot be parsed makes [`build`](Self::build) fail.
     ///
     /// `sslmode` is read as libpq reads it: `disable`, `prefer` (the default), `require`,
-    /// `verify-ca`, `verify-full`, with `sslrootcert=/path/to/ca.pem` (without it, the
-    /// verify modes trust the Mozilla root certificates). See [`TlsBackend`].
+    /// `verify-ca`, `verify-full`, with `sslrootcert=/path/to/ca.pem` (else
+    /// `~/.postgresql/root.crt`; `sslrootcert=system` trusts the platform's CAs), and a
+    /// client certificate with `sslcert`, `sslkey` and `sslpassword` (else
+    /// `~/.postgresql/postgresql.crt` and `.key`). See [`TlsBackend`].
     ///
-    /// What the URL leaves out comes from the `PG*` variables, libpq's defaults and the
-    /// password file, read by [`build`](Self::build); see [`Locker::new`].
+    /// What the URL leaves out comes from its service (`service=`, `PGSERVICE`: a section of
+    /// `pg_service.conf`), the `PG*` variables, libpq's defaults and the password file, read
+    /// by [`build`](Self::build); see [`Locker::new`] and the README's "Connection
+    /// parameters (libpq)" for the list of what is read.
     pub fn url(mut self, url: &str) -> Self {
         self.database = Some(Database::Url(url.to_string()));
         self
