@@ -8,7 +8,7 @@ use pals_tests::{unique_app, TempDir};
 
 /// Takes and lets go a lock through `url`.
 fn lock_through(url: &str) -> Result<(), pals::Error> {
-    let locker = pals::Locker::new(&unique_app("defaults"), url)?;
+    let locker = pals::Locker::new(unique_app("defaults"), url)?;
     let guard = locker
         .lock("x")
         .blocking_try_acquire()?

@@ -7,7 +7,7 @@ use tokio_postgres::config::Host;
 
 /// Takes and lets go a lock through `url`.
 fn lock_through(url: &str) -> Result<(), pals::Error> {
-    let locker = pals::Locker::new(&unique_app("service"), url)?;
+    let locker = pals::Locker::new(unique_app("service"), url)?;
     let guard = locker
         .lock("x")
         .blocking_try_acquire()?

@@ -108,6 +108,13 @@ fn handshake_failure(text: &str, tls: TlsSummary) -> Option<(String, String)> {
                 .into(),
         ));
     }
+    client_certificate_refused(text, tls)
+}
+
+/// A handshake the server ended over the client certificate.
+fn client_certificate_refused(text: &str, tls: TlsSummary) -> Option<(String, String)> {
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    let said = |what: &str| format!("the TLS handshake failed: {what}");
     let client_refused = [
         "certificate required",
         "certificaterequired",
