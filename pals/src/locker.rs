@@ -389,6 +389,11 @@ impl Locker {
 impl Locker {
     /// A call of `#[pals::exclusive(on_busy = "skip")]` did not run its body: the lock
     /// `full_name` was busy (or, with `once_per`, its tick ran already).
+    /// The shared parts of this locker's lock path.
+    pub(crate) fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
     pub(crate) fn count_skip(&self, full_name: &str) {
         self.inner.core.meter.skipped(full_name);
     }
