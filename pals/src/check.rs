@@ -109,9 +109,10 @@ impl Locker {
     /// let checked = locker.check().await?;
     /// println!("{checked}"); // pals: app my-app-name uses 127.0.0.1:5432 as postgres, ...
     ///
-    /// let wrong = pals::Locker::new("my-app-name", &format!("{url}_no_such_database"))?;
+    /// // Nothing listens on port 1: an error now, with what to do about it.
+    /// let wrong = pals::Locker::new("my-app-name", "postgresql://postgres@127.0.0.1:1/postgres")?;
     /// let error = wrong.check().await.unwrap_err();
-    /// assert!(error.to_string().contains("Next step"), "{error}");
+    /// assert!(error.to_string().contains("Next step: start PostgreSQL"), "{error}");
     /// # Ok(()) }
     /// ```
     pub async fn check(&self) -> Result<Checked, Error> {
