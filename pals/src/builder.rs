@@ -143,6 +143,21 @@ impl LockerBuilder {
         self
     }
 
+    /// The URL of the environment, as the [global](crate::global) locker reads it:
+    /// `PALS_DB_URL`, else `DATABASE_URL` (what sqlx and most Rust services set), else
+    /// none: the `PG*` variables and libpq's defaults (see [`Locker::new`]). Read by
+    /// [`build`](Self::build); [`Locker::check`] says which variable it was.
+    ///
+    /// ```
+    /// # std::env::set_var("PALS_DB_URL", "postgresql://postgres@127.0.0.1:54321/postgres");
+    /// let locker = pals::Locker::builder("my-app-name").url_from_env().build()?;
+    /// # Ok::<(), pals::Error>(())
+    /// ```
+    pub fn url_from_env(mut self) -> Self {
+        self.database = Some(Database::FromEnv);
+        self
+    }
+
     /// A ready tokio-postgres configuration instead of a URL. Its `ssl_mode` (`disable`,
     /// `prefer`, `require`) applies.
     pub fn config(mut self, config: tokio_postgres::Config) -> Self {
@@ -384,12 +399,15 @@ impl LockerBuilder {
 
     /// Checks the configuration and makes the locker. Does no I/O.
     pub fn build(self) -> Result<Locker, Error> {
-        let DbConfig {
-            mut config,
-            tls: tls_settings,
-            connect_timeout,
-            keepalives,
-        } = self.database()?;
+        let (
+            DbConfig {
+                mut config,
+                tls: tls_settings,
+                connect_timeout,
+                keepalives,
+            },
+            url_from,
+        ) = self.database()?;
         let connect_timeout = self
             .connect_timeout
             .or(connect_timeout)
@@ -408,21 +426,28 @@ impl LockerBuilder {
             tls,
             tls_summary: tls_settings.summary(),
             target: target.into(),
+            url_from,
         };
         self.assemble(connection)
     }
 
     /// The database configuration: the URL's, read with the process's environment, or
-    /// the one given.
-    fn database(&self) -> Result<DbConfig, Error> {
+    /// the one given; and the environment variable the URL came from, if it did.
+    fn database(&self) -> Result<(DbConfig, Option<&'static str>), Error> {
         match &self.database {
             None => Err(Error::InvalidConfig(
                 "no database given: call .url(...) or .config(...)".into(),
             )),
-            Some(Database::Url(url)) => {
-                config::read(url, &Environment::of_process()).map_err(Error::InvalidConfig)
+            Some(Database::Url(url)) => config::read(url, &Environment::of_process())
+                .map(|config| (config, None))
+                .map_err(Error::InvalidConfig),
+            Some(Database::FromEnv) => {
+                let env = Environment::of_process();
+                let (url, from) = config::url_of_env(&env).map_err(Error::InvalidConfig)?;
+                let config = config::read(&url, &env).map_err(Error::InvalidConfig)?;
+                Ok((config, from))
             }
-            Some(Database::Config(config)) => Ok((**config).clone()),
+            Some(Database::Config(config)) => Ok(((**config).clone(), None)),
         }
     }
 
@@ -501,6 +526,8 @@ impl LockerBuilder {
 enum Database {
     /// A URL or key=value pairs, read with the environment at `build`.
     Url(String),
+    /// The URL of `PALS_DB_URL`, else `DATABASE_URL`, else the `PG*` variables, at `build`.
+    FromEnv,
     /// A ready tokio-postgres configuration.
     Config(Box<DbConfig>),
 }

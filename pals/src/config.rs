@@ -32,6 +32,62 @@ use service::service_params;
 use syntax::mask_password;
 use syntax::{key_value_pairs, parse_url, strip_scheme};
 
+<<<<<<< HEAD
+=======
+/// The connection parameters pals knows, with the environment variable that fills each in
+/// (as libpq).
+const PARAMETERS: &[(&str, Option<&str>)] = &[
+    ("host", Some("PGHOST")),
+    ("hostaddr", Some("PGHOSTADDR")),
+    ("port", Some("PGPORT")),
+    ("dbname", Some("PGDATABASE")),
+    ("user", Some("PGUSER")),
+    ("password", Some("PGPASSWORD")),
+    ("passfile", Some("PGPASSFILE")),
+    ("options", Some("PGOPTIONS")),
+    ("application_name", Some("PGAPPNAME")),
+    ("fallback_application_name", None),
+    ("connect_timeout", Some("PGCONNECT_TIMEOUT")),
+    ("sslmode", Some("PGSSLMODE")),
+    ("sslrootcert", Some("PGSSLROOTCERT")),
+    ("target_session_attrs", Some("PGTARGETSESSIONATTRS")),
+    ("channel_binding", Some("PGCHANNELBINDING")),
+    ("load_balance_hosts", Some("PGLOADBALANCEHOSTS")),
+    ("keepalives", None),
+    ("keepalives_idle", None),
+    ("keepalives_interval", None),
+    ("keepalives_count", None),
+    ("tcp_user_timeout", None),
+];
+
+/// Environment variable with the database URL of the global locker (and of the tests and
+/// examples): `PALS_DB_URL`. Unset or empty, [`FALLBACK_DATABASE_URL_ENV`] is read; unset
+/// too, the connection comes from the `PG*` variables and libpq's defaults.
+pub const DATABASE_URL_ENV: &str = "PALS_DB_URL";
+/// Environment variable read for the database URL when `PALS_DB_URL` is unset:
+/// `DATABASE_URL`, which sqlx, Diesel and most Rust services already set.
+pub const FALLBACK_DATABASE_URL_ENV: &str = "DATABASE_URL";
+/// The name pals read before 0.2; set alone, it is an error that names the new one.
+const OLD_DATABASE_URL_ENV: &str = "PALS_DATABASE_URL";
+
+/// The URL the environment gives, and the variable it came from: `PALS_DB_URL`, else
+/// `DATABASE_URL`; neither: `""` (the `PG*` variables and libpq's defaults) from none.
+pub(crate) fn url_of_env(env: &Environment<'_>) -> Result<(String, Option<&'static str>), String> {
+    for variable in [DATABASE_URL_ENV, FALLBACK_DATABASE_URL_ENV] {
+        if let Some(url) = (env.var)(variable) {
+            return Ok((url, Some(variable)));
+        }
+    }
+    if (env.var)(OLD_DATABASE_URL_ENV).is_some() {
+        return Err(format!(
+            "{OLD_DATABASE_URL_ENV} is set, but pals reads the URL from {DATABASE_URL_ENV}: \
+             rename the variable"
+        ));
+    }
+    Ok((String::new(), None))
+}
+
+>>>>>>> main
 /// Where libpq looks for the server's Unix socket when no host is given.
 const SOCKET_DIRECTORIES: &[&str] = &["/var/run/postgresql", "/tmp"];
 

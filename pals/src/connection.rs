@@ -36,6 +36,8 @@ pub(crate) struct ConnectionSettings {
     pub(crate) tls_summary: crate::tls::TlsSummary,
     /// Where connections go (`host:port`, or the socket's path), for messages.
     pub(crate) target: Arc<str>,
+    /// The environment variable the URL came from (`LockerBuilder::url_from_env`), if any.
+    pub(crate) url_from: Option<&'static str>,
 }
 
 /// One open database connection. Dropping it closes the connection.
@@ -49,6 +51,8 @@ pub(crate) struct PgConn {
     pub(crate) pid: i32,
     /// `server_version_num`, for the settings a statement may use.
     pub(crate) server_version: i32,
+    /// Whether the session is TLS-encrypted, as the server sees it.
+    pub(crate) encrypted: bool,
 }
 
 impl PgConn {
@@ -77,6 +81,14 @@ impl PgConn {
         self.io_task.abort();
     }
 
+    /// What the server told of this session when it opened.
+    pub(crate) fn facts(&self) -> SessionFacts {
+        SessionFacts {
+            server_version: self.server_version,
+            encrypted: self.encrypted,
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.client.is_closed() || self.watch.is_dead()
     }
@@ -84,6 +96,14 @@ impl PgConn {
     pub(crate) fn watch(&self) -> &Arc<ConnWatch> {
         &self.watch
     }
+}
+
+/// What the server told of a session when it opened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SessionFacts {
+    /// `server_version_num`.
+    pub(crate) server_version: i32,
+    pub(crate) encrypted: bool,
 }
 
 /// Whether a connection is dead, and why.

@@ -144,7 +144,8 @@ fn is_configuration_refusal(error: &tokio_postgres::Error) -> bool {
     }
     if let Some(db) = error.as_db_error() {
         let code = db.code().code();
-        return code.starts_with("28") || code == "3D000";
+        // 42501 at connect: the role lacks CONNECT on the database.
+        return code.starts_with("28") || code == "3D000" || code == "42501";
     }
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(error);
@@ -232,8 +233,10 @@ impl Error {
     pub(crate) fn connect_timeout(timeout: Duration, target: &str) -> Self {
         Error::Connect {
             reason: format!(
-                "no answer from {target} within the connect timeout ({timeout:?}): is the \
-                 host reachable, and is it PostgreSQL that listens there?"
+                "no answer from {target} within the connect timeout ({timeout:?}). Next \
+                 step: check that this host can reach that address (a firewall or security \
+                 group may drop the packets) and that PostgreSQL listens on that port; where \
+                 connecting is slow, raise connect_timeout in the URL"
             ),
             source: None,
         }
@@ -282,23 +285,44 @@ fn next_step(error: &tokio_postgres::Error, reason: &str, target: &str) -> Strin
         return format!(". {NOT_OURS_WHY}. Next step: {NOT_OURS_STEP}");
     }
     let step = match code {
-        Some("28P01") => "check the user's password (URL, PGPASSWORD or ~/.pgpass)",
-        Some("28000") => "the server's pg_hba.conf does not let this user in from here",
-        Some("3D000") => "create the database, or name one that exists",
+        Some("28P01") => {
+            "correct the user's password (in the URL, PGPASSWORD or ~/.pgpass), or the user \
+             name"
+        }
+        Some("28000") => {
+            "add a line for this user, database and client address to the server's \
+             pg_hba.conf and reload it (or ask its administrator), or connect as a user it \
+             lets in"
+        }
+        Some("3D000") => {
+            "create the database (`createdb NAME`, or CREATE DATABASE), or name one that \
+             exists in the URL"
+        }
+        Some("42501") => {
+            "grant the user CONNECT on the database (GRANT CONNECT ON DATABASE name TO \
+             user), or connect as a user that has it"
+        }
+        Some("53300") => {
+            "lower pool_size (every replica's lockers count against the server), or raise \
+             the server's max_connections"
+        }
+        Some("57P03") => "the server is starting or stopping: try again in a few seconds",
         Some(_) => return String::new(),
         None if reason.contains("password missing") => {
-            "the server asks for a password: give it in the URL, in PGPASSWORD or in ~/.pgpass"
+            "give the password the server asks for: in the URL, in PGPASSWORD or in ~/.pgpass"
         }
         None if reason.contains("refused") => {
-            return ". Is PostgreSQL running there? (`pg_isready` tells; for local work, \
-                    `docker compose up -d --wait` with the postgres image starts one)"
-                .to_string()
+            "start PostgreSQL at that address, or point the URL (PALS_DB_URL, DATABASE_URL, \
+             or PGHOST and PGPORT) at the server that runs; `pg_isready -h HOST -p PORT` \
+             tells whether one answers"
         }
         None if reason.contains("No such file") && target.contains(".s.PGSQL.") => {
-            "no server socket there: is PostgreSQL running, on this port?"
+            "start PostgreSQL, or give the port it listens on (its socket in that directory \
+             is .s.PGSQL.PORT), or a host name for TCP"
         }
         None if reason.contains("lookup") || reason.contains("resolve") => {
-            "the host name does not resolve"
+            "correct the host name in the URL (it does not resolve from here), or give the \
+             server's IP address as the host, or as hostaddr"
         }
         None => return String::new(),
     };

@@ -7,14 +7,8 @@ use crate::locker::Locker;
 
 static GLOBAL: OnceLock<Locker> = OnceLock::new();
 
-/// Environment variable with the database URL of the global locker (and of the tests and
-/// examples): `PALS_DB_URL`. Unset or empty, the connection comes from the `PG*` variables
-/// and libpq's defaults.
-pub const DATABASE_URL_ENV: &str = "PALS_DB_URL";
 /// Environment variable with the application name of the global locker: `PALS_APP_NAME`.
 pub const APP_NAME_ENV: &str = "PALS_APP_NAME";
-/// The name pals read before 0.2; set alone, it is an error that names the new one.
-const OLD_DATABASE_URL_ENV: &str = "PALS_DATABASE_URL";
 
 /// Sets the process-wide locker. Call it once, at startup, before anything uses
 /// [`global()`]; a second call (or a call after `global()` configured itself from the
@@ -33,9 +27,12 @@ pub fn init(locker: Locker) -> Result<(), Error> {
 /// The process-wide locker.
 ///
 /// If [`init`] was never called, it is built once from the environment: `PALS_APP_NAME`
-/// (required) and `PALS_DB_URL` (optional: unset, the `PG*` variables and libpq's defaults
-/// apply). Without `PALS_APP_NAME` this is `Err(Error::NotConfigured)`, whose message says
-/// both ways to configure it; a URL that cannot be used is `Err(Error::InvalidConfig)`.
+/// (required) and the URL of `PALS_DB_URL`, else `DATABASE_URL` (unset both, the `PG*`
+/// variables and libpq's defaults apply: see
+/// [`LockerBuilder::url_from_env`](crate::LockerBuilder::url_from_env)). Without
+/// `PALS_APP_NAME` this is `Err(Error::NotConfigured)`, whose message says both ways to
+/// configure it; a URL that cannot be used is `Err(Error::InvalidConfig)`. Does no I/O:
+/// [`init_from_env`] checks the connection too.
 pub fn global() -> Result<&'static Locker, Error> {
     if let Some(locker) = GLOBAL.get() {
         return Ok(locker);
@@ -45,34 +42,37 @@ pub fn global() -> Result<&'static Locker, Error> {
     Ok(GLOBAL.get_or_init(|| locker))
 }
 
-/// Builds the process-wide locker from the environment now, so that a configuration
-/// mistake is found at startup rather than by the first annotated function. Does no I/O.
+/// Builds the process-wide locker from the environment and checks it now, so that a
+/// mistake is found at startup rather than by the first annotated function: a bad URL, a
+/// missing `PALS_APP_NAME`, and (by [`Locker::check`], which opens the locker's first
+/// session and keeps it for the locks to come) a wrong password, an unknown database, a
+/// TLS mismatch or a missing privilege, each with its next step. On success it logs (at
+/// `info`, with `tracing`) where the locker connects and which variable gave the URL.
 ///
 /// Returns the locker [`init`] set, if it was called; otherwise the environment's (see
-/// [`global`]), or the error that the first use would have met.
+/// [`global`]). Blocks the calling thread until the session is open, at most the connect
+/// timeout (10 s unless the URL's `connect_timeout` says otherwise): call it at startup,
+/// from `main`, async or not. Called again after an error, it checks again (a program may
+/// retry while its database starts).
 ///
 /// ```no_run
 /// fn main() -> Result<(), pals::Error> {
-///     let locker = pals::init_from_env()?; // PALS_APP_NAME, PALS_DB_URL
+///     let locker = pals::init_from_env()?; // PALS_APP_NAME; PALS_DB_URL or DATABASE_URL
 ///     println!("pals: locks of {} ready", locker.app());
 ///     Ok(())
 /// }
 /// ```
 pub fn init_from_env() -> Result<&'static Locker, Error> {
-    global()
+    let locker = global()?;
+    let checked = locker.blocking_check()?;
+    tracing::info!("{checked}");
+    Ok(locker)
 }
 
 fn from_env() -> Result<Locker, Error> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let url = var(DATABASE_URL_ENV);
-    if url.is_none() && var(OLD_DATABASE_URL_ENV).is_some() {
-        return Err(Error::InvalidConfig(format!(
-            "{OLD_DATABASE_URL_ENV} is set, but pals reads the URL from {DATABASE_URL_ENV}: \
-             rename the variable"
-        )));
-    }
-    let Some(app) = var(APP_NAME_ENV) else {
+    let app = std::env::var(APP_NAME_ENV).ok().filter(|v| !v.is_empty());
+    let Some(app) = app else {
         return Err(Error::NotConfigured);
     };
-    Locker::new(app, url.as_deref().unwrap_or(""))
+    Locker::builder(app).url_from_env().build()
 }

@@ -217,6 +217,7 @@ mod semaphore;
 pub mod xact;
 // the façade: the locker, its builder, the global one, the attribute's run-time side
 mod builder;
+mod check;
 mod exclusive;
 mod global;
 mod locker;
@@ -225,12 +226,14 @@ pub use builder::{
     LockerBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDOFFS_IN_A_ROW, DEFAULT_HANDOFF_WINDOW,
     DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_RUNS_KEPT, DEFAULT_TIMEOUT,
 };
+pub use check::Checked;
+pub use config::{DATABASE_URL_ENV, FALLBACK_DATABASE_URL_ENV};
 pub use election::{
     Election, Leader, Observer, Term, DEFAULT_CAMPAIGN_BACKOFF, DEFAULT_OBSERVE_RECHECK,
 };
 pub use error::Error;
 pub use exclusive::{current_fence, LockErrorReturn, Skippable};
-pub use global::{global, init, init_from_env, APP_NAME_ENV, DATABASE_URL_ENV};
+pub use global::{global, init, init_from_env, APP_NAME_ENV};
 pub use guard::LockGuard;
 pub use identity::application_name;
 pub use key::{key, Mode};

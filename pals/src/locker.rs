@@ -385,8 +385,13 @@ impl Locker {
     }
 }
 
-/// What the attribute's run-time side counts.
+/// What the attribute's run-time side counts, and what the start-up check reads.
 impl Locker {
+    /// The shared parts of this locker's lock path.
+    pub(crate) fn core(&self) -> &Core {
+        &self.inner.core
+    }
+
     /// A call of `#[pals::exclusive(on_busy = "skip")]` did not run its body: the lock
     /// `full_name` was busy (or, with `once_per`, its tick ran already).
     pub(crate) fn count_skip(&self, full_name: &str) {

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::connection::{self, ConnectionSettings};
+use crate::connection::{self, ConnectionSettings, SessionFacts};
 use crate::deadline::until;
 use crate::error::Error;
 use crate::key::Mode;
@@ -144,6 +144,28 @@ impl Pool {
 
     pub(crate) fn idle_timeout(&self) -> Duration {
         self.shared.config.idle_timeout
+    }
+
+    /// How the pool's sessions connect.
+    pub(crate) fn connection(&self) -> &ConnectionSettings {
+        &self.shared.config.connection
+    }
+
+    /// The facts of an open session, opening one (within the connect timeout) if none is
+    /// open: a start-up check. The session reserves nothing and stays open (the first is
+    /// never closed for idleness), so the first lock does not pay for a connect.
+    pub(crate) async fn any_session(&self) -> Result<SessionFacts, Error> {
+        let size = self.shared.config.size;
+        let choose = |slots: &mut Slots| match slots.sessions.first() {
+            Some(_) => Pick::Ready(0),
+            None if slots.open < size => Pick::Open,
+            None => Pick::Later, // every slot is opening: one of them will do
+        };
+        let opened = self.pick(None, None, choose, |session| session.facts());
+        // With no deadline, `pick` ends with a session or an error.
+        opened
+            .await?
+            .ok_or_else(|| Error::Runtime("no session and no error from the pool".into()))
     }
 
     /// A shared session reserved for an instant statement on `want.key`. Waits until

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::connection::LockConn;
+use crate::connection::{LockConn, SessionFacts};
 use crate::deadline::within;
 use crate::error::Error;
 use crate::future::poll_once;
@@ -206,6 +206,11 @@ impl Session {
 
     fn books(&self) -> MutexGuard<'_, Books> {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the server told of this session when it opened.
+    pub(crate) fn facts(&self) -> SessionFacts {
+        self.conn.facts()
     }
 
     pub(crate) fn is_dead(&self) -> bool {

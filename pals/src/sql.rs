@@ -181,6 +181,7 @@ pub(crate) fn setup(purpose: Purpose) -> String {
     };
     format!(
         "SELECT pg_catalog.pg_backend_pid(), pg_catalog.current_setting('server_version_num'), \
+         (SELECT s.ssl FROM pg_catalog.pg_stat_ssl s WHERE s.pid = pg_catalog.pg_backend_pid()), \
          pg_catalog.set_config('search_path', '', false), \
          pg_catalog.set_config('standard_conforming_strings', 'on', false), {}, {}{timeouts}",
         since(140000, "idle_session_timeout"),

@@ -7,7 +7,11 @@ use pals_tests::certs::TestCa;
 use pals_tests::cluster::TempCluster;
 use pals_tests::unique_app;
 
-const BACKENDS: [TlsBackend; 2] = [TlsBackend::Rustls, TlsBackend::NativeTls];
+#[cfg(feature = "native-tls")]
+const BACKENDS: &[TlsBackend] = &[TlsBackend::Rustls, TlsBackend::NativeTls];
+/// Without the crate's `native-tls` feature (`cargo test --all-features` has it), rustls only.
+#[cfg(not(feature = "native-tls"))]
+const BACKENDS: &[TlsBackend] = &[TlsBackend::Rustls];
 
 /// Only TLS with a certificate whose CN is the user gets in over TCP.
 const HBA: &str = "local all all trust\nhostssl all all 127.0.0.1/32 cert\n";
@@ -55,7 +59,7 @@ fn client_certificates_log_in_and_their_absence_is_explained() {
         ca.path("client.crt").display(),
         ca.path("client.key").display()
     );
-    for backend in BACKENDS {
+    for &backend in BACKENDS {
         lock_through(&url(&cluster, &ca, &cert), backend)
             .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
         // Without the certificate the server refuses, and the error says what to give.
@@ -86,7 +90,7 @@ fn an_encrypted_key_opens_with_sslpassword() {
             ),
         )
     };
-    for backend in BACKENDS {
+    for &backend in BACKENDS {
         lock_through(&with("&sslpassword=s3cret"), backend)
             .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
     }
@@ -147,7 +151,7 @@ fn certificate_mistakes_name_the_fix() {
         "postgresql://postgres@127.0.0.1:{}/postgres?sslrootcert=system&{cert}",
         cluster.port()
     );
-    for backend in BACKENDS {
+    for &backend in BACKENDS {
         let message = lock_through(&system, backend).unwrap_err().to_string();
         assert!(
             message.contains("With sslmode=verify-full")

@@ -114,6 +114,7 @@ async fn open_with(
         tls: settings.tls.clone(),
         pid: setup.pid,
         server_version: setup.server_version,
+        encrypted: setup.encrypted,
     };
     Ok((conn, setup.prepared))
 }
@@ -122,6 +123,8 @@ async fn open_with(
 struct SetUp {
     pid: i32,
     server_version: i32,
+    /// Whether the server sees the session as TLS-encrypted (`pg_stat_ssl`).
+    encrypted: bool,
     /// A lock session's prepared statements.
     prepared: Option<Prepared>,
 }
@@ -156,6 +159,7 @@ async fn set_up_once(client: &Client, purpose: Purpose) -> Result<SetUp, PgError
     Ok(SetUp {
         pid: column(0),
         server_version: column(1),
+        encrypted: row.and_then(|row| row.get(2)) == Some("t"),
         prepared,
     })
 }

@@ -1,0 +1,3 @@
+//! The README's Quick start, as written (copied by build.rs).
+
+include!(concat!(env!("OUT_DIR"), "/quick_start.rs"));
