@@ -32,34 +32,6 @@ use service::service_params;
 use syntax::mask_password;
 use syntax::{key_value_pairs, parse_url, strip_scheme};
 
-<<<<<<< HEAD
-=======
-/// The connection parameters pals knows, with the environment variable that fills each in
-/// (as libpq).
-const PARAMETERS: &[(&str, Option<&str>)] = &[
-    ("host", Some("PGHOST")),
-    ("hostaddr", Some("PGHOSTADDR")),
-    ("port", Some("PGPORT")),
-    ("dbname", Some("PGDATABASE")),
-    ("user", Some("PGUSER")),
-    ("password", Some("PGPASSWORD")),
-    ("passfile", Some("PGPASSFILE")),
-    ("options", Some("PGOPTIONS")),
-    ("application_name", Some("PGAPPNAME")),
-    ("fallback_application_name", None),
-    ("connect_timeout", Some("PGCONNECT_TIMEOUT")),
-    ("sslmode", Some("PGSSLMODE")),
-    ("sslrootcert", Some("PGSSLROOTCERT")),
-    ("target_session_attrs", Some("PGTARGETSESSIONATTRS")),
-    ("channel_binding", Some("PGCHANNELBINDING")),
-    ("load_balance_hosts", Some("PGLOADBALANCEHOSTS")),
-    ("keepalives", None),
-    ("keepalives_idle", None),
-    ("keepalives_interval", None),
-    ("keepalives_count", None),
-    ("tcp_user_timeout", None),
-];
-
 /// Environment variable with the database URL of the global locker (and of the tests and
 /// examples): `PALS_DB_URL`. Unset or empty, [`FALLBACK_DATABASE_URL_ENV`] is read; unset
 /// too, the connection comes from the `PG*` variables and libpq's defaults.
@@ -87,7 +59,6 @@ pub(crate) fn url_of_env(env: &Environment<'_>) -> Result<(String, Option<&'stat
     Ok((String::new(), None))
 }
 
->>>>>>> main
 /// Where libpq looks for the server's Unix socket when no host is given.
 const SOCKET_DIRECTORIES: &[&str] = &["/var/run/postgresql", "/tmp"];
 
