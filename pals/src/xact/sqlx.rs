@@ -8,8 +8,8 @@
 //! rollback; on a connection outside a transaction, PostgreSQL releases it at the end of the
 //! statement, so take it in a transaction. pals runs its statements on the caller's
 //! connection and needs no runtime feature of sqlx's. Its errors are
-//! [`Error::Sqlx`](crate::Error::Sqlx), and a busy lock is
-//! [`Error::Timeout`](crate::Error::Timeout), after which the transaction stays usable.
+//! [`Error::Sqlx`], and a busy lock is
+//! [`Error::Timeout`], after which the transaction stays usable.
 //!
 //! ```
 //! use std::time::Duration;
