@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use pals::xact::sqlx as xact;
+use pals_tests::pgbouncer::Pgbouncer;
 use pals_tests::{db_url, eventually, holders_of, locker, unique_app};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Row};
@@ -306,4 +307,26 @@ async fn no_statement_stays_prepared_on_the_server_session() {
     let count = sqlx::raw_sql(prepared).fetch_one(&mut *tx).await.unwrap();
     assert_eq!(count.get::<String, _>(0), "0");
     tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn clients_behind_a_transaction_pooler_take_turns_on_one_server_session() {
+    // pgbouncer in transaction mode with one server connection: each transaction of either
+    // client runs on the same server session.
+    let bouncer = Pgbouncer::start("transaction", 1);
+    let app = unique_app("xact-sqlx-pooler");
+    let options: PgConnectOptions = bouncer.url().parse().unwrap();
+    let mut a = options.connect().await.unwrap();
+    let mut b = options.connect().await.unwrap();
+    for round in 0..2 {
+        for conn in [&mut a, &mut b] {
+            let mut tx = conn.begin().await.unwrap();
+            let taken = xact::try_acquire(&mut tx, &app, "job").await;
+            assert!(taken.unwrap(), "round {round}");
+            xact::acquire_shared(&mut tx, &app, "table", Duration::from_secs(5))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
 }
