@@ -7,9 +7,8 @@
 //! `PoolConnection<Postgres>`) both fit. On a transaction the lock lasts until its commit or
 //! rollback; on a connection outside a transaction, PostgreSQL releases it at the end of the
 //! statement, so take it in a transaction. pals runs its statements on the caller's
-//! connection and needs no runtime feature of sqlx's. Its errors are
-//! [`Error::Sqlx`], and a busy lock is
-//! [`Error::Timeout`], after which the transaction stays usable.
+//! connection and needs no runtime feature of sqlx's. Its errors are [`Error::Sqlx`], and a
+//! busy lock is [`Error::Timeout`], after which the transaction stays usable.
 //!
 //! ```
 //! use std::time::Duration;
