@@ -61,6 +61,13 @@ pub enum Error {
     #[error("database error: {}", describe(.0))]
     Database(#[source] tokio_postgres::Error),
 
+    /// The database answered a statement of [`xact::sqlx`](crate::xact::sqlx) with an error,
+    /// or the connection broke: sqlx's error, as [`Error::Database`] is tokio-postgres'.
+    #[cfg(feature = "sqlx")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+    #[error("database error: {}", describe_sqlx(.0))]
+    Sqlx(#[source] sqlx::Error),
+
     /// [`global()`](crate::global) was called but the global locker was never configured.
     #[error(
         "the global pals locker is not configured: call pals::init(locker) at startup, \
@@ -169,6 +176,25 @@ fn describe(error: &tokio_postgres::Error) -> String {
             None => error.to_string(),
         },
     }
+}
+
+/// [`describe`] for sqlx: the server's own words where there are some; sqlx's Display
+/// gives its message without the severity and the SQLSTATE.
+#[cfg(feature = "sqlx")]
+fn describe_sqlx(error: &sqlx::Error) -> String {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
+    let Some(db) = error
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<PgDatabaseError>())
+    else {
+        return error.to_string();
+    };
+    let severity = match db.severity() {
+        PgSeverity::Panic => "PANIC",
+        PgSeverity::Fatal => "FATAL",
+        _ => "ERROR",
+    };
+    format!("{severity} {}: {}", db.code(), db.message())
 }
 
 impl Error {

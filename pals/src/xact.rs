@@ -1,5 +1,7 @@
 //! Transaction-scoped locks, for code that already holds a tokio-postgres transaction
 //! (migrations): `pg_advisory_xact_lock` under the PALs key, released by commit or rollback.
+//! With the cargo feature `sqlx`, [`xact::sqlx`](crate::xact::sqlx) has the same functions
+//! for a sqlx transaction or connection; the two take the same locks.
 //!
 //! They are the only advisory locks that work behind pgbouncer in transaction-pooling mode:
 //! the lock lives exactly as long as the transaction, on whichever server connection runs it.
@@ -22,8 +24,15 @@ use std::time::Duration;
 use tokio_postgres::Transaction;
 
 use crate::error::Error;
-use crate::key::{full_name, key_of_full_name, Mode};
+use crate::key::Mode;
 use crate::sql;
+
+mod request;
+#[cfg(feature = "sqlx")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
+pub mod sqlx;
+
+use request::{Request, Statement};
 
 /// Takes the exclusive lock `"{app}.{name}"` for the rest of `tx`, waiting up to `timeout`
 /// (`Duration::MAX`: forever); a busy lock is `Err(Error::Timeout)`, and `tx` stays usable.
@@ -33,7 +42,9 @@ pub async fn acquire(
     name: &str,
     timeout: Duration,
 ) -> Result<(), Error> {
-    lock(tx, &full_name(app, name), Mode::Exclusive, timeout).await
+    let request = Request::wait(app, name, Mode::Exclusive, timeout);
+    let held = ask(tx, &request).await?;
+    request.acquired(held)
 }
 
 /// [`acquire`] in shared (reader) mode.
@@ -43,13 +54,15 @@ pub async fn acquire_shared(
     name: &str,
     timeout: Duration,
 ) -> Result<(), Error> {
-    lock(tx, &full_name(app, name), Mode::Shared, timeout).await
+    let request = Request::wait(app, name, Mode::Shared, timeout);
+    let held = ask(tx, &request).await?;
+    request.acquired(held)
 }
 
 /// Takes the exclusive lock `"{app}.{name}"` for the rest of `tx` if it is free now:
 /// `Ok(false)` if it is busy. One round trip.
 pub async fn try_acquire(tx: &Transaction<'_>, app: &str, name: &str) -> Result<bool, Error> {
-    try_lock(tx, key_of_full_name(&full_name(app, name)), Mode::Exclusive).await
+    ask(tx, &Request::try_now(app, name, Mode::Exclusive)).await
 }
 
 /// [`try_acquire`] in shared (reader) mode.
@@ -58,42 +71,20 @@ pub async fn try_acquire_shared(
     app: &str,
     name: &str,
 ) -> Result<bool, Error> {
-    try_lock(tx, key_of_full_name(&full_name(app, name)), Mode::Shared).await
+    ask(tx, &Request::try_now(app, name, Mode::Shared)).await
 }
 
-async fn try_lock(tx: &Transaction<'_>, key: i64, mode: Mode) -> Result<bool, Error> {
-    let row = tx
-        .query_one(&sql::try_xact_lock(mode), &[&key])
-        .await
-        .map_err(Error::Database)?;
-    row.try_get(0).map_err(Error::Database)
-}
-
-/// Waits for the lock (see `sql::wait_xact_lock`), then asks whether it is held.
-async fn lock(
-    tx: &Transaction<'_>,
-    name: &str,
-    mode: Mode,
-    timeout: Duration,
-) -> Result<(), Error> {
-    let key = key_of_full_name(name);
-    if timeout.is_zero() {
-        return if try_lock(tx, key, mode).await? {
-            Ok(())
-        } else {
-            Err(Error::Timeout { name: name.into() })
-        };
-    }
-    let millis = if timeout.as_millis() > i32::MAX as u128 {
-        0
-    } else {
-        timeout.as_millis().max(1) as u64
-    };
-    let sql = sql::wait_xact_lock(key, mode, millis);
-    let messages = tx.simple_query(&sql).await.map_err(Error::Database)?;
-    if sql::first_value(&messages) == Some("t") {
-        Ok(())
-    } else {
-        Err(Error::Timeout { name: name.into() })
+/// Runs the request's statement on `tx`: whether `tx` holds the lock now.
+async fn ask(tx: &Transaction<'_>, request: &Request) -> Result<bool, Error> {
+    match &request.statement {
+        Statement::Try(text) => tx
+            .query_one(text, &[&request.key])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(Error::Database),
+        Statement::Wait(text) => {
+            let messages = tx.simple_query(text).await.map_err(Error::Database)?;
+            Ok(sql::first_value(&messages) == Some("t"))
+        }
     }
 }
