@@ -521,8 +521,7 @@ impl LockerBuilder {
     }
 }
 
-/// Where the database comes from.
-#[derive(Debug)]
+/// Where the database comes from. Its `Debug` never shows a password.
 enum Database {
     /// A URL or key=value pairs, read with the environment at `build`.
     Url(String),
@@ -530,6 +529,17 @@ enum Database {
     FromEnv,
     /// A ready tokio-postgres configuration.
     Config(Box<DbConfig>),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Url(url) => f.debug_tuple("Url").field(&config::masked(url)).finish(),
+            Database::FromEnv => f.write_str("FromEnv"),
+            // tokio-postgres' own `Debug` redacts the password.
+            Database::Config(config) => f.debug_tuple("Config").field(config).finish(),
+        }
+    }
 }
 
 /// Refuses a NUL byte in what goes into SQL text or the connection's start-up message:
@@ -574,6 +584,23 @@ fn token_within_ms(heartbeat: Option<Duration>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_builder_logged_shows_no_password() {
+        for url in [
+            "postgresql://u:hunter2@h/db?sslpassword=hunter2",
+            "host=h password=hunter2",
+        ] {
+            let shown = format!("{:?}", Locker::builder("a").url(url));
+            assert!(
+                !shown.contains("hunter2") && shown.contains("***"),
+                "{shown}"
+            );
+        }
+        let config: tokio_postgres::Config = "postgresql://u:hunter2@h/db".parse().unwrap();
+        let shown = format!("{:?}", Locker::builder("a").config(config));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     #[test]
     fn build_checks_its_input() {

@@ -39,24 +39,31 @@ pub const DATABASE_URL_ENV: &str = "PALS_DB_URL";
 /// Environment variable read for the database URL when `PALS_DB_URL` is unset:
 /// `DATABASE_URL`, which sqlx, Diesel and most Rust services already set.
 pub const FALLBACK_DATABASE_URL_ENV: &str = "DATABASE_URL";
-/// The name pals read before 0.2; set alone, it is an error that names the new one.
+/// The name pals read before 0.2; set without `PALS_DB_URL`, it is an error that names the
+/// new one (before `DATABASE_URL` is read: the old variable may name a database of its own).
 const OLD_DATABASE_URL_ENV: &str = "PALS_DATABASE_URL";
 
 /// The URL the environment gives, and the variable it came from: `PALS_DB_URL`, else
 /// `DATABASE_URL`; neither: `""` (the `PG*` variables and libpq's defaults) from none.
 pub(crate) fn url_of_env(env: &Environment<'_>) -> Result<(String, Option<&'static str>), String> {
-    for variable in [DATABASE_URL_ENV, FALLBACK_DATABASE_URL_ENV] {
-        if let Some(url) = (env.var)(variable) {
-            return Ok((url, Some(variable)));
-        }
+    if let Some(url) = (env.var)(DATABASE_URL_ENV) {
+        return Ok((url, Some(DATABASE_URL_ENV)));
     }
     if (env.var)(OLD_DATABASE_URL_ENV).is_some() {
         return Err(format!(
-            "{OLD_DATABASE_URL_ENV} is set, but pals reads the URL from {DATABASE_URL_ENV}: \
-             rename the variable"
+            "{OLD_DATABASE_URL_ENV} is set, but pals reads the URL from {DATABASE_URL_ENV} \
+             (else {FALLBACK_DATABASE_URL_ENV}): rename the variable"
         ));
     }
-    Ok((String::new(), None))
+    match (env.var)(FALLBACK_DATABASE_URL_ENV) {
+        Some(url) => Ok((url, Some(FALLBACK_DATABASE_URL_ENV))),
+        None => Ok((String::new(), None)),
+    }
+}
+
+/// `url` (a URL or key=value pairs) with its secrets replaced by `***`, for messages.
+pub(crate) fn masked(url: &str) -> String {
+    mask_password(url)
 }
 
 /// Where libpq looks for the server's Unix socket when no host is given.
@@ -358,6 +365,19 @@ mod tests {
         );
         let message = err("host=h password=hunter2 port=x");
         assert!(!message.contains("hunter2"), "{message}");
+        // Nor the client key's passphrase, nor a password under an encoded name.
+        for url in [
+            "postgresql://u@h:99999/db?sslpassword=hunter2",
+            "postgresql://u@h/db?sslmode=require&sslpassword=hunter2&port=x",
+            "postgresql://u@h:99999/db?p%61ssword=hunter2",
+            "host=h sslpassword=hunter2 port=x",
+        ] {
+            let message = err(url);
+            assert!(
+                !message.contains("hunter2") && message.contains("=***"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

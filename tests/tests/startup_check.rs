@@ -55,6 +55,16 @@ fn a_good_configuration_starts_and_says_where_from() {
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("URL from PALS_DB_URL"), "{out}");
+
+    // The old variable's name is an error even where DATABASE_URL is set: it may name a
+    // database of its own, which DATABASE_URL would silently replace.
+    let (code, out) = start_up(&[
+        ("PALS_APP_NAME", &app),
+        ("PALS_DATABASE_URL", &unknown),
+        ("DATABASE_URL", &db_url()),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rename the variable"), "{out}");
 }
 
 #[test]

@@ -1,7 +1,11 @@
 //! The text of a database URL or of libpq's key=value pairs: split into parameters, with
 //! a message for what cannot be read, and shown without its password.
 
-/// `url` with any password in it replaced by `***`, for messages.
+/// The parameters whose values messages never show.
+const SECRETS: &[&str] = &["password", "sslpassword"];
+
+/// `url` with any secret in it (the password, the client key's `sslpassword`) replaced by
+/// `***`, for messages. Query keys are read decoded (`p%61ssword` is `password`).
 pub(super) fn mask_password(url: &str) -> String {
     if let Some(rest) = strip_scheme(url) {
         let scheme = &url[..url.len() - rest.len()];
@@ -16,11 +20,14 @@ pub(super) fn mask_password(url: &str) -> String {
         };
         let tail = tail
             .split('&')
-            .map(|part| match part.split_once("password=") {
-                Some((before, _)) if before.is_empty() || before.ends_with('?') => {
-                    format!("{before}password=***")
+            .map(|part| {
+                let (lead, pair) = part.split_at(part.find('?').map_or(0, |q| q + 1));
+                match pair.split_once('=') {
+                    Some((key, _)) if SECRETS.contains(&percent_decode(key).as_str()) => {
+                        format!("{lead}{key}=***")
+                    }
+                    _ => part.to_string(),
                 }
-                _ => part.to_string(),
             })
             .collect::<Vec<_>>()
             .join("&");
@@ -30,9 +37,9 @@ pub(super) fn mask_password(url: &str) -> String {
         Ok(pairs) => {
             let mut masked = String::new();
             let mut copied = 0;
-            for pair in pairs.iter().filter(|p| p.key == "password") {
+            for pair in pairs.iter().filter(|p| SECRETS.contains(&p.key.as_str())) {
                 masked.push_str(&url[copied..pair.start]);
-                masked.push_str("password=***");
+                masked.push_str(&format!("{}=***", pair.key));
                 copied = pair.end;
             }
             masked.push_str(&url[copied..]);
