@@ -35,10 +35,16 @@ pub(super) fn tls(params: &Params, env: &Environment<'_>) -> Result<TlsSettings,
              to trust the platform's CAs, or put the CA certificate at {default}"
         ));
     }
+    // Without TLS, libpq never looks at the certificate files: a stray or broken
+    // ~/.postgresql/postgresql.crt must not stop a plain connection.
+    let client = match mode {
+        SslMode::Disable => None,
+        _ => client_cert(params, env, default_in)?,
+    };
     Ok(TlsSettings {
         mode,
         root_cert,
-        client: client_cert(params, env, default_in)?,
+        client,
     })
 }
 
@@ -230,6 +236,16 @@ mod tests {
         );
         let err = env.read(&with("sslcertmode=require")).unwrap_err();
         assert!(err.contains("sslcertmode=allow"), "{err}");
+        // Without TLS the certificate files are not looked at (as libpq): neither a
+        // missing sslcert nor a stray ~/.postgresql/postgresql.crt without its key.
+        let stray = FakeEnv::default()
+            .home("/h")
+            .file("/h/.postgresql/postgresql.crt", "");
+        assert!(stray.read(URL).unwrap_err().contains("has no key"));
+        for env in [&env, &stray] {
+            let read = env.read(&with("sslmode=disable&sslcert=/missing.crt"));
+            assert!(read.unwrap().tls.client.is_none());
+        }
     }
 
     #[test]

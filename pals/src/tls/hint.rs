@@ -75,7 +75,15 @@ fn handshake_failure(text: &str, tls: TlsSummary) -> Option<(String, String)> {
                 .into(),
         ));
     }
-    if has(&["notvalidforname", "hostname mismatch", "host name mismatch"]) {
+    // rustls' words ("certificate not valid for name"), its variants' names, OpenSSL's
+    // (for a host name, and for an address connected to by IP).
+    if has(&[
+        "not valid for name",
+        "notvalidforname",
+        "hostname mismatch",
+        "host name mismatch",
+        "ip address mismatch",
+    ]) {
         return Some((
             said("the server's certificate is not issued to the host name connected to"),
             "connect by the name the certificate is issued to (hostaddr=IP keeps the \
@@ -83,7 +91,7 @@ fn handshake_failure(text: &str, tls: TlsSummary) -> Option<(String, String)> {
                 .into(),
         ));
     }
-    if has(&["expired", "notvalidyet"]) {
+    if has(&["expired", "not valid yet", "notvalidyet"]) {
         return Some((
             said("a certificate is expired or not yet valid"),
             "renew the expired certificate (the server's, or the client's in sslcert), and \

@@ -11,6 +11,9 @@ pub(super) fn connector(
     material: &Material,
 ) -> Result<postgres_native_tls::MakeTlsConnector, Error> {
     let mut builder = native_tls::TlsConnector::builder();
+    // libpq's ssl_min_protocol_version default, and rustls' floor: native-tls releases
+    // before 0.2.12 would allow TLS 1.0.
+    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
     let checked = !matches!(material.roots, Roots::Unchecked);
     match material.mode {
         SslMode::Prefer | SslMode::Require => {
