@@ -36,10 +36,14 @@ fn a_service_file_reaches_the_server() {
         ),
     )
     .unwrap();
+    // Every variable is set before the first locker starts pals' runtime thread (which
+    // may read the environment, in the resolver, while another thread sets it).
     std::env::set_var("PGSERVICEFILE", &file);
     // The service wins over the PG* variables, which lead nowhere.
     std::env::set_var("PGHOST", "127.0.0.1");
     std::env::set_var("PGPORT", "1");
+    // PGSERVICE names the service when the URL names none (a URL's service wins).
+    std::env::set_var("PGSERVICE", "pals_test");
     lock_through("service=pals_test").unwrap();
     lock_through("postgresql://?service=pals_test").unwrap();
     // The URL wins over the service: the right port mends the wrong one.
@@ -47,7 +51,6 @@ fn a_service_file_reaches_the_server() {
     let err = lock_through("service=wrong_port connect_timeout=5").unwrap_err();
     assert!(err.to_string().contains(":1:"), "the service's port: {err}");
     // PGSERVICE names the service when the URL is empty.
-    std::env::set_var("PGSERVICE", "pals_test");
     lock_through("").unwrap();
     // An unknown service names the files looked in.
     let err = lock_through("service=nope").unwrap_err();

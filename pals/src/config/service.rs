@@ -65,7 +65,11 @@ fn section(
             if found.is_some() && inside {
                 break;
             }
-            inside = header.strip_suffix(']').map(str::trim) == Some(name);
+            // As libpq: the name right after `[`, then `]`; what follows is not read
+            // (`[billing] # prod` is billing's; `[ billing ]` is no one's).
+            inside = header
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(']'));
             if inside {
                 found = Some(Vec::new());
             }
@@ -103,7 +107,7 @@ mod tests {
 
     #[test]
     fn sections_are_read_as_libpq_reads_them() {
-        let text = "# comment\n[other]\nhost=wrong\n\n[billing]\n host = db.example \n\
+        let text = "# comment\n[other]\nhost=wrong\n[ billing ]\nhost=spaced\n\n[billing] # prod\n host = db.example \n\
                     port=6543\n# not this\ndbname=orders\n[after]\nhost=no\n";
         let params = section(text, "billing", Path::new("f")).unwrap().unwrap();
         let expected = [
