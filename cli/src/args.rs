@@ -235,20 +235,36 @@ fn words(args: Vec<String>) -> Result<Words, Usage> {
     Ok(words)
 }
 
-/// The value of `flag`: given inline (`--app=x`), else the next argument, whatever it is.
+/// The value of `flag`: given inline (`--app=x`), else the next argument, unless that is
+/// one of pals' options (`--app --json` is a forgotten value, not an app named `--json`;
+/// `--app=--json` names it).
 fn value_of(
     flag: Flag,
     inline: Option<String>,
     args: &mut impl Iterator<Item = String>,
 ) -> Result<Option<String>, Usage> {
     let name = flag.spelled();
-    match (flag.value(), inline) {
-        (None, None) => Ok(None),
-        (None, Some(_)) => Err(usage(format!("{name} takes no value"), None)),
-        (Some(what), inline) => match inline.or_else(|| args.next()) {
-            Some(value) if !value.is_empty() => Ok(Some(value)),
-            _ => Err(usage(format!("{name} needs {what}"), None)),
+    let Some(what) = flag.value() else {
+        return match inline {
+            None => Ok(None),
+            Some(_) => Err(usage(format!("{name} takes no value"), None)),
+        };
+    };
+    let value = match inline {
+        Some(value) => Some(value),
+        None => match args.next() {
+            Some(next) if Flag::of(next.split('=').next().unwrap_or_default()).is_some() => {
+                return Err(usage(
+                    format!("{name} needs {what}, and {next} is an option (write {name}={next} if that is the value)"),
+                    None,
+                ));
+            }
+            next => next,
         },
+    };
+    match value {
+        Some(value) if !value.is_empty() => Ok(Some(value)),
+        _ => Err(usage(format!("{name} needs {what}"), None)),
     }
 }
 
@@ -492,6 +508,14 @@ mod tests {
             "--app needs an application name"
         );
         assert_eq!(error_of("holders --json --json"), "--json is given twice");
+        assert_eq!(
+            error_of("holders --app --json"),
+            "--app needs an application name, and --json is an option (write --app=--json if \
+             that is the value)"
+        );
+        assert!(error_of("runs j --app --limit=3").contains("--limit=3 is an option"));
+        let named = parse_of("holders --app=--json", None).expect("an inline value is taken");
+        assert!(matches!(named, Command::Ask(_)));
         assert!(error_of("check --app a extra").contains("no operand"));
         let topic = parse_of("runs --limit x j --app a", None)
             .unwrap_err()
