@@ -91,6 +91,22 @@ pub fn unique_app(tag: &str) -> String {
 }
 
 /// A locker on the test database with a short default timeout.
+/// Takes and lets go a lock through `url` (with `backend`, else the default TLS backend),
+/// in a locker of an app of its own: whether that configuration connects and locks.
+pub fn lock_through(url: &str, backend: Option<pals::TlsBackend>) -> Result<(), pals::Error> {
+    let mut builder = pals::Locker::builder(unique_app("through")).url(url);
+    if let Some(backend) = backend {
+        builder = builder.tls_backend(backend);
+    }
+    let guard = builder
+        .build()?
+        .lock("x")
+        .blocking_try_acquire()?
+        .expect("a lock no one else holds");
+    assert!(guard.blocking_release()?);
+    Ok(())
+}
+
 pub fn locker(app: &str) -> pals::Locker {
     locker_with(app, |b| b)
 }

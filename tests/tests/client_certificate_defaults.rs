@@ -4,17 +4,11 @@
 
 use pals_tests::certs::TestCa;
 use pals_tests::cluster::TempCluster;
-use pals_tests::{unique_app, TempDir};
+use pals_tests::TempDir;
 
 /// Takes and lets go a lock through `url`.
 fn lock_through(url: &str) -> Result<(), pals::Error> {
-    let locker = pals::Locker::new(unique_app("defaults"), url)?;
-    let guard = locker
-        .lock("x")
-        .blocking_try_acquire()?
-        .expect("a lock no one else holds");
-    assert!(guard.blocking_release()?);
-    Ok(())
+    pals_tests::lock_through(url, None)
 }
 
 #[test]

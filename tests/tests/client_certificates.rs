@@ -5,7 +5,6 @@
 use pals::TlsBackend;
 use pals_tests::certs::TestCa;
 use pals_tests::cluster::TempCluster;
-use pals_tests::unique_app;
 
 #[cfg(feature = "native-tls")]
 const BACKENDS: &[TlsBackend] = &[TlsBackend::Rustls, TlsBackend::NativeTls];
@@ -36,19 +35,7 @@ fn url(cluster: &TempCluster, ca: &TestCa, query: &str) -> String {
 
 /// Takes and lets go a lock through `url` with `backend`.
 fn lock_through(url: &str, backend: TlsBackend) -> Result<(), pals::Error> {
-    let locker = pals::Locker::builder(unique_app("mtls"))
-        .url(url)
-        .tls_backend(backend)
-        .build()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let guard = runtime
-        .block_on(locker.lock("x").try_acquire())?
-        .expect("a lock no one else holds");
-    assert!(guard.blocking_release()?);
-    Ok(())
+    pals_tests::lock_through(url, Some(backend))
 }
 
 #[test]

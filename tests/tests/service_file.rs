@@ -2,18 +2,12 @@
 //! `PGSERVICEFILE`, reaches the test server. A test binary of its own, with one test: it
 //! sets `PGSERVICEFILE`, `PGSERVICE`, `PGHOST` and `PGPORT`, which no other thread may read at once.
 
-use pals_tests::{db_config, unique_app, TempDir};
+use pals_tests::{db_config, TempDir};
 use tokio_postgres::config::Host;
 
 /// Takes and lets go a lock through `url`.
 fn lock_through(url: &str) -> Result<(), pals::Error> {
-    let locker = pals::Locker::new(unique_app("service"), url)?;
-    let guard = locker
-        .lock("x")
-        .blocking_try_acquire()?
-        .expect("a lock no one else holds");
-    assert!(guard.blocking_release()?);
-    Ok(())
+    pals_tests::lock_through(url, None)
 }
 
 #[test]
