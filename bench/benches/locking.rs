@@ -1,7 +1,7 @@
 //! pals against the raw-driver limit and its peers:
 //! `cargo bench -p pals-bench --bench locking [-- --quick]`.
 //!
-//! Runs against `PALS_DB_URL` (default: the docker-compose database) and prints one table:
+//! Runs against `PALS_DB_URL` (default: the repository's database, `pals_devdb`) and prints one table:
 //! every pals figure beside a baseline measured in the same run, and their ratio. The
 //! baseline is the raw tokio-postgres client with its connection spawned on the bench's
 //! runtime, sending the same statements, unless the row names another: sqlx's
@@ -123,8 +123,7 @@ fn main() {
         // TLS, and pals would otherwise use TLS whenever the server offers it (sslmode
         // prefer). Row 1t shows what TLS costs.
         url: with_sslmode(
-            &std::env::var("PALS_DB_URL")
-                .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into()),
+            &pals_devdb::db_url().unwrap_or_else(|error| panic!("{error}")),
             "disable",
         ),
         rounds: if quick { 3 } else { 9 },

@@ -1,6 +1,7 @@
 //! The PALs README flow, in Rust: `cargo run --example basic`.
 //!
-//! Uses `PALS_DB_URL`, or the docker-compose database (`docker compose up -d`).
+//! Uses `PALS_DB_URL`, else the docker-compose database, else the repository's own PostgreSQL
+//! (started under `target/` from the machine's PostgreSQL programs: see `devdb/`).
 
 use std::time::{Duration, Instant};
 

@@ -222,7 +222,7 @@ impl LockerBuilder {
     /// ```
     /// use std::time::Duration;
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::builder("doc-idle-timeout")
     ///     .url(&url)
     ///     .pool_size(10)

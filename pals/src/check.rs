@@ -104,7 +104,7 @@ impl Locker {
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("my-app-name", &url)?;
     /// let checked = locker.check().await?;
     /// println!("{checked}"); // pals: app my-app-name uses 127.0.0.1:5432 as postgres, ...

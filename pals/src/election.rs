@@ -66,7 +66,7 @@ type Hook = Arc<dyn Fn(&Leader) + Send + Sync>;
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-/// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+/// # let url = pals_devdb::db_url().unwrap();
 /// let locker = pals::Locker::new("doc-election", &url)?;
 /// let election = locker.election("scheduler").identity("replica-a");
 /// let observer = locker.election("scheduler");
@@ -208,7 +208,7 @@ impl Election {
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("doc-run-until", &url)?;
     /// let (stop, stopped) = tokio::sync::watch::channel(false);
     /// let shutdown = {
@@ -446,7 +446,7 @@ impl Election {
     /// ```
     /// # use std::time::Duration;
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("doc-observe", &url)?;
     /// let election = locker.election("scheduler");
     /// let mut observer = election.clone().observe_recheck(Duration::from_millis(100)).observe();

@@ -21,7 +21,7 @@ use crate::runtime::block_on;
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-/// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+/// # let url = pals_devdb::db_url().unwrap();
 /// let locker = pals::Locker::new("doc-guard", &url)?;
 /// {
 ///     let guard = locker.lock("nightly-report").acquire().await?;
@@ -93,7 +93,7 @@ impl LockGuard {
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// # async fn do_the_work() {}
     /// let locker = pals::Locker::new("doc-lost", &url)?;
     /// let guard = locker.lock("leader").acquire().await?;
@@ -232,7 +232,7 @@ impl LockGuard {
     /// ```
     /// # use std::time::{Duration, Instant};
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("doc-release-at", &url)?;
     /// let guard = locker.lock("report").acquire().await?;
     /// guard.release_at(Instant::now() + Duration::from_millis(200));

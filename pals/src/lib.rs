@@ -42,7 +42,7 @@
 //!
 //! ```
 //! # std::env::set_var("PALS_APP_NAME", format!("doc-crate-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()));
-//! # if std::env::var("PALS_DB_URL").is_err() { std::env::set_var("PALS_DB_URL", "postgresql://postgres@127.0.0.1:54321/postgres"); }
+//! # std::env::set_var("PALS_DB_URL", pals_devdb::db_url().unwrap());
 //! # #[pals::exclusive(name = "nightly-report", once_per = "24h")]
 //! # async fn nightly_report() -> Option<u32> { Some(42) }
 //! # #[tokio::main] async fn main() -> Result<(), pals::Error> {
@@ -63,7 +63,7 @@
 //! ```
 //! use std::time::Duration;
 //! # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-//! # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+//! # let url = pals_devdb::db_url().unwrap();
 //! let locker = pals::Locker::new("my-app-name", &url)?;
 //! let lock1 = locker.lock("my-lock");
 //! let lock2 = locker.lock("my-lock");
@@ -112,7 +112,7 @@
 //!
 //! ```
 //! # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-//! # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+//! # let url = pals_devdb::db_url().unwrap();
 //! let locker = pals::Locker::new("doc-features", &url)?;
 //!
 //! let guard = locker.lock("ledger").fenced().acquire().await?;
@@ -250,7 +250,7 @@ pub use outcome::Outcome;
 /// # use std::sync::LazyLock;
 /// # static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| pals::Locker::new(
 /// #     format!("doc-exclusive-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()),
-/// #     &std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into())).unwrap());
+/// #     &pals_devdb::db_url().unwrap()).unwrap());
 /// // A scheduled job: every replica's scheduler fires it; each tick runs once, on one.
 /// #[pals::exclusive(name = "nightly-report", once_per = "24h", locker = &LOCKER)]
 /// async fn nightly_report() -> Option<u32> {

@@ -25,7 +25,7 @@ use crate::tokens::{backwards_error, report_backwards};
 /// ```
 /// # use std::time::Duration;
 /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-/// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+/// # let url = pals_devdb::db_url().unwrap();
 /// let locker = pals::Locker::new("doc-lock", &url)?;
 /// let lock1 = locker.lock("my-lock");
 /// let lock2 = locker.lock("my-lock");
@@ -134,7 +134,7 @@ impl Lock {
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("doc-fenced", &url)?;
     /// let lock = locker.lock("ledger").fenced();
     /// let first = lock.acquire().await?;

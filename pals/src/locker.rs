@@ -34,7 +34,7 @@ use crate::sql;
 /// // ... only one holder of "my-app-name.my-lock" in the whole fleet runs this ...
 /// assert!(guard.release().await?);
 /// # Ok(()) }
-/// # fn pals_db_url() -> String { std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into()) }
+/// # fn pals_db_url() -> String { pals_devdb::db_url().unwrap() }
 /// ```
 #[derive(Clone)]
 pub struct Locker {
@@ -209,7 +209,7 @@ impl Locker {
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("doc-locker-semaphore", &url)?;
     /// let permit = locker.semaphore("heavy-export", 3).acquire().await?;
     /// // ... at most 3 replicas run the export at once ...
@@ -237,7 +237,7 @@ impl Locker {
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("doc-holders", &url)?;
     /// let guard = locker.lock("migrations").acquire().await?;
     /// let holders = locker.holders().await?;
@@ -267,7 +267,7 @@ impl Locker {
     /// ```
     /// # use std::time::Duration;
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// # let app = format!("doc-runs-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
     /// let locker = pals::Locker::new(&app, &url)?;
     /// let job = locker.lock("cleanup").once_per(Duration::from_secs(60));
@@ -324,7 +324,7 @@ impl Locker {
     /// ```
     /// # use std::time::{Duration, Instant};
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// let locker = pals::Locker::new("doc-wait-releases", &url)?;
     /// let guard = locker.lock("report").acquire().await?;
     /// let until = Instant::now() + Duration::from_millis(100);

@@ -77,7 +77,7 @@ impl Lock {
     /// use std::time::Duration;
     /// use pals::Outcome;
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// # let app = format!("doc-once-per-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
     /// let locker = pals::Locker::new(&app, &url)?;
     /// let report = locker.lock("nightly-report").once_per(Duration::from_secs(24 * 3600));
@@ -149,7 +149,7 @@ impl OncePer {
     /// ```
     /// # use std::time::Duration;
     /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-    /// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+    /// # let url = pals_devdb::db_url().unwrap();
     /// # let app = format!("doc-claim-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
     /// let locker = pals::Locker::new(&app, &url)?;
     /// let job = locker.lock("sync-invoices").once_per(Duration::from_secs(3600));

@@ -13,7 +13,7 @@
 /// use pals::Outcome;
 /// # use std::sync::LazyLock;
 /// # static LOCKER: LazyLock<pals::Locker> = LazyLock::new(|| pals::Locker::new("doc-outcome",
-/// #     &std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into())).unwrap());
+/// #     &pals_devdb::db_url().unwrap()).unwrap());
 ///
 /// #[pals::exclusive(name = "next-invoice", timeout = "0", on_busy = "skip", locker = &LOCKER)]
 /// fn next_invoice() -> Outcome<Option<u32>> {

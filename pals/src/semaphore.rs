@@ -43,7 +43,7 @@ pub const PERMIT_RECHECK: Duration = Duration::from_millis(500);
 ///
 /// ```
 /// # #[tokio::main] async fn main() -> Result<(), pals::Error> {
-/// # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+/// # let url = pals_devdb::db_url().unwrap();
 /// let locker = pals::Locker::new("doc-semaphore", &url)?;
 /// let exports = locker.semaphore("heavy-export", 2);
 /// let first = exports.acquire().await?;

@@ -9,7 +9,7 @@
 //! ```
 //! use std::time::Duration;
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+//! # let url = pals_devdb::db_url().unwrap();
 //! let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
 //! tokio::spawn(connection);
 //! let tx = client.transaction().await?;

@@ -4,10 +4,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use pals_devdb::{Account, Search};
+
 /// A cluster in a temporary directory, on a free port; stopped and removed on drop.
 pub struct TempCluster {
     dir: PathBuf,
     bindir: PathBuf,
+    account: Account,
     port: u16,
 }
 
@@ -54,7 +57,7 @@ impl TempCluster {
              ssl_ca_file = 'root.crt'\n",
         );
         std::fs::write(data.join("postgresql.conf"), conf).unwrap();
-        if is_root() {
+        if cluster.account == Account::Postgres {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&data));
@@ -74,18 +77,30 @@ impl TempCluster {
 
     /// A new cluster's directory and `initdb`, not started.
     fn create(tag: &str, auth: &[&str]) -> TempCluster {
-        let bindir = bindir();
+        let bindir = Search::usual().find().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL's server programs (initdb, pg_ctl) not found (looked in {}): \
+                 install PostgreSQL's server package",
+                Search::usual().places()
+            )
+        });
+        let account = Account::for_this_process().unwrap_or_else(|error| panic!("{error}"));
         let dir = std::env::temp_dir().join(format!("pals-cluster-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
+        if account == Account::Postgres {
             run(Command::new("chown").arg("postgres:postgres").arg(&dir));
         }
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let cluster = TempCluster { dir, bindir, port };
+        let cluster = TempCluster {
+            dir,
+            bindir,
+            account,
+            port,
+        };
         run(cluster
             .pg_command("initdb")
             .args(auth)
@@ -152,14 +167,7 @@ impl TempCluster {
     }
 
     fn pg_command(&self, program: &str) -> Command {
-        let program = self.bindir.join(program);
-        if is_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        }
+        self.account.command(&self.bindir.join(program))
     }
 }
 
@@ -172,34 +180,6 @@ impl Drop for TempCluster {
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn bindir() -> PathBuf {
-    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        if dir.join("initdb").exists() {
-            return dir;
-        }
-    }
-    let found = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join("bin"))
-        .find(|bin| bin.join("initdb").exists());
-    found.unwrap_or_else(|| {
-        panic!(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found: install the postgresql package"
-        )
-    })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false)
 }
 
 fn run(command: &mut Command) {

@@ -11,12 +11,11 @@ pub mod proxy;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The docker-compose database, used when `PALS_DB_URL` is not set.
-pub const DEFAULT_DB_URL: &str = "postgresql://postgres@127.0.0.1:54321/postgres";
-
-/// The URL of the test database: `PALS_DB_URL`, or the docker-compose default.
+/// The URL of the test database: `PALS_DB_URL`, else the docker-compose database when it
+/// answers, else the repository's private cluster, started if need be (`pals_devdb`).
+/// Panics with the three ways to get a server when there is none.
 pub fn db_url() -> String {
-    std::env::var("PALS_DB_URL").unwrap_or_else(|_| DEFAULT_DB_URL.to_string())
+    pals_devdb::db_url().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// The test database's configuration, parsed from [`db_url`].
@@ -133,10 +132,19 @@ pub fn ensure_server() {
     static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let checked = CHECKED.get_or_init(|| probe_query("SELECT 1").map(|_| ()));
     if let Err(error) = checked {
+        let from = match std::env::var(pals_devdb::URL_ENV) {
+            Ok(url) if !url.is_empty() => {
+                "PALS_DB_URL names it: start that server, or point \
+                PALS_DB_URL at one you have (trust or password auth in the URL), or unset it \
+                for the docker-compose database or the repository's own (tests start it)"
+            }
+            _ => {
+                "the repository's database: `cargo run -p pals-devdb -- stop`, then run the \
+                tests again to start it afresh"
+            }
+        };
         panic!(
-            "no PostgreSQL answers at {url} ({error}).\n\
-             Start one with `docker compose up -d` in the repository root, \
-             or point PALS_DB_URL at a server you have (trust or password auth in the URL).",
+            "no PostgreSQL answers at {url} ({error}).\n{from}",
             url = db_url()
         );
     }

@@ -2,9 +2,11 @@
 //! what pals does behind a pooler. Debian's package (`apt-get install pgbouncer`); a
 //! missing binary fails the test with that step, never skips it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use pals_devdb::Account;
 
 use crate::{db_config, eventually, TempDir};
 
@@ -39,9 +41,12 @@ impl Pgbouncer {
         );
         std::fs::write(dir.path().join("pgbouncer.ini"), ini).unwrap();
         let mut command = Command::new(&binary);
-        if is_root() {
+        let account = Account::for_this_process().unwrap_or_else(|error| panic!("{error}"));
+        if account == Account::Postgres {
             // pgbouncer will not run as root: it switches to postgres itself.
-            chown_postgres(dir.path());
+            account
+                .take(dir.path())
+                .unwrap_or_else(|error| panic!("{error}"));
             command.args(["-u", "postgres"]);
         }
         let child = command
@@ -105,21 +110,4 @@ fn binary() -> PathBuf {
              (`apt-get install -y pgbouncer`, `brew install pgbouncer`); .ci/run does"
         )
     })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
-
-fn chown_postgres(dir: &Path) {
-    let status = Command::new("chown")
-        .args(["-R", "postgres"])
-        .arg(dir)
-        .status()
-        .expect("chown runs");
-    assert!(status.success(), "chown -R postgres {}", dir.display());
 }

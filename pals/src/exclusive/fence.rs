@@ -22,7 +22,7 @@ tokio::task_local! {
 /// one (a task it spawns does not inherit it: pass the number on). `None` anywhere else.
 ///
 /// ```
-/// # fn url() -> String { std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into()) }
+/// # fn url() -> String { pals_devdb::db_url().unwrap() }
 /// static LOCKER: std::sync::LazyLock<pals::Locker> =
 ///     std::sync::LazyLock::new(|| pals::Locker::new("doc-current-fence", &url()).unwrap());
 ///

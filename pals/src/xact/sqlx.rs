@@ -14,7 +14,7 @@
 //! use std::time::Duration;
 //! use sqlx::Connection;
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let url = std::env::var("PALS_DB_URL").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:54321/postgres".into());
+//! # let url = pals_devdb::db_url().unwrap();
 //! # let app = &*format!("doc-xact-sqlx-{}-{:?}", std::process::id(), std::time::UNIX_EPOCH.elapsed()?.as_nanos());
 //! let mut connection = sqlx::PgConnection::connect(&url).await?;
 //! let mut tx = connection.begin().await?;
