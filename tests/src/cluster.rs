@@ -57,11 +57,10 @@ impl TempCluster {
              ssl_ca_file = 'root.crt'\n",
         );
         std::fs::write(data.join("postgresql.conf"), conf).unwrap();
-        if cluster.account == Account::Postgres {
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&data));
-        }
+        cluster
+            .account
+            .take(&data)
+            .unwrap_or_else(|e| panic!("{e}"));
         run(Command::new("chmod")
             .arg("600")
             .arg(data.join("server.key")));
@@ -88,9 +87,7 @@ impl TempCluster {
         let dir = std::env::temp_dir().join(format!("pals-cluster-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        if account == Account::Postgres {
-            run(Command::new("chown").arg("postgres:postgres").arg(&dir));
-        }
+        account.take(&dir).unwrap_or_else(|e| panic!("{e}"));
         let port = {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
