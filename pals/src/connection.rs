@@ -1,6 +1,13 @@
 //! One database connection: opened on the library's runtime ([`open`]), the statements a
 //! lock session sends ([`LockConn`]), its heartbeat, and whether it is still alive.
 //!
+//! A lock session's socket is pals' own (`socket`): tokio-postgres starts the session on it
+//! (TLS, authentication, set-up) and keeps its other uses (the heartbeat, cancel requests),
+//! while the lock statements are framed by pals (`frame`) and written and answered on the
+//! caller's own task (`mux`): no request channel to a connection task, no hop to another
+//! thread but the read's wake-up. Layers, bottom up: `frame` (the wire format), `mux` (one
+//! socket, two users), `socket` (opening it), `lock_statements` (the statements), `open`.
+//!
 //! PostgreSQL frees a session's locks when the session ends. The holder learns of it when
 //! the connection task ends (the server closed the socket: a terminated backend, a
 //! restart), when a heartbeat goes unanswered (a dead server or a black-holed network,
@@ -17,9 +24,12 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use crate::error::PgError;
 use crate::tls::Connector;
 
+mod frame;
 mod heartbeat;
 mod lock_statements;
+mod mux;
 mod open;
+mod socket;
 
 pub(crate) use lock_statements::{LockConn, WaitFailed};
 pub(crate) use open::{open, open_for_locks, open_listening};
@@ -47,6 +57,9 @@ pub(crate) struct PgConn {
     io_task: AbortHandle,
     /// For cancel requests, which open a connection of their own.
     tls: Connector,
+    /// A lock session's socket, shared with its statements; and where it goes (for cancel
+    /// requests).
+    shared: Option<(Arc<mux::Mux>, socket::Peer)>,
     /// The server process of this session.
     pub(crate) pid: i32,
     /// `server_version_num`, for the settings a statement may use.
@@ -65,6 +78,9 @@ impl PgConn {
     /// its own.
     pub(crate) async fn cancel(&self) -> Result<(), PgError> {
         let token = self.client.cancel_token();
+        if let Some((_, peer)) = &self.shared {
+            return peer.cancel(&token, &self.tls).await;
+        }
         match &self.tls {
             Connector::Plain => token.cancel_query(NoTls).await,
             #[cfg(feature = "rustls")]
@@ -79,6 +95,9 @@ impl PgConn {
     pub(crate) fn close(&self, why: &str) {
         self.watch.mark_dead(why);
         self.io_task.abort();
+        if let Some((mux, _)) = &self.shared {
+            mux.shut();
+        }
     }
 
     /// What the server told of this session when it opened.

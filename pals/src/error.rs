@@ -304,12 +304,34 @@ impl Error {
     }
 }
 
+impl Error {
+    /// [`connect_failed`](Error::connect_failed) for a socket that could not be opened
+    /// (pals opens a lock session's socket itself): as the driver words it.
+    pub(crate) fn connect_io(
+        error: &std::io::Error,
+        target: &str,
+        _tls: crate::tls::TlsSummary,
+    ) -> Self {
+        let reason = format!("error connecting to server: {error}");
+        let hint = step_for(None, &reason, target);
+        Error::Connect {
+            reason: format!("{target}: {reason}{hint}"),
+            source: None,
+        }
+    }
+}
+
 /// What to do about a failed connect, where the error tells.
 fn next_step(error: &tokio_postgres::Error, reason: &str, target: &str) -> String {
     let code = error.as_db_error().map(|db| db.code().code());
     if is_not_ours(error) {
         return format!(". {NOT_OURS_WHY}. Next step: {NOT_OURS_STEP}");
     }
+    step_for(code, reason, target)
+}
+
+/// [`next_step`] for the server's SQLSTATE `code`, or the words of an error without one.
+fn step_for(code: Option<&str>, reason: &str, target: &str) -> String {
     let step = match code {
         Some("28P01") => {
             "correct the user's password (in the URL, PGPASSWORD or ~/.pgpass), or the user \

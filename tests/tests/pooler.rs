@@ -99,16 +99,14 @@ async fn a_holder_behind_a_transaction_pooler_learns_its_server_session_is_gone(
     );
 }
 
-/// A server session where another client prepared statements by the names tokio-postgres
-/// gives its own (`s0`, `s1`, …): the set-up's prepares collide, and the connect error says
-/// why, as a misconfiguration.
+/// A server session where another client prepared statements by the names pals gives its
+/// lock statements (`pals1_try_x`, …, one set per try of the set-up): the set-up's prepares
+/// collide, and the connect error says why, as a misconfiguration.
 #[tokio::test]
 async fn a_set_up_on_another_clients_server_session_is_refused() {
     let bouncer = Pgbouncer::start("transaction", 1);
-    // tokio-postgres names its statements from one counter per process: the set-up's
-    // names are below 1000 while this binary's tests have prepared fewer than that.
-    let prepares: String = (0..1000)
-        .map(|n| format!("PREPARE s{n} AS SELECT {n}; "))
+    let prepares: String = (1..=3)
+        .map(|try_| format!("PREPARE pals{try_}_try_x AS SELECT {try_}; "))
         .collect();
     pals_tests::probe_query_at(&bouncer.url(), &prepares).unwrap();
     let locker = locker_at(&bouncer.url(), &unique_app("pooled-setup"));

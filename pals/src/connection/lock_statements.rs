@@ -1,16 +1,15 @@
 //! [`LockConn`]: a lock session's connection and the lock statements it sends. The instant
 //! statements are prepared once per connection: each use is then one Bind and Execute, with
-//! nothing for the server to parse or plan. Each statement checks that it runs on the
-//! session pals set up (`sql::ours`), given the session's [`Mark`]: else it fails with an
-//! error that [`is_not_ours`](crate::error::is_not_ours) tells.
+//! nothing for the server to parse or plan, framed by pals and written and answered on the
+//! caller's own task over the session's shared socket ([`Mux`]). Each statement checks that
+//! it runs on the session pals set up (`sql::ours`), given the session's [`Mark`]: else it
+//! fails with an error that [`is_not_ours`](crate::error::is_not_ours) tells.
 
-use std::future::poll_fn;
 use std::ops::Deref;
-use std::pin::pin;
+use std::sync::Arc;
 
-use futures_core::Stream;
-use tokio_postgres::{Client, SimpleQueryMessage, Statement};
-
+use super::frame::{self, Answer, Value};
+use super::mux::Mux;
 use super::PgConn;
 use crate::error::PgError;
 use crate::key::Mode;
@@ -19,49 +18,82 @@ use crate::sql::{self, Mark, Mint};
 /// A lock session's connection: a [`PgConn`] with its lock statements prepared.
 pub(crate) struct LockConn {
     conn: PgConn,
-    prepared: Prepared,
+    mux: Arc<Mux>,
+    /// The prepared statements' names (the set-up's try that made them).
+    names: &'static Names,
     /// The session's mark, and as the prepared statements take it.
     mark: Mark,
     mark_text: String,
 }
 
-/// The instant statements, indexed by `Mode::index`.
-pub(super) struct Prepared {
-    try_lock: [Statement; 2],
-    try_lock_fenced: [Statement; 2],
-    unlock: [Statement; 2],
-    unlock_and_notify: Statement,
+/// The prepared statements' names, indexed by `Mode::index`.
+struct Names {
+    try_lock: [&'static str; 2],
+    try_lock_fenced: [&'static str; 2],
+    unlock: [&'static str; 2],
+    unlock_and_notify: &'static str,
 }
 
-impl Prepared {
-    /// Prepares the statements (polled beside the set-up: one round trip for all).
-    pub(super) async fn new(client: &Client) -> Result<Prepared, PgError> {
-        let (x, s) = (Mode::Exclusive, Mode::Shared);
-        let texts = [
-            sql::try_lock(x),
-            sql::try_lock(s),
-            sql::try_lock_fenced(x),
-            sql::try_lock_fenced(s),
-            sql::unlock(x),
-            sql::unlock(s),
-            sql::unlock_and_notify(),
-        ];
-        let [try_x, try_s, fenced_x, fenced_s, unlock_x, unlock_s, notify] = &texts;
-        let (try_x, try_s, fenced_x, fenced_s, unlock_x, unlock_s, notify) = tokio::join!(
-            client.prepare(try_x),
-            client.prepare(try_s),
-            client.prepare(fenced_x),
-            client.prepare(fenced_s),
-            client.prepare(unlock_x),
-            client.prepare(unlock_s),
-            client.prepare(notify),
-        );
-        Ok(Prepared {
-            try_lock: [try_x?, try_s?],
-            try_lock_fenced: [fenced_x?, fenced_s?],
-            unlock: [unlock_x?, unlock_s?],
-            unlock_and_notify: notify?,
-        })
+/// The names for each try of the set-up (`open::SETUP_TRIES`, 3): a try cut short may
+/// leave statements prepared, which the next must not collide with.
+static NAMES: [Names; 3] = [
+    Names {
+        try_lock: ["pals1_try_x", "pals1_try_s"],
+        try_lock_fenced: ["pals1_fenced_x", "pals1_fenced_s"],
+        unlock: ["pals1_unlock_x", "pals1_unlock_s"],
+        unlock_and_notify: "pals1_unlock_notify",
+    },
+    Names {
+        try_lock: ["pals2_try_x", "pals2_try_s"],
+        try_lock_fenced: ["pals2_fenced_x", "pals2_fenced_s"],
+        unlock: ["pals2_unlock_x", "pals2_unlock_s"],
+        unlock_and_notify: "pals2_unlock_notify",
+    },
+    Names {
+        try_lock: ["pals3_try_x", "pals3_try_s"],
+        try_lock_fenced: ["pals3_fenced_x", "pals3_fenced_s"],
+        unlock: ["pals3_unlock_x", "pals3_unlock_s"],
+        unlock_and_notify: "pals3_unlock_notify",
+    },
+];
+
+fn names(tries: usize) -> &'static Names {
+    &NAMES[tries.clamp(1, NAMES.len()) - 1]
+}
+
+/// A key as a text parameter, without an allocation.
+struct KeyText {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl KeyText {
+    fn new(key: i64) -> KeyText {
+        use std::io::Write;
+        let mut buf = [0u8; 20];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{key}"); // at most 20 characters
+        let len = cursor.position() as usize;
+        KeyText { buf, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("0")
+    }
+}
+
+/// Sends `request` on `mux` and reads its answer: an error answer as the driver's error.
+async fn run(
+    mux: &Mux,
+    request: impl FnOnce(&mut Vec<u8>),
+    want_rows: bool,
+) -> Result<Answer, PgError> {
+    match mux.call(request, want_rows).await {
+        Ok(answer) => match &answer.error {
+            Some(body) => Err(frame::error_of(Some(body)).await),
+            None => Ok(answer),
+        },
+        Err(_) => Err(frame::error_of(None).await),
     }
 }
 
@@ -81,14 +113,42 @@ impl Deref for LockConn {
 }
 
 impl LockConn {
-    pub(super) fn new(conn: PgConn, prepared: Prepared, mark: Mark) -> LockConn {
+    pub(super) fn new(conn: PgConn, mark: Mark, tries: usize) -> LockConn {
+        let mux = match &conn.shared {
+            Some((mux, _)) => Arc::clone(mux),
+            None => unreachable!("a lock session's socket is shared"),
+        };
         let mark_text = mark.to_string();
         LockConn {
             conn,
-            prepared,
+            mux,
+            names: names(tries),
             mark,
             mark_text,
         }
+    }
+
+    /// Prepares the lock statements on `mux`'s session, named for the set-up's try
+    /// `tries`: one Parse for each, one round trip for all.
+    pub(super) async fn prepare(mux: &Mux, tries: usize) -> Result<(), PgError> {
+        let names = names(tries);
+        let (x, s) = (Mode::Exclusive, Mode::Shared);
+        let statements = [
+            (names.try_lock[0], sql::try_lock(x)),
+            (names.try_lock[1], sql::try_lock(s)),
+            (names.try_lock_fenced[0], sql::try_lock_fenced(x)),
+            (names.try_lock_fenced[1], sql::try_lock_fenced(s)),
+            (names.unlock[0], sql::unlock(x)),
+            (names.unlock[1], sql::unlock(s)),
+            (names.unlock_and_notify, sql::unlock_and_notify()),
+        ];
+        let request = |out: &mut Vec<u8>| {
+            for (name, text) in &statements {
+                frame::parse(out, name, text);
+            }
+            frame::sync(out);
+        };
+        run(mux, request, false).await.map(|_| ())
     }
 
     /// The session's mark, which its statements check.
@@ -96,14 +156,26 @@ impl LockConn {
         self.mark
     }
 
+    /// Runs a prepared statement with `params`: the first value of its row.
+    async fn execute(&self, statement: &str, params: &[&str]) -> Result<Value, PgError> {
+        let request = |out: &mut Vec<u8>| frame::execute(out, statement, params);
+        Ok(run(&self.mux, request, false).await?.value)
+    }
+
+    /// A simple query's rows (text).
+    async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        let request = |out: &mut Vec<u8>| frame::query(out, sql);
+        Ok(run(&self.mux, request, true).await?.rows)
+    }
+
     /// The try statement in `mode`: whether the lock was taken.
     pub(crate) async fn try_lock(&self, key: i64, mode: Mode) -> Result<bool, PgError> {
-        let statement = &self.prepared.try_lock[mode.index()];
-        let row = self
-            .client
-            .query_one(statement, &[&key, &self.mark_text])
+        let key = KeyText::new(key);
+        let statement = self.names.try_lock[mode.index()];
+        let value = self
+            .execute(statement, &[key.as_str(), &self.mark_text])
             .await?;
-        row.try_get(0)
+        Ok(value == Value::Bool(true))
     }
 
     /// [`try_lock`](LockConn::try_lock) that mints a fencing token from `sequence` with
@@ -114,13 +186,13 @@ impl LockConn {
         mode: Mode,
         sequence: &str,
     ) -> Result<Option<i64>, PgError> {
-        let statement = &self.prepared.try_lock_fenced[mode.index()];
-        let mark = &self.mark_text;
-        let row = self
-            .client
-            .query_one(statement, &[&key, &sequence, mark])
-            .await?;
-        row.try_get(0)
+        let key = KeyText::new(key);
+        let statement = self.names.try_lock_fenced[mode.index()];
+        let params = [key.as_str(), sequence, &self.mark_text];
+        Ok(match self.execute(statement, &params).await? {
+            Value::Int(token) => Some(token),
+            _ => None,
+        })
     }
 
     /// The unlock in `mode`: whether the session held the lock. With `notify` (a semaphore
@@ -131,23 +203,21 @@ impl LockConn {
         mode: Mode,
         notify: Option<&str>,
     ) -> Result<bool, PgError> {
-        let row = match notify {
+        let key = KeyText::new(key);
+        let value = match notify {
             None => {
-                let statement = &self.prepared.unlock[mode.index()];
-                self.client
-                    .query_one(statement, &[&key, &self.mark_text])
+                let statement = self.names.unlock[mode.index()];
+                self.execute(statement, &[key.as_str(), &self.mark_text])
                     .await?
             }
             Some(payload) => {
                 debug_assert_eq!(mode, Mode::Exclusive, "permits are exclusive locks");
-                let statement = &self.prepared.unlock_and_notify;
-                let mark = &self.mark_text;
-                self.client
-                    .query_one(statement, &[&key, &payload, mark])
-                    .await?
+                let statement = self.names.unlock_and_notify;
+                let params = [key.as_str(), payload, &self.mark_text];
+                self.execute(statement, &params).await?
             }
         };
-        row.try_get(0)
+        Ok(value == Value::Bool(true))
     }
 
     /// Waits for the lock in one query, `lock_timeout_ms` at most (0: no limit), and
@@ -163,39 +233,37 @@ impl LockConn {
     ) -> Result<Option<i64>, WaitFailed> {
         let version = self.server_version;
         let sql = sql::wait_lock(key, mode, lock_timeout_ms, version, mint, self.mark);
-        let failed = |error| WaitFailed {
-            error,
-            granted: false,
-        };
-        let answer = self.client.simple_query_raw(&sql).await.map_err(failed)?;
-        let mut answer = pin!(answer);
-        let (mut rows, mut token) = (0, None);
-        while let Some(message) = poll_fn(|cx| answer.as_mut().poll_next(cx)).await {
-            match message {
-                Ok(SimpleQueryMessage::Row(row)) => {
-                    rows += 1;
-                    token = row.get(0).and_then(|token| token.parse().ok());
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    let granted = rows > 0;
-                    return Err(WaitFailed { error, granted });
-                }
+        let request = |out: &mut Vec<u8>| frame::query(out, &sql);
+        let answer = match self.mux.call(request, true).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                let error = frame::error_of(None).await;
+                return Err(WaitFailed {
+                    error,
+                    granted: false,
+                });
             }
+        };
+        // The lock statement's row comes first: an error after it came after the grant.
+        if let Some(body) = &answer.error {
+            let error = frame::error_of(Some(body)).await;
+            let granted = answer.row_count > 0;
+            return Err(WaitFailed { error, granted });
         }
-        Ok(token)
+        let last = answer
+            .rows
+            .last()
+            .and_then(|row| row.first().cloned().flatten());
+        Ok(last.and_then(|token| token.parse().ok()))
     }
 
     /// The advisory locks the server holds for this session, by key and mode; `Ok(None)`
     /// if the answer cannot be read (which cannot happen with a PostgreSQL server).
     pub(crate) async fn server_locks(&self) -> Result<Option<Vec<(i64, Mode)>>, PgError> {
-        let answer = self
-            .client
-            .simple_query(&sql::server_locks(self.mark))
-            .await?;
-        let locks = sql::rows(&answer).map(|row| {
-            let key = row.get(0)?.parse().ok()?;
-            Some((key, sql::mode_of(row.get(1)?)))
+        let rows = self.query_rows(&sql::server_locks(self.mark)).await?;
+        let locks = rows.iter().map(|row| {
+            let key = row.first()?.as_deref()?.parse().ok()?;
+            Some((key, sql::mode_of(row.get(1)?.as_deref()?)))
         });
         Ok(locks.collect())
     }
@@ -203,8 +271,8 @@ impl LockConn {
     /// Unlocks each of `locks` once; how many of those unlocks found nothing held
     /// (`Ok(None)`: an unreadable answer).
     pub(crate) async fn unlock_each(&self, locks: &[(i64, Mode)]) -> Result<Option<u64>, PgError> {
-        let sql = sql::unlock_each(locks, self.mark);
-        let answer = self.client.simple_query(&sql).await?;
-        Ok(sql::first_value(&answer).and_then(|n| n.parse().ok()))
+        let rows = self.query_rows(&sql::unlock_each(locks, self.mark)).await?;
+        let first = rows.first().and_then(|row| row.first()?.as_deref());
+        Ok(first.and_then(|n| n.parse().ok()))
     }
 }

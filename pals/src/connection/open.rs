@@ -7,7 +7,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
-use super::lock_statements::{LockConn, Prepared};
+use super::lock_statements::LockConn;
+use super::mux::Mux;
+use super::socket::{self, ConnectError, Driven, Peer};
 use super::{ConnWatch, ConnectionSettings, PgConn};
 use crate::error::{is_cancel, Error, PgError};
 use crate::on_drop::OnDrop;
@@ -28,7 +30,8 @@ pub(crate) async fn open(settings: &ConnectionSettings, purpose: Purpose) -> Res
 }
 
 /// Opens a lock session whose statements wait on another session's lock (a fenced lock's
-/// sequence) `lock_timeout_ms` at most; its lock statements are prepared.
+/// sequence) `lock_timeout_ms` at most; its lock statements are prepared, and its socket is
+/// shared with them.
 pub(crate) async fn open_for_locks(
     settings: &ConnectionSettings,
     lock_timeout_ms: u64,
@@ -38,15 +41,8 @@ pub(crate) async fn open_for_locks(
         lock_timeout_ms,
         mark,
     };
-    match open_with(settings, purpose, None).await? {
-        (conn, Some(prepared)) => Ok(LockConn::new(conn, prepared, mark)),
-        (conn, None) => {
-            conn.close("a lock session without its statements");
-            Err(Error::Runtime(
-                "a lock session was opened without its statements".into(),
-            ))
-        }
-    }
+    let (conn, tries) = open_with(settings, purpose, None).await?;
+    Ok(LockConn::new(conn, mark, tries))
 }
 
 /// A mark for a new lock session, unique to it: this process's id and a count (unique on
@@ -71,28 +67,41 @@ pub(crate) async fn open_listening(
     Ok((conn, notifications))
 }
 
-/// Opens and sets up a connection. The connect timeout covers the whole start-up (TCP,
+/// Opens and sets up a connection; with it, the set-up's try that worked (a lock session's
+/// statements are named after it). The connect timeout covers the whole start-up (TCP,
 /// TLS, authentication, set-up), not only the TCP connect that tokio-postgres' own
 /// `connect_timeout` bounds: a server that accepts and then says nothing must not hang us.
 async fn open_with(
     settings: &ConnectionSettings,
     purpose: Purpose,
     notify: Option<mpsc::UnboundedSender<Notification>>,
-) -> Result<(PgConn, Option<Prepared>), Error> {
+) -> Result<(PgConn, usize), Error> {
     let timeout = settings.connect_timeout;
     let watch = Arc::new(ConnWatch::new());
     let mut io_task = None;
+    let mut shared = None;
     let opened = tokio::time::timeout(timeout, async {
-        let (client, task) = connect(settings, Arc::clone(&watch), notify)
-            .await
-            .map_err(|error| {
-                Error::connect_failed(error, &settings.target, settings.tls_summary)
-            })?;
-        io_task = Some(task);
-        set_up(&client, purpose)
+        let failed = |error| Error::connect_failed(error, &settings.target, settings.tls_summary);
+        let client = match purpose {
+            Purpose::Locks { .. } => {
+                let (client, task, mux, peer) = connect_shared(settings, &watch).await?;
+                io_task = Some(task);
+                shared = Some((mux, peer));
+                client
+            }
+            _ => {
+                let (client, task) = connect(settings, Arc::clone(&watch), notify)
+                    .await
+                    .map_err(failed)?;
+                io_task = Some(task);
+                client
+            }
+        };
+        let mux = shared.as_ref().map(|(mux, _)| &**mux);
+        set_up(&client, mux, purpose)
             .await
             .map(|setup| (client, setup))
-            .map_err(|error| Error::connect_failed(error, &settings.target, settings.tls_summary))
+            .map_err(failed)
     })
     .await;
     let (client, setup) = match opened {
@@ -115,8 +124,9 @@ async fn open_with(
         pid: setup.pid,
         server_version: setup.server_version,
         encrypted: setup.encrypted,
+        shared,
     };
-    Ok((conn, setup.prepared))
+    Ok((conn, setup.tries))
 }
 
 /// What the set-up of a session found and made.
@@ -125,43 +135,70 @@ struct SetUp {
     server_version: i32,
     /// Whether the server sees the session as TLS-encrypted (`pg_stat_ssl`).
     encrypted: bool,
-    /// A lock session's prepared statements.
-    prepared: Option<Prepared>,
+    /// The try that worked (a lock session's statements are named after it).
+    tries: usize,
 }
 
 /// [`set_up_once`], tried again when a cancel cuts it short.
-async fn set_up(client: &Client, purpose: Purpose) -> Result<SetUp, PgError> {
+async fn set_up(client: &Client, mux: Option<&Mux>, purpose: Purpose) -> Result<SetUp, PgError> {
     let mut tries = 0;
     loop {
         tries += 1;
-        match set_up_once(client, purpose).await {
+        match set_up_once(client, mux, purpose, tries).await {
             Err(error) if is_cancel(&error) && tries < SETUP_TRIES => continue,
             done => return done,
         }
     }
 }
 
-/// The session's settings and, for a lock session, its prepared statements, in one round
-/// trip (tokio-postgres pipelines requests polled together).
-async fn set_up_once(client: &Client, purpose: Purpose) -> Result<SetUp, PgError> {
+/// The session's settings and, for a lock session (its shared socket `mux`), its prepared
+/// statements, named after the try (a try cut short may leave some prepared); in one round
+/// trip (the two requests are written together).
+async fn set_up_once(
+    client: &Client,
+    mux: Option<&Mux>,
+    purpose: Purpose,
+    tries: usize,
+) -> Result<SetUp, PgError> {
     let text = sql::setup(purpose);
     let setup = client.simple_query(&text);
-    let (answer, prepared) = match purpose {
-        Purpose::Locks { .. } => {
-            let (answer, prepared) = tokio::join!(setup, Prepared::new(client));
-            (answer, Some(prepared?))
+    let answer = match mux {
+        Some(mux) => {
+            let (prepared, answer) = tokio::join!(LockConn::prepare(mux, tries), setup);
+            prepared?;
+            answer?
         }
-        Purpose::Coordination { .. } | Purpose::Listen => (setup.await, None),
+        None => setup.await?,
     };
-    let answer = answer?;
     let row = sql::rows(&answer).next();
     let column = |i: usize| row.and_then(|row| row.get(i)?.parse().ok()).unwrap_or(0);
     Ok(SetUp {
         pid: column(0),
         server_version: column(1),
         encrypted: row.and_then(|row| row.get(2)) == Some("t"),
-        prepared,
+        tries,
     })
+}
+
+/// Connects a lock session on a socket of pals' own, shared with its statements, and drives
+/// the connection in a task of the current (the library's) runtime, as [`connect`] does.
+async fn connect_shared(
+    settings: &ConnectionSettings,
+    watch: &Arc<ConnWatch>,
+) -> Result<(Client, AbortHandle, Arc<Mux>, Peer), Error> {
+    let (target, tls) = (&settings.target, settings.tls_summary);
+    let opened = socket::connect(&settings.config, &settings.tls)
+        .await
+        .map_err(|error| match error {
+            ConnectError::Pg(error) => Error::connect_failed(error, target, tls),
+            ConnectError::Io(error) => Error::connect_io(&error, target, tls),
+        })?;
+    let task = match opened.connection {
+        Driven::Plain(connection) => drive(connection, Arc::clone(watch), None),
+        Driven::Tls(connection) => drive(connection, Arc::clone(watch), None),
+    };
+    opened.mux.track();
+    Ok((opened.client, task, opened.mux, opened.peer))
 }
 
 /// Connects with the TLS the settings ask for, and drives the connection in a task of the
