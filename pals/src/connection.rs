@@ -30,6 +30,8 @@ mod lock_statements;
 mod mux;
 mod open;
 mod socket;
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+mod socket_tls;
 
 pub(crate) use lock_statements::{LockConn, WaitFailed};
 pub(crate) use open::{open, open_for_locks, open_listening};
@@ -75,18 +77,22 @@ impl PgConn {
     }
 
     /// Asks the server to cancel the statement this session is running, on a connection of
-    /// its own.
-    pub(crate) async fn cancel(&self) -> Result<(), PgError> {
+    /// its own. A request that cannot be made is logged: the callers close the session
+    /// anyway (the cancel only hurries the server).
+    pub(crate) async fn cancel(&self) {
         let token = self.client.cancel_token();
-        if let Some((_, peer)) = &self.shared {
-            return peer.cancel(&token, &self.tls).await;
-        }
-        match &self.tls {
-            Connector::Plain => token.cancel_query(NoTls).await,
-            #[cfg(feature = "rustls")]
-            Connector::Rustls(tls) => token.cancel_query(tls.clone()).await,
-            #[cfg(feature = "native-tls")]
-            Connector::Native(tls) => token.cancel_query(tls.clone()).await,
+        let sent: Result<(), Box<dyn std::error::Error + Send + Sync>> = match &self.shared {
+            Some((_, peer)) => peer.cancel(&token, &self.tls).await,
+            None => match &self.tls {
+                Connector::Plain => token.cancel_query(NoTls).await.map_err(Into::into),
+                #[cfg(feature = "rustls")]
+                Connector::Rustls(tls) => token.cancel_query(tls.clone()).await.map_err(Into::into),
+                #[cfg(feature = "native-tls")]
+                Connector::Native(tls) => token.cancel_query(tls.clone()).await.map_err(Into::into),
+            },
+        };
+        if let Err(error) = sent {
+            tracing::debug!(%error, pid = self.pid, "pals: a cancel request could not be sent");
         }
     }
 

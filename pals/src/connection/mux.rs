@@ -104,6 +104,8 @@ struct State {
     live_calls: usize,
     /// tokio-postgres' reader, when it waits for bytes.
     driver_waker: Option<Waker>,
+    /// The call whose task is reading the socket now.
+    pumping: Option<usize>,
 }
 
 #[derive(Default)]
@@ -169,6 +171,7 @@ impl Mux {
                 slots: Vec::new(),
                 live_calls: 0,
                 driver_waker: None,
+                pumping: None,
             }),
             wakers: Arc::new(Wakers::default()),
         })
@@ -178,11 +181,13 @@ impl Mux {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
     /// Takes the socket out (for a TLS handshake on it).
     pub(crate) fn take_io(&self) -> Option<Socket> {
         self.state().io.take()
     }
 
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
     /// Puts a socket back (the TLS stream over the one taken).
     pub(crate) fn put_io(&self, io: Socket) {
         let mut state = self.state();
@@ -307,7 +312,7 @@ impl Mux {
         }
         state.input.extend_from_slice(bytes);
         let mut at = 0;
-        let mut to_driver = false;
+        let (mut to_driver, mut answered) = (false, false);
         while let Some(len) = frame::whole(&state.input[at..]) {
             let message = &state.input[at..at + len];
             at += len;
@@ -325,6 +330,7 @@ impl Mux {
             }
             if tag == frame::READY && owner.is_some() {
                 state.owed.pop_front();
+                answered = true;
                 if let Some(Owner::Call(slot)) = owner {
                     let slot = &mut state.slots[slot];
                     slot.done = true;
@@ -335,6 +341,34 @@ impl Mux {
         state.input.drain(..at);
         if to_driver {
             wake(&mut state.driver_waker);
+        }
+        if answered {
+            Self::hand_reading(state);
+        }
+    }
+
+    /// The call that reads the socket: the first in `owed` (the answers before it are read
+    /// on its way); `None`: tokio-postgres' side reads.
+    fn reader(state: &State) -> Option<usize> {
+        state.owed.iter().find_map(|owner| match owner {
+            Owner::Call(slot) => Some(*slot),
+            _ => None,
+        })
+    }
+
+    /// Wakes whoever reads the socket now that the answer it read is in: only the reader
+    /// is woken by the socket (not every caller waiting: no herd), the others by their
+    /// answers.
+    fn hand_reading(state: &mut State) {
+        match Self::reader(state) {
+            Some(slot) if state.pumping == Some(slot) => {}
+            Some(slot) => {
+                if let Some(waker) = &state.slots[slot].waker {
+                    waker.wake_by_ref();
+                }
+            }
+            None if !state.owed.is_empty() => wake(&mut state.driver_waker),
+            None => {}
         }
     }
 
@@ -352,7 +386,8 @@ impl Mux {
         let mut state = self.state();
         let state = &mut *state;
         let entry = &mut state.slots[slot];
-        if !entry.done && state.ended.is_none() {
+        let abandoned = !entry.done && state.ended.is_none();
+        if abandoned {
             // Still owed: its answer is read and dropped when it comes.
             if let Some(owner) = state.owed.iter_mut().find(|o| **o == Owner::Call(slot)) {
                 *owner = Owner::Dropped;
@@ -361,6 +396,9 @@ impl Mux {
         entry.in_use = false;
         entry.waker = None;
         state.live_calls -= 1;
+        if abandoned && state.live_calls > 0 {
+            Self::hand_reading(state); // it may have been the reader
+        }
         if state.live_calls == 0 {
             // tokio-postgres' side watches the socket again, or reads what a dropped call
             // left. Its waker is listed first, then the socket polled until it would block:
@@ -393,26 +431,39 @@ impl Call<'_> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Answer, Ended>> {
         let mut state = self.mux.state();
         let state = &mut *state;
-        if !state.slots[self.slot].done && state.ended.is_none() {
-            self.mux.pump(state);
-        }
-        let slot = &mut state.slots[self.slot];
-        if slot.done {
-            return Poll::Ready(Ok(slot.reply.take()));
-        }
-        if state.ended.is_some() {
-            // A FATAL error before the end is the answer (it says why).
-            if slot.reply.failed() {
-                return Poll::Ready(Ok(slot.reply.take()));
+        loop {
+            // The reader is listed for the socket's wake-up before it reads: an event between
+            // its read and its listing would wake nobody.
+            let reader = Mux::reader(state) == Some(self.slot);
+            if reader {
+                self.mux.wakers.add(cx.waker());
             }
-            return Poll::Ready(Err(Ended));
+            if !state.slots[self.slot].done && state.ended.is_none() {
+                state.pumping = Some(self.slot);
+                self.mux.pump(state);
+                state.pumping = None;
+            }
+            let slot = &mut state.slots[self.slot];
+            if slot.done || state.ended.is_some() {
+                if reader {
+                    self.mux.wakers.remove(cx.waker());
+                }
+                return Poll::Ready(match slot.done || slot.reply.failed() {
+                    // (After the end, a FATAL error that came before it is the answer.)
+                    true => Ok(slot.reply.take()),
+                    false => Err(Ended),
+                });
+            }
+            match &slot.waker {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => slot.waker = Some(cx.waker().clone()),
+            }
+            if reader || Mux::reader(state) != Some(self.slot) {
+                return Poll::Pending;
+            }
+            // It became the reader while it read (the answers before its own came): listed
+            // now, it reads again.
         }
-        match &slot.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => slot.waker = Some(cx.waker().clone()),
-        }
-        self.mux.wakers.add(cx.waker());
-        Poll::Pending
     }
 }
 
@@ -455,10 +506,11 @@ impl AsyncRead for DriverSide {
             if state.live_calls > 0 || state.io.is_none() {
                 return Poll::Pending; // the callers read, and route what is its own
             }
+            // Listed before it reads (see `Call::poll`).
+            mux.wakers.add(cx.waker());
             let before = (state.for_driver.len(), state.ended.is_some());
             mux.pump(state);
             if (state.for_driver.len(), state.ended.is_some()) == before {
-                mux.wakers.add(cx.waker());
                 return Poll::Pending;
             }
         }
@@ -524,5 +576,207 @@ impl AsyncWrite for DriverSide {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_flush(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::Waker;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    use super::*;
+    use crate::connection::frame::Value;
+
+    /// A message as the server sends it.
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A one-value row, the value's bytes given.
+    fn row(value: &[u8]) -> Vec<u8> {
+        let mut body = 1u16.to_be_bytes().to_vec();
+        body.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        body.extend_from_slice(value);
+        message(b'D', &body)
+    }
+
+    fn ready() -> Vec<u8> {
+        message(b'Z', b"I")
+    }
+
+    /// A tracked mux over one end of a socket pair; the other end plays the server.
+    fn pair() -> (Arc<Mux>, UnixStream) {
+        let (ours, server) = UnixStream::pair().unwrap();
+        let mux = Mux::new(Socket(Box::new(ours)));
+        mux.track();
+        (mux, server)
+    }
+
+    /// Reads what the client wrote until `count` requests (Sync or Query) are in.
+    async fn requests(server: &mut UnixStream, count: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let mut seen = 0;
+            let mut rest = &got[..];
+            while let Some(len) = frame::whole(rest) {
+                seen += usize::from(frame::ends_request(rest[0]));
+                rest = &rest[len..];
+            }
+            if seen >= count {
+                return got;
+            }
+            let n = server.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn execute(out: &mut Vec<u8>) {
+        frame::execute(out, "s", &["1"]);
+    }
+
+    #[tokio::test]
+    async fn a_call_reads_its_own_answer() {
+        let (mux, mut server) = pair();
+        let call = mux.call(execute, false);
+        let serve = async {
+            let request = requests(&mut server, 1).await;
+            assert_eq!(request[0], b'B');
+            let mut answer = message(b'2', b"");
+            answer.extend(row(&[1]));
+            answer.extend(message(b'C', b"SELECT 1\0"));
+            answer.extend(ready());
+            server.write_all(&answer).await.unwrap();
+        };
+        let (answer, ()) = tokio::join!(call, serve);
+        assert_eq!(answer.unwrap().value, Value::Bool(true));
+    }
+
+    #[tokio::test]
+    async fn answers_go_to_their_owners_in_the_order_of_the_requests() {
+        let (mux, mut server) = pair();
+        let mut driver = mux.driver_side();
+        let mut query = Vec::new();
+        frame::query(&mut query, "SELECT 'driver'");
+        driver.write_all(&query).await.unwrap();
+        driver.flush().await.unwrap();
+        let call = mux.call(execute, false);
+        let driver_answer = [row(b"driver"), ready()].concat();
+        let serve = async {
+            requests(&mut server, 2).await;
+            let notice = message(b'N', b"Mnotice\0\0");
+            let answer = [
+                driver_answer.clone(),
+                notice.clone(),
+                row(&7i64.to_be_bytes()),
+                ready(),
+            ];
+            server.write_all(&answer.concat()).await.unwrap();
+            notice
+        };
+        let (answer, notice) = tokio::join!(call, serve);
+        assert_eq!(answer.unwrap().value, Value::Int(7));
+        // The driver gets its answer, and the notice (asynchronous: the driver's, wherever
+        // it comes), in the order they came.
+        let want = [driver_answer, notice].concat();
+        let mut got = vec![0u8; want.len()];
+        driver.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn the_answer_of_a_call_whose_caller_went_away_is_read_and_dropped() {
+        let (mux, mut server) = pair();
+        {
+            let abandoned = std::pin::pin!(mux.call(execute, false));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(
+                abandoned.poll(&mut cx).is_pending(),
+                "written, not answered"
+            );
+        }
+        let next = mux.call(execute, false);
+        let serve = async {
+            requests(&mut server, 2).await;
+            let answer = [row(&[1]), ready(), row(&9i64.to_be_bytes()), ready()];
+            server.write_all(&answer.concat()).await.unwrap();
+        };
+        let (answer, ()) = tokio::join!(next, serve);
+        assert_eq!(answer.unwrap().value, Value::Int(9));
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_kept_whole() {
+        let (mux, mut server) = pair();
+        let call = mux.call(execute, false);
+        let serve = async {
+            requests(&mut server, 1).await;
+            let error = message(b'E', b"SERROR\0C57014\0Mcanceled\0\0");
+            server.write_all(&[error, ready()].concat()).await.unwrap();
+        };
+        let (answer, ()) = tokio::join!(call, serve);
+        let answer = answer.unwrap();
+        assert_eq!(
+            answer.error.as_deref(),
+            Some(&b"SERROR\0C57014\0Mcanceled\0\0"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_socket_fails_the_calls_in_flight_and_ends_the_drivers_stream() {
+        let (mux, mut server) = pair();
+        let call = mux.call(execute, false);
+        let serve = async {
+            requests(&mut server, 1).await;
+            drop(server);
+        };
+        let (answer, ()) = tokio::join!(call, serve);
+        assert!(answer.is_err(), "no answer came");
+        let mut driver = mux.driver_side();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            driver.read(&mut buf).await.unwrap(),
+            0,
+            "the driver reads the end"
+        );
+        assert!(
+            mux.call(execute, false).await.is_err(),
+            "a later call fails at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_before_the_end_is_the_calls_answer() {
+        let (mux, mut server) = pair();
+        let call = mux.call(execute, false);
+        let serve = async {
+            requests(&mut server, 1).await;
+            let fatal = message(b'E', b"SFATAL\0C57P01\0Mterminating\0\0");
+            server.write_all(&fatal).await.unwrap();
+            drop(server);
+        };
+        let (answer, ()) = tokio::join!(call, serve);
+        let answer = answer.expect("the error says why");
+        assert!(answer.failed());
+    }
+
+    #[tokio::test]
+    async fn shut_closes_the_socket() {
+        let (mux, mut server) = pair();
+        mux.shut();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            server.read(&mut buf).await.unwrap(),
+            0,
+            "the server sees the end"
+        );
+        assert!(mux.call(execute, false).await.is_err());
     }
 }

@@ -195,6 +195,7 @@ async fn connect_shared(
         })?;
     let task = match opened.connection {
         Driven::Plain(connection) => drive(connection, Arc::clone(watch), None),
+        #[cfg(any(feature = "rustls", feature = "native-tls"))]
         Driven::Tls(connection) => drive(connection, Arc::clone(watch), None),
     };
     opened.mux.track();

@@ -2,7 +2,7 @@
 //! ports, `hostaddr`, keepalives and `target_session_attrs` of the configuration, tried in
 //! turn as tokio-postgres' `Config::connect` tries them; then TLS, authentication and
 //! start-up by tokio-postgres (`connect_raw`) over the shared socket. With TLS, the
-//! handshake runs on the socket itself ([`MuxTls`]) and the session's bytes are shared
+//! handshake runs on the socket itself (`socket_tls`) and the session's bytes are shared
 //! above it.
 
 use std::future::Future;
@@ -10,17 +10,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, LoadBalanceHosts, TargetSessionAttrs};
-use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_postgres::{Client, Config, NoTls, SimpleQueryMessage};
 
 use super::mux::{DriverSide, Mux, Socket};
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+use super::socket_tls::{cancel_tls, start_tls, MuxTlsStream};
 use crate::error::PgError;
 use crate::tls::Connector;
 
@@ -29,6 +29,7 @@ use crate::tls::Connector;
 pub(crate) struct Peer {
     addr: Addr,
     /// The host name TLS checks the certificate against.
+    #[cfg_attr(not(any(feature = "rustls", feature = "native-tls")), allow(dead_code))]
     hostname: Option<String>,
     /// The socket settings (connect timeout, keepalives).
     config: Config,
@@ -58,6 +59,7 @@ pub(crate) struct Opened {
 /// The connection tokio-postgres drives, plain or over TLS.
 pub(crate) enum Driven {
     Plain(tokio_postgres::Connection<DriverSide, tokio_postgres::tls::NoTlsStream>),
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
     Tls(tokio_postgres::Connection<DriverSide, MuxTlsStream>),
 }
 
@@ -161,28 +163,18 @@ async fn connect_once(
         .await
         .map_err(ConnectError::Io)?;
     let mux = Mux::new(io);
-    let stream = mux.driver_side();
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
     let hostname = peer.hostname.as_deref().unwrap_or("");
-    let pg = ConnectError::Pg;
     let (client, mut connection) = match tls {
         Connector::Plain => {
-            let (client, connection) = config.connect_raw(stream, NoTls).await.map_err(pg)?;
+            let started = config.connect_raw(mux.driver_side(), NoTls).await;
+            let (client, connection) = started.map_err(ConnectError::Pg)?;
             (client, Driven::Plain(connection))
         }
         #[cfg(feature = "rustls")]
-        Connector::Rustls(make) => {
-            let mut make = make.clone();
-            let tls = MuxTls::new(&mut make, hostname, &mux)?;
-            let (client, connection) = config.connect_raw(stream, tls).await.map_err(pg)?;
-            (client, Driven::Tls(connection))
-        }
+        Connector::Rustls(make) => start_tls(config, &mux, make, hostname).await?,
         #[cfg(feature = "native-tls")]
-        Connector::Native(make) => {
-            let mut make = make.clone();
-            let tls = MuxTls::new(&mut make, hostname, &mux)?;
-            let (client, connection) = config.connect_raw(stream, tls).await.map_err(pg)?;
-            (client, Driven::Tls(connection))
-        }
+        Connector::Native(make) => start_tls(config, &mux, make, hostname).await?,
     };
     check_attrs(config, &client, &mut connection).await?;
     Ok(Opened {
@@ -261,6 +253,7 @@ async fn check_attrs(
     let answer = std::future::poll_fn(|cx| {
         let closed = match connection {
             Driven::Plain(connection) => Pin::new(connection).poll(cx),
+            #[cfg(any(feature = "rustls", feature = "native-tls"))]
             Driven::Tls(connection) => Pin::new(connection).poll(cx),
         };
         if let Poll::Ready(result) = closed {
@@ -298,127 +291,16 @@ impl Peer {
         &self,
         token: &tokio_postgres::CancelToken,
         tls: &Connector,
-    ) -> Result<(), PgError> {
-        let io = match open_socket(&self.config, &self.addr).await {
-            Ok(io) => io,
-            // The driver's error for a socket that cannot be opened: its own attempt's.
-            Err(_) => return token.cancel_query(NoTls).await,
-        };
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let io = open_socket(&self.config, &self.addr).await?;
+        #[cfg(any(feature = "rustls", feature = "native-tls"))]
         let hostname = self.hostname.as_deref().unwrap_or("");
         match tls {
-            Connector::Plain => token.cancel_query_raw(io, NoTls).await,
+            Connector::Plain => Ok(token.cancel_query_raw(io, NoTls).await?),
             #[cfg(feature = "rustls")]
-            Connector::Rustls(make) => {
-                let mut make = make.clone();
-                let tls = MakeTlsConnect::<Socket>::make_tls_connect(&mut make, hostname);
-                match tls {
-                    Ok(tls) => token.cancel_query_raw(io, tls).await,
-                    Err(_) => token.cancel_query(NoTls).await,
-                }
-            }
+            Connector::Rustls(make) => cancel_tls(token, io, make, hostname).await,
             #[cfg(feature = "native-tls")]
-            Connector::Native(make) => {
-                let mut make = make.clone();
-                let tls = MakeTlsConnect::<Socket>::make_tls_connect(&mut make, hostname);
-                match tls {
-                    Ok(tls) => token.cancel_query_raw(io, tls).await,
-                    Err(_) => token.cancel_query(NoTls).await,
-                }
-            }
+            Connector::Native(make) => cancel_tls(token, io, make, hostname).await,
         }
-    }
-}
-
-/// TLS for a shared socket: tokio-postgres negotiates it (`SSLRequest`, or directly); the
-/// handshake then runs on the socket, taken out of the [`Mux`] and put back wrapped, and
-/// tokio-postgres is given the shared stream above it.
-pub(crate) struct MuxTls {
-    handshake: Pin<Box<dyn Future<Output = io::Result<MuxTlsStream>> + Send>>,
-}
-
-impl MuxTls {
-    fn new<M>(make: &mut M, hostname: &str, mux: &Arc<Mux>) -> Result<MuxTls, ConnectError>
-    where
-        M: MakeTlsConnect<Socket>,
-        M::TlsConnect: Send + 'static,
-        <M::TlsConnect as TlsConnect<Socket>>::Future: Send,
-        M::Stream: Send + Unpin + 'static,
-    {
-        let connect = make
-            .make_tls_connect(hostname)
-            .map_err(|error| ConnectError::Io(io::Error::other(error.into())))?;
-        let mux = Arc::clone(mux);
-        let handshake = async move {
-            let socket = mux
-                .take_io()
-                .ok_or_else(|| io::Error::other("the socket is in use"))?;
-            let stream = connect
-                .connect(socket)
-                .await
-                .map_err(|error| io::Error::other(error.into()))?;
-            let binding = Mutex::new(Some(stream.channel_binding()));
-            mux.put_io(Socket(Box::new(stream)));
-            Ok(MuxTlsStream {
-                side: mux.driver_side(),
-                binding,
-            })
-        };
-        Ok(MuxTls {
-            handshake: Box::pin(handshake),
-        })
-    }
-}
-
-impl TlsConnect<DriverSide> for MuxTls {
-    type Stream = MuxTlsStream;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<MuxTlsStream>> + Send>>;
-
-    fn connect(self, _plain: DriverSide) -> Self::Future {
-        // `_plain` is the shared socket's own side: the handshake takes the socket itself.
-        self.handshake
-    }
-}
-
-/// The shared stream over TLS, as tokio-postgres sees it, with the TLS session's channel
-/// binding (for SCRAM-SHA-256-PLUS).
-pub(crate) struct MuxTlsStream {
-    side: DriverSide,
-    /// Asked for once, by the authentication (`ChannelBinding` is not `Clone`).
-    binding: Mutex<Option<ChannelBinding>>,
-}
-
-impl TlsStream for MuxTlsStream {
-    fn channel_binding(&self) -> ChannelBinding {
-        let mut binding = self.binding.lock().unwrap_or_else(|e| e.into_inner());
-        binding.take().unwrap_or_else(ChannelBinding::none)
-    }
-}
-
-impl AsyncRead for MuxTlsStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.side).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for MuxTlsStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.side).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.side).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.side).poll_shutdown(cx)
     }
 }
