@@ -14,7 +14,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +23,9 @@ use pals::Locker;
 use sqlx::postgres::{PgAdvisoryLock, PgAdvisoryLockKey, PgConnection};
 use sqlx::{Connection, Either};
 use tokio_postgres::{Client, NoTls, Statement};
+
+mod common;
+use common::{cycle, with_sslmode, Cycle};
 
 /// Counts the bytes the process holds, to price a held lock.
 struct Counting;
@@ -669,17 +671,6 @@ where
     Figure::micros(&mut rounds)
 }
 
-/// One side's cycle, boxed so that sides of different types interleave.
-type Cycle<'a> = Box<dyn FnMut() -> Pin<Box<dyn Future<Output = ()> + 'a>> + 'a>;
-
-fn cycle<'a, F, Fut>(mut make: F) -> Cycle<'a>
-where
-    F: FnMut() -> Fut + 'a,
-    Fut: Future<Output = ()> + 'a,
-{
-    Box::new(move || Box::pin(make()))
-}
-
 /// Median time per cycle of `pals` and of `raw` over the rounds: see [`interleaved`].
 async fn paired<'a, P, PF, R, RF>(settings: &Settings, pals: P, raw: R) -> (Figure, Figure)
 where
@@ -1078,17 +1069,6 @@ impl Drop for PythonPeer {
     fn drop(&mut self) {
         drop(self.stdin.take()); // EOF: the peer exits
         let _ = self.child.wait();
-    }
-}
-
-/// `url` with `sslmode=mode`, unless it names one already.
-fn with_sslmode(url: &str, mode: &str) -> String {
-    if url.contains("sslmode=") {
-        url.to_string()
-    } else if url.contains('?') {
-        format!("{url}&sslmode={mode}")
-    } else {
-        format!("{url}?sslmode={mode}")
     }
 }
 
