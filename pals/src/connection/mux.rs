@@ -438,7 +438,10 @@ impl Call<'_> {
             if reader {
                 self.mux.wakers.add(cx.waker());
             }
-            if !state.slots[self.slot].done && state.ended.is_none() {
+            // Only the reader reads and writes: the others' requests wait in the output for
+            // its next turn (when an answer comes), so that calls in flight together go out
+            // together and never queue on this lock behind one another's syscalls.
+            if reader && !state.slots[self.slot].done && state.ended.is_none() {
                 state.pumping = Some(self.slot);
                 self.mux.pump(state);
                 state.pumping = None;
@@ -461,8 +464,7 @@ impl Call<'_> {
             if reader || Mux::reader(state) != Some(self.slot) {
                 return Poll::Pending;
             }
-            // It became the reader while it read (the answers before its own came): listed
-            // now, it reads again.
+            // It became the reader (the calls before it are done): listed now, it reads.
         }
     }
 }
