@@ -172,9 +172,17 @@ async fn connect_once(
             (client, Driven::Plain(connection))
         }
         #[cfg(feature = "rustls")]
-        Connector::Rustls(make) => start_tls(config, &mux, make, hostname).await?,
+        Connector::Rustls(make) => {
+            let started = start_tls(config, &mux, make, hostname).await;
+            let (client, connection) = started.map_err(ConnectError::Pg)?;
+            (client, Driven::Tls(connection))
+        }
         #[cfg(feature = "native-tls")]
-        Connector::Native(make) => start_tls(config, &mux, make, hostname).await?,
+        Connector::Native(make) => {
+            let started = start_tls(config, &mux, make, hostname).await;
+            let (client, connection) = started.map_err(ConnectError::Pg)?;
+            (client, Driven::Tls(connection))
+        }
     };
     check_attrs(config, &client, &mut connection).await?;
     Ok(Opened {

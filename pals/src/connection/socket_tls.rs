@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::{Client, Config, Connection};
 
 use super::mux::{DriverSide, Mux, Socket};
-use super::socket::{ConnectError, Driven};
+use crate::error::PgError;
 
 /// Starts a session over TLS on `mux`'s socket, with `make`'s TLS (see [`MuxTls`]).
 pub(super) async fn start_tls<M>(
@@ -21,17 +21,15 @@ pub(super) async fn start_tls<M>(
     mux: &Arc<Mux>,
     make: &M,
     hostname: &str,
-) -> Result<(Client, Driven), ConnectError>
+) -> Result<(Client, Connection<DriverSide, MuxTlsStream>), PgError>
 where
     M: MakeTlsConnect<Socket> + Clone,
     M::TlsConnect: Send + 'static,
     <M::TlsConnect as TlsConnect<Socket>>::Future: Send,
     M::Stream: Send + Unpin + 'static,
 {
-    let tls = MuxTls::new(&mut make.clone(), hostname, mux)?;
-    let started = config.connect_raw(mux.driver_side(), tls).await;
-    let (client, connection) = started.map_err(ConnectError::Pg)?;
-    Ok((client, Driven::Tls(connection)))
+    let tls = MuxTls::new(&mut make.clone(), hostname, mux);
+    config.connect_raw(mux.driver_side(), tls).await
 }
 
 /// A cancel request over TLS on `io`, with `make`'s TLS.
@@ -59,7 +57,9 @@ pub(crate) struct MuxTls {
 }
 
 impl MuxTls {
-    fn new<M>(make: &mut M, hostname: &str, mux: &Arc<Mux>) -> Result<MuxTls, ConnectError>
+    /// A TLS set-up that fails (a bad certificate file) fails the handshake: the driver
+    /// reports it as a TLS error, as it does for its own connections.
+    fn new<M>(make: &mut M, hostname: &str, mux: &Arc<Mux>) -> MuxTls
     where
         M: MakeTlsConnect<Socket>,
         M::TlsConnect: Send + 'static,
@@ -68,9 +68,10 @@ impl MuxTls {
     {
         let connect = make
             .make_tls_connect(hostname)
-            .map_err(|error| ConnectError::Io(io::Error::other(error.into())))?;
+            .map_err(|error| io::Error::other(error.into()));
         let mux = Arc::clone(mux);
         let handshake = async move {
+            let connect = connect?;
             let socket = mux
                 .take_io()
                 .ok_or_else(|| io::Error::other("the socket is in use"))?;
@@ -85,9 +86,9 @@ impl MuxTls {
                 binding,
             })
         };
-        Ok(MuxTls {
+        MuxTls {
             handshake: Box::pin(handshake),
-        })
+        }
     }
 }
 
